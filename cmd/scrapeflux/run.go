@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/scrapeflux/scrapeflux/discovery"
+	"github.com/scrapeflux/scrapeflux/scrape"
+	"github.com/scrapeflux/scrapeflux/sink"
+)
+
+type runOptions struct {
+	*globalOptions
+	targets []string
+	job     string
+	listen  string
+
+	scrape     scrape.Config
+	bodyLimit  byteSize
+	layout     string
+	sink       sink.Config
+	queueBytes byteSize
+	influx     sink.InfluxConfig
+	tokenFile  string
+}
+
+func newCmdRun(g *globalOptions) *cobra.Command {
+	o := &runOptions{globalOptions: g, sink: sink.DefaultConfig()}
+	o.bodyLimit = scrape.DefaultBodyLimit
+	o.queueBytes = byteSize(o.sink.MaxQueueBytes)
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Scrape targets on a schedule and write to InfluxDB (the daemon)",
+		Long: `run scrapes every target on its interval and writes the samples to InfluxDB.
+
+Targets come from repeatable --target flags. Each target is scraped once per
+--interval at a fixed offset within the interval (spread by a hash of the
+target), and every scrape also writes up, scrape_duration_seconds and
+scrape_samples_scraped for its target. A failed scrape writes up=0 and none
+of its samples. SIGINT or SIGTERM stops scraping and flushes what is batched
+within --shutdown-timeout.
+
+For InfluxDB 1.8 give the database (or database/retention-policy) as
+--influx-bucket, any --influx-org, and a token "user:password" only if
+authentication is on.`,
+		Example: `  scrapeflux run --target http://10.0.0.5:9323/metrics --target http://10.0.0.6:9323/metrics \
+    --interval 15s --influx-url http://127.0.0.1:8086 --influx-bucket docker`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runRun(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&o.targets, "target", nil, "URL of a /metrics endpoint to scrape (repeatable)")
+	f.StringVar(&o.job, "job", "static", "job tag of the --target targets")
+	f.DurationVar(&o.scrape.Interval, "interval", scrape.DefaultInterval, "time between two scrapes of a target")
+	f.DurationVar(&o.scrape.Timeout, "timeout", scrape.DefaultTimeout, "timeout of one scrape; must not exceed --interval")
+	f.Var(&o.bodyLimit, "body-limit", "largest body accepted from a target, after decompression")
+	f.BoolVar(&o.scrape.HonorTimestamps, "honor-timestamps", false, "keep timestamps targets expose instead of the scrape time")
+	f.StringVar(&o.layout, "layout", "v1", "InfluxDB layout: v1 (measurement per metric) or v2 (one measurement, field per metric)")
+	f.StringVar(&o.sink.Convert.Measurement, "measurement", sink.DefaultMeasurement, "measurement of layout v2")
+	f.StringVar(&o.influx.URL, "influx-url", "http://127.0.0.1:8086", "InfluxDB URL")
+	f.StringVar(&o.influx.Org, "influx-org", "", "InfluxDB 2.x organization (ignored by 1.x)")
+	f.StringVar(&o.influx.Bucket, "influx-bucket", "", "InfluxDB 2.x bucket, or 1.x database[/retention-policy]")
+	f.StringVar(&o.tokenFile, "influx-token-file", "", "file holding the InfluxDB token (default: env INFLUX_TOKEN)")
+	f.BoolVar(&o.influx.Gzip, "influx-gzip", false, "gzip write requests (saves bandwidth, costs CPU)")
+	f.DurationVar(&o.influx.Timeout, "influx-timeout", 10*time.Second, "timeout of one write request")
+	f.IntVar(&o.sink.BatchSize, "batch-size", o.sink.BatchSize, "lines per write request (a scrape's lines are never split)")
+	f.DurationVar(&o.sink.FlushInterval, "flush-interval", o.sink.FlushInterval, "longest time a line waits before it is sent")
+	f.Var(&o.queueBytes, "queue-max-bytes", "memory held for InfluxDB while it is slow or away; oldest dropped past it")
+	f.DurationVar(&o.sink.ShutdownTimeout, "shutdown-timeout", o.sink.ShutdownTimeout, "time allowed to flush on shutdown")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:9273", "address of the /metrics, /healthz, /readyz and /targets server (empty: off)")
+	return cmd
+}
+
+// validate reads secrets and checks every option, naming the bad ones.
+func (o *runOptions) validate() error {
+	var errs []error
+	layout, err := sink.ParseLayout(o.layout)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--layout: %w", err))
+	}
+	o.sink.Convert.Layout = layout
+	o.scrape.BodyLimit = int64(o.bodyLimit)
+	o.sink.MaxQueueBytes = int64(o.queueBytes)
+	if err := o.scrape.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("scrape: %w", err))
+	}
+	if err == nil {
+		if err := o.sink.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("sink: %w", err))
+		}
+	}
+	if o.influx.Token, err = readSecret(o.tokenFile, "INFLUX_TOKEN"); err != nil {
+		errs = append(errs, fmt.Errorf("--influx-token-file: %w", err))
+	}
+	if err := o.influx.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(o.targets) == 0 {
+		errs = append(errs, discovery.ErrNoTargets)
+	}
+	return errors.Join(errs...)
+}
+
+func runRun(ctx context.Context, o *runOptions) error {
+	log, err := o.logger()
+	if err != nil {
+		return err
+	}
+	if err := o.validate(); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	static, err := discovery.NewStatic(o.job, o.targets)
+	if err != nil {
+		return err
+	}
+	w, err := sink.NewInfluxWriter(o.influx)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	snk, err := sink.New(o.sink, w, log.With("component", "sink"))
+	if err != nil {
+		return err
+	}
+	pool, err := scrape.NewPool(o.scrape, snk, log.With("component", "scrape"))
+	if err != nil {
+		return err
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	g, gctx := errgroup.WithContext(ctx)
+	targets := make(chan []discovery.Target)
+	web := &webServer{addr: o.listen, pool: pool, sink: snk, log: log.With("component", "web")}
+	if err := web.listen(); err != nil {
+		return err
+	}
+	g.Go(func() error { return web.run(gctx) })
+	g.Go(func() error { return discovery.Merge(gctx, targets, static) })
+	g.Go(func() error {
+		// Producers stop first; then the sink drains.
+		defer snk.Close()
+		return pool.Run(gctx, targets)
+	})
+	g.Go(func() error { return snk.Run(gctx) })
+	log.Info("scrapeflux started", "version", version, "targets", len(static.Targets),
+		"interval", o.scrape.Interval, "influx_url", o.influx.URL, "listen", web.boundAddr())
+	err = g.Wait()
+	st := snk.Stats()
+	log.Info("scrapeflux stopped", "samples_scraped", st.Scraped, "samples_written", st.Written,
+		"samples_dropped", st.DroppedTotal(), "samples_queued", st.QueuedSamples)
+	return err
+}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/scrapeflux/scrapeflux/scrape"
+	"github.com/scrapeflux/scrapeflux/sink"
+)
+
+// webServer serves the daemon's own /metrics, /healthz, /readyz and
+// /targets.
+type webServer struct {
+	addr string
+	pool *scrape.Pool
+	sink *sink.Sink
+	log  *slog.Logger
+	ln   net.Listener
+}
+
+func (w *webServer) listen() error {
+	if w.addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", w.addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen on --listen %s: %w", w.addr, err)
+	}
+	w.ln = ln
+	return nil
+}
+
+func (w *webServer) boundAddr() string {
+	if w.ln == nil {
+		return ""
+	}
+	return w.ln.Addr().String()
+}
+
+func (w *webServer) run(ctx context.Context) error {
+	if w.ln == nil {
+		return nil
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&selfCollector{pool: w.pool, sink: w.sink})
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, r *http.Request) { fmt.Fprintln(rw, "ok") })
+	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, r *http.Request) {
+		if len(w.pool.Targets()) == 0 {
+			http.Error(rw, "no targets yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(rw, "ready")
+	})
+	mux.HandleFunc("/targets", w.targets)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(w.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("web server stopped: %w", err)
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}
+}
+
+type targetRow struct {
+	URL, Job, Instance, Node, Health, LastError string
+	LastScrape                                  time.Time
+	DurationSeconds                             float64
+	Samples                                     int
+}
+
+var targetsPage = template.Must(template.New("targets").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>scrapeflux targets</title>
+<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+.up{background:#dfd}.down{background:#fdd}</style></head><body>
+<h1>Targets ({{len .}})</h1>
+<table id="targets"><thead><tr><th>Job</th><th>Instance</th><th>Node</th><th>State</th><th>Last scrape</th><th>Duration</th><th>Samples</th><th>Last error</th></tr></thead><tbody>
+{{range .}}<tr class="{{.Health}}"><td>{{.Job}}</td><td><a href="{{.URL}}">{{.Instance}}</a></td><td>{{.Node}}</td><td class="state">{{.Health}}</td>
+<td>{{if .LastScrape.IsZero}}never{{else}}{{.LastScrape.Format "2006-01-02 15:04:05"}}{{end}}</td><td>{{printf "%.3fs" .DurationSeconds}}</td><td>{{.Samples}}</td><td>{{.LastError}}</td></tr>
+{{end}}</tbody></table></body></html>`))
+
+func (w *webServer) targets(rw http.ResponseWriter, r *http.Request) {
+	var rows []targetRow
+	for _, st := range w.pool.Targets() {
+		rows = append(rows, targetRow{
+			URL: st.Target.URL, Job: st.Target.Tag("job"), Instance: st.Target.Tag("instance"), Node: st.Target.Tag("node"),
+			Health: string(st.Health), LastError: st.LastError, LastScrape: st.LastScrape,
+			DurationSeconds: st.LastDuration.Seconds(), Samples: st.LastSamples,
+		})
+	}
+	if r.URL.Query().Get("format") == "json" {
+		rw.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(rw).Encode(rows)
+		return
+	}
+	rw.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := targetsPage.Execute(rw, rows); err != nil {
+		w.log.Debug("cannot render targets page", "err", err)
+	}
+}
+
+// selfCollector exposes the pool's and sink's counters at collection time.
+type selfCollector struct {
+	pool *scrape.Pool
+	sink *sink.Sink
+}
+
+var (
+	descScraped  = prometheus.NewDesc("scrapeflux_samples_scraped_total", "Samples committed by scrapes.", nil, nil)
+	descWritten  = prometheus.NewDesc("scrapeflux_samples_written_total", "Samples InfluxDB accepted.", nil, nil)
+	descDropped  = prometheus.NewDesc("scrapeflux_samples_dropped_total", "Samples not written, by reason.", []string{"reason"}, nil)
+	descQueued   = prometheus.NewDesc("scrapeflux_queued_samples", "Samples accepted and not yet written.", nil, nil)
+	descQBytes   = prometheus.NewDesc("scrapeflux_queued_bytes", "Bytes of line protocol not yet written.", nil, nil)
+	descTargets  = prometheus.NewDesc("scrapeflux_targets", "Targets by health.", []string{"health"}, nil)
+	descScrapes  = prometheus.NewDesc("scrapeflux_scrapes_total", "Scrapes run.", nil, nil)
+	descFailures = prometheus.NewDesc("scrapeflux_scrape_failures_total", "Scrapes that failed.", nil, nil)
+	descSkipped  = prometheus.NewDesc("scrapeflux_scrapes_skipped_total", "Scrape intervals skipped because a scrape overran.", nil, nil)
+	descLag      = prometheus.NewDesc("scrapeflux_scrape_start_lag_max_seconds", "Largest lag of a scrape's start behind its schedule among the last scrapes of every target.", nil, nil)
+)
+
+func (c *selfCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+
+func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.sink.Stats()
+	ch <- prometheus.MustNewConstMetric(descScraped, prometheus.CounterValue, float64(st.Scraped))
+	ch <- prometheus.MustNewConstMetric(descWritten, prometheus.CounterValue, float64(st.Written))
+	for reason, n := range st.Dropped {
+		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(n), reason)
+	}
+	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(st.QueuedSamples))
+	ch <- prometheus.MustNewConstMetric(descQBytes, prometheus.GaugeValue, float64(st.QueuedBytes))
+	health := map[scrape.Health]int{scrape.HealthUp: 0, scrape.HealthDown: 0, scrape.HealthUnknown: 0}
+	var scrapes, failures, skipped int64
+	var lag time.Duration
+	for _, t := range c.pool.Targets() {
+		health[t.Health]++
+		scrapes += t.ScrapesTotal
+		failures += t.FailuresTotal
+		skipped += t.SkippedTotal
+		lag = max(lag, t.LastStartDelay)
+	}
+	for h, n := range health {
+		ch <- prometheus.MustNewConstMetric(descTargets, prometheus.GaugeValue, float64(n), string(h))
+	}
+	ch <- prometheus.MustNewConstMetric(descScrapes, prometheus.CounterValue, float64(scrapes))
+	ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(failures))
+	ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(skipped))
+	ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, lag.Seconds())
+}

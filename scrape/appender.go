@@ -1,0 +1,83 @@
+package scrape
+
+import (
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/scrapeflux/scrapeflux/discovery"
+)
+
+// Appender takes the samples of one target's scrapes. The scrape pool makes
+// one per target loop and calls it from that loop's goroutine only, so an
+// implementation may keep per-target state (encode buffers, series caches)
+// without locking.
+//
+// A scrape is a run of Append calls closed by Commit (everything appended
+// since the last Commit or Rollback is accepted) or Rollback (all of it is
+// discarded). A loop rolls back a failed scrape and then commits only its
+// synthetic series (up=0), so nothing partial is ever written. Commit may
+// block briefly on a busy hand-off but never waits on the metrics store.
+type Appender interface {
+	// Append adds one sample. The sample and its byte slices are only valid
+	// during the call. An error fails the whole scrape.
+	Append(s *Sample) error
+	Commit() error
+	Rollback()
+}
+
+// Appendable makes the Appender for a target's loop when it starts.
+type Appendable interface {
+	Appender(t *discovery.Target) Appender
+}
+
+// Sample is one sample as exposed by a target, handed to an Appender.
+type Sample struct {
+	// Series is the exposition text of the series (name and labels). Equal
+	// texts within one target are the same series from one scrape to the
+	// next, so appenders can key caches on it and call Labels only for
+	// series they have not seen.
+	Series []byte
+	// Name is the metric name of the sample (foo_bucket); Family is the
+	// name of its metric family (foo) and Type the family's type, unknown
+	// for families without a TYPE line.
+	Name   []byte
+	Family []byte
+	Type   model.MetricType
+	Value  float64
+	// Timestamp in milliseconds since the epoch: the scrape's start, or the
+	// exposed timestamp when the loop honours timestamps.
+	Timestamp int64
+
+	src  labelSource
+	lset labels.Labels
+}
+
+// labelSource is what Sample.Labels reads from: the parser of the current
+// scrape, or nil for synthetic samples.
+type labelSource interface {
+	Labels(l *labels.Labels)
+}
+
+// Labels writes the sample's labels, __name__ included, into l.
+func (s *Sample) Labels(l *labels.Labels) {
+	if s.src != nil {
+		s.src.Labels(l)
+		return
+	}
+	*l = s.lset
+}
+
+// SyntheticSample builds a sample that did not come from a parser, such as
+// the per-scrape series up and scrape_duration_seconds, or test input.
+func SyntheticSample(lset labels.Labels, typ model.MetricType, v float64, ts int64) Sample {
+	name := lset.Get(labels.MetricName)
+	return Sample{
+		Series:    []byte(lset.String()),
+		Name:      []byte(name),
+		Family:    []byte(name),
+		Type:      typ,
+		Value:     v,
+		Timestamp: ts,
+		lset:      lset,
+	}
+}

@@ -1,0 +1,204 @@
+package scrape
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/scrapeflux/scrapeflux/discovery"
+)
+
+// Health of a target after its last scrape.
+type Health string
+
+// Target health values.
+const (
+	HealthUnknown Health = "unknown"
+	HealthUp      Health = "up"
+	HealthDown    Health = "down"
+)
+
+// Status is what is known about a target's last scrape.
+type Status struct {
+	Target         discovery.Target
+	Health         Health
+	LastScrape     time.Time
+	LastDuration   time.Duration
+	LastSamples    int
+	LastError      string
+	ScrapesTotal   int64
+	FailuresTotal  int64
+	SkippedTotal   int64
+	LastStartDelay time.Duration
+}
+
+// loop scrapes one target on its schedule.
+type loop struct {
+	target  discovery.Target
+	cfg     Config
+	app     Appender
+	fetcher *fetcher
+	parser  *parser
+	log     *slog.Logger
+	timeout string
+
+	stop func()
+	done chan struct{}
+
+	mu     sync.Mutex // guards status
+	status Status
+
+	// Synthetic series, built once per loop.
+	upLabels, durLabels, samplesLabels labels.Labels
+	synth                              Sample
+}
+
+func newLoop(t discovery.Target, cfg Config, app Appender, f *fetcher, log *slog.Logger) *loop {
+	return &loop{
+		target:        t,
+		cfg:           cfg,
+		app:           app,
+		fetcher:       f,
+		parser:        newParser(),
+		log:           log.With("target", t.URL),
+		timeout:       strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64),
+		done:          make(chan struct{}),
+		status:        Status{Target: t, Health: HealthUnknown},
+		upLabels:      labels.FromStrings(labels.MetricName, "up"),
+		durLabels:     labels.FromStrings(labels.MetricName, "scrape_duration_seconds"),
+		samplesLabels: labels.FromStrings(labels.MetricName, "scrape_samples_scraped"),
+	}
+}
+
+// offset is when, within each interval, this target is scraped: spread by
+// the target's hash so that loops do not all fire together, and stable
+// across restarts.
+func (l *loop) offset(now time.Time) time.Duration {
+	iv := int64(l.cfg.Interval)
+	off := int64(l.target.Hash()%uint64(iv)) - now.UnixNano()%iv
+	if off < 0 {
+		off += iv
+	}
+	return time.Duration(off)
+}
+
+// run scrapes until ctx is cancelled.
+func (l *loop) run(ctx context.Context) {
+	defer close(l.done)
+	next := time.Now().Add(l.offset(time.Now()))
+	timer := time.NewTimer(time.Until(next))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		now := time.Now()
+		delay := now.Sub(next)
+		l.scrape(ctx, now, delay)
+		if ctx.Err() != nil {
+			return
+		}
+		// Keep the schedule fixed to the grid; a scrape that overran skips
+		// the intervals it missed rather than bunching scrapes up.
+		next = next.Add(l.cfg.Interval)
+		var skipped int64
+		for now = time.Now(); !next.After(now); next = next.Add(l.cfg.Interval) {
+			skipped++
+		}
+		if skipped > 0 {
+			l.mu.Lock()
+			l.status.SkippedTotal += skipped
+			l.mu.Unlock()
+		}
+		timer.Reset(time.Until(next))
+	}
+}
+
+// scrape runs one scrape and commits its samples, or rolls them back and
+// commits only up=0 when it fails.
+func (l *loop) scrape(ctx context.Context, start time.Time, delay time.Duration) {
+	ts := start.UnixMilli()
+	sctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
+	body, contentType, err := l.fetcher.fetch(sctx, l.timeout)
+	var n int
+	var warn error
+	if err == nil {
+		n, warn, err = l.parser.parse(body, contentType, ts, l.cfg.HonorTimestamps, l.app)
+	}
+	cancel()
+	if ctx.Err() != nil && err != nil {
+		// Shutting down mid-scrape: write nothing for this scrape.
+		l.app.Rollback()
+		return
+	}
+	dur := time.Since(start)
+	up := 1.0
+	if err != nil {
+		l.app.Rollback()
+		up, n = 0, 0
+	}
+	l.appendSynthetic(l.upLabels, up, ts)
+	l.appendSynthetic(l.durLabels, dur.Seconds(), ts)
+	l.appendSynthetic(l.samplesLabels, float64(n), ts)
+	if cerr := l.app.Commit(); cerr != nil {
+		l.log.Warn("cannot commit scrape", "err", cerr)
+	}
+	l.report(start, dur, delay, n, warn, err)
+}
+
+func (l *loop) appendSynthetic(lset labels.Labels, v float64, ts int64) {
+	l.synth = SyntheticSample(lset, model.MetricTypeGauge, v, ts)
+	// Synthetic series are few and well-formed; an appender error here
+	// cannot be about them, and the next commit reports it.
+	_ = l.app.Append(&l.synth)
+}
+
+// report records the outcome and logs changes only: a failure once when it
+// starts or changes, at debug while it repeats, and the recovery.
+func (l *loop) report(start time.Time, dur, delay time.Duration, n int, warn, err error) {
+	l.mu.Lock()
+	prev := l.status
+	l.status.LastScrape = start
+	l.status.LastDuration = dur
+	l.status.LastSamples = n
+	l.status.LastStartDelay = delay
+	l.status.ScrapesTotal++
+	if err != nil {
+		l.status.Health = HealthDown
+		l.status.LastError = err.Error()
+		l.status.FailuresTotal++
+	} else {
+		l.status.Health = HealthUp
+		l.status.LastError = ""
+	}
+	l.mu.Unlock()
+
+	switch {
+	case err != nil && prev.LastError == err.Error():
+		l.log.Debug("scrape still failing", "err", err)
+	case err != nil:
+		l.log.Warn("scrape failed", "err", err)
+	case prev.Health == HealthDown:
+		l.log.Info("scrape recovered", "samples", n)
+	}
+	if warn != nil && prev.ScrapesTotal == 0 {
+		l.log.Warn("target sends an unexpected content type", "err", warn)
+	}
+}
+
+func (l *loop) snapshot() Status {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.status
+}
+
+// errScrapeFailed tells scrape-once callers the target was down.
+var errScrapeFailed = errors.New("scrape failed")

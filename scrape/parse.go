@@ -1,0 +1,139 @@
+package scrape
+
+// This is the only file that imports textparse: the parser is an
+// implementation detail behind Sample.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/textparse"
+)
+
+// acceptHeader asks for OpenMetrics 1.0 first and the Prometheus text
+// format second, as Prometheus does; protobuf is not offered because
+// conversion handles classic series only.
+const acceptHeader = "application/openmetrics-text;version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+
+const fallbackContentType = "text/plain"
+
+// parser turns one exposition body into Samples. One per loop: it keeps its
+// symbol table and family state across scrapes.
+type parser struct {
+	st      *labels.SymbolTable
+	scrapes int
+	family  []byte
+	typ     model.MetricType
+	name    []byte
+	lset    labels.Labels
+	sample  Sample
+}
+
+func newParser() *parser {
+	return &parser{st: labels.NewSymbolTable()}
+}
+
+// parse feeds every sample in body to app. It returns the number of samples
+// appended, a warning (a content type it had to guess), and an error that
+// fails the scrape.
+func (p *parser) parse(body []byte, contentType string, scrapeTS int64, honorTS bool, app Appender) (int, error, error) {
+	// The symbol table only grows; start afresh now and then so that labels
+	// of series that went away are not kept forever.
+	if p.scrapes++; p.scrapes%32 == 0 {
+		p.st = labels.NewSymbolTable()
+	}
+	tp, warn := textparse.New(body, contentType, p.st, textparse.ParserOptions{
+		OpenMetricsSkipSTSeries: true,
+		FallbackContentType:     fallbackContentType,
+	})
+	if tp == nil {
+		return 0, nil, fmt.Errorf("cannot parse body: %w", warn)
+	}
+	p.family = p.family[:0]
+	p.typ = model.MetricTypeUnknown
+	s := &p.sample
+	*s = Sample{src: tp}
+	n := 0
+	for {
+		e, err := tp.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return n, warn, nil
+			}
+			return n, warn, fmt.Errorf("cannot parse body after %d samples: %w", n, err)
+		}
+		switch e {
+		case textparse.EntryType:
+			name, typ := tp.Type()
+			p.family = append(p.family[:0], name...)
+			p.typ = typ
+		case textparse.EntryHelp:
+			name, _ := tp.Help()
+			if !bytes.Equal(name, p.family) {
+				p.family = append(p.family[:0], name...)
+				p.typ = model.MetricTypeUnknown
+			}
+		case textparse.EntrySeries:
+			series, ets, v := tp.Series()
+			s.Series = series
+			s.Name = p.metricName(tp, series)
+			s.Family, s.Type = p.classify(s.Name)
+			s.Value = v
+			s.Timestamp = scrapeTS
+			if honorTS && ets != nil {
+				s.Timestamp = *ets
+			}
+			if err := app.Append(s); err != nil {
+				return n, warn, err
+			}
+			n++
+		case textparse.EntryHistogram:
+			// Native histograms only come with protobuf or OpenMetrics 2.0,
+			// which are not negotiated.
+		}
+	}
+}
+
+// metricName returns the metric name of the current series: the text before
+// '{' in the classic syntax, or __name__ for quoted UTF-8 names.
+func (p *parser) metricName(tp textparse.Parser, series []byte) []byte {
+	if i := bytes.IndexByte(series, '{'); i > 0 {
+		return series[:i]
+	} else if i < 0 {
+		return series
+	}
+	tp.Labels(&p.lset)
+	p.name = append(p.name[:0], p.lset.Get(labels.MetricName)...)
+	return p.name
+}
+
+// classify tells which family a sample belongs to: the current TYPE'd
+// family when the sample's name is that family's name or one of the
+// suffixes its type allows, else a family of its own with unknown type.
+func (p *parser) classify(name []byte) ([]byte, model.MetricType) {
+	if len(p.family) == 0 || !bytes.HasPrefix(name, p.family) {
+		return name, model.MetricTypeUnknown
+	}
+	suffix := string(name[len(p.family):])
+	ok := suffix == ""
+	switch p.typ {
+	case model.MetricTypeHistogram:
+		ok = suffix == "_bucket" || suffix == "_sum" || suffix == "_count"
+	case model.MetricTypeGaugeHistogram:
+		ok = suffix == "_bucket" || suffix == "_gsum" || suffix == "_gcount"
+	case model.MetricTypeSummary:
+		ok = ok || suffix == "_sum" || suffix == "_count"
+	case model.MetricTypeCounter:
+		ok = ok || suffix == "_total"
+	case model.MetricTypeInfo:
+		ok = ok || suffix == "_info"
+	}
+	if !ok {
+		return name, model.MetricTypeUnknown
+	}
+	return p.family, p.typ
+}

@@ -1,0 +1,382 @@
+package scrape
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"go.uber.org/goleak"
+
+	"github.com/scrapeflux/scrapeflux/discovery"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// recorded is one sample as an appender saw it.
+type recorded struct {
+	name, family string
+	typ          model.MetricType
+	labels       string
+	value        float64
+	ts           int64
+}
+
+// recorder is an Appender keeping committed scrapes.
+type recorder struct {
+	mu        sync.Mutex
+	pending   []recorded
+	commits   [][]recorded
+	rollbacks int
+	lset      labels.Labels
+}
+
+func (r *recorder) Append(s *Sample) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s.Labels(&r.lset)
+	r.pending = append(r.pending, recorded{string(s.Name), string(s.Family), s.Type, r.lset.String(), s.Value, s.Timestamp})
+	return nil
+}
+
+func (r *recorder) Commit() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.commits = append(r.commits, r.pending)
+	r.pending = nil
+	return nil
+}
+
+func (r *recorder) Rollback() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending = nil
+	r.rollbacks++
+}
+
+func (r *recorder) last() []recorded {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.commits) == 0 {
+		return nil
+	}
+	return r.commits[len(r.commits)-1]
+}
+
+func (r *recorder) Appender(*discovery.Target) Appender { return r }
+
+func value(rs []recorded, name string) (float64, bool) {
+	for _, r := range rs {
+		if r.name == name {
+			return r.value, true
+		}
+	}
+	return 0, false
+}
+
+func testConfig() Config {
+	return Config{Interval: time.Second, Timeout: 500 * time.Millisecond, BodyLimit: 1 << 20}
+}
+
+func scrapeOnce(t *testing.T, cfg Config, url string) ([]recorded, error) {
+	t.Helper()
+	tg, err := discovery.NewTarget(url, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{}
+	_, err = ScrapeOnce(context.Background(), cfg, tg, r, discard)
+	if len(r.commits) != 1 {
+		t.Fatalf("want exactly one commit, got %d", len(r.commits))
+	}
+	return r.last(), err
+}
+
+const body = `# HELP http_requests_total Requests.
+# TYPE http_requests_total counter
+http_requests_total{code="200",method="get"} 1027 1395066363000
+http_requests_total{code="400",method="post"} 3
+# TYPE rpc_duration_seconds summary
+rpc_duration_seconds{quantile="0.5"} 4773
+rpc_duration_seconds_sum 1.7560473e+07
+rpc_duration_seconds_count 2693
+# TYPE req_seconds histogram
+req_seconds_bucket{le="0.1"} 1
+req_seconds_bucket{le="+Inf"} 2
+req_seconds_sum 0.3
+req_seconds_count 2
+no_type_metric 7
+`
+
+func TestScrapeParsesFamiliesAndSynthetics(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.Header.Get("Accept"), "text/plain;version=0.0.4") {
+			t.Errorf("Accept header %q does not offer the text format", r.Header.Get("Accept"))
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		io.WriteString(w, body)
+	}))
+	defer srv.Close()
+	got, err := scrapeOnce(t, testConfig(), srv.URL+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][2]string{ // name -> family, type
+		"http_requests_total":      {"http_requests_total", "counter"},
+		"rpc_duration_seconds":     {"rpc_duration_seconds", "summary"},
+		"rpc_duration_seconds_sum": {"rpc_duration_seconds", "summary"},
+		"req_seconds_bucket":       {"req_seconds", "histogram"},
+		"req_seconds_count":        {"req_seconds", "histogram"},
+		"no_type_metric":           {"no_type_metric", "unknown"},
+		"up":                       {"up", "gauge"},
+	}
+	seen := map[string]bool{}
+	for _, r := range got {
+		if w, ok := want[r.name]; ok {
+			seen[r.name] = true
+			if r.family != w[0] || string(r.typ) != w[1] {
+				t.Errorf("%s: family %s type %s, want %s %s", r.name, r.family, r.typ, w[0], w[1])
+			}
+		}
+	}
+	for n := range want {
+		if !seen[n] {
+			t.Errorf("sample %s missing", n)
+		}
+	}
+	if n, _ := value(got, "scrape_samples_scraped"); n != 10 {
+		t.Errorf("scrape_samples_scraped = %v, want 10", n)
+	}
+	if up, _ := value(got, "up"); up != 1 {
+		t.Errorf("up = %v, want 1", up)
+	}
+	// Without honor_timestamps the exposed timestamp is replaced.
+	for _, r := range got {
+		if r.ts == 1395066363000 {
+			t.Errorf("exposed timestamp kept without HonorTimestamps")
+		}
+	}
+	cfg := testConfig()
+	cfg.HonorTimestamps = true
+	got, err = scrapeOnce(t, cfg, srv.URL+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].ts != 1395066363000 {
+		t.Errorf("HonorTimestamps: ts = %d, want 1395066363000", got[0].ts)
+	}
+}
+
+func TestScrapeFailuresWriteOnlyUpZero(t *testing.T) {
+	big := strings.Repeat("a_metric 1\n", 20000) // 220 KB
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(big))
+	zw.Close()
+	cases := []struct {
+		name    string
+		handler http.HandlerFunc
+		cfg     func(*Config)
+		errText string
+	}{
+		{"non-200", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "nope", http.StatusServiceUnavailable)
+		}, nil, "503"},
+		{"parse error mid-body", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+			io.WriteString(w, "good 1\nalso_good 2\nbad{ 3\n")
+		}, nil, "cannot parse body after 2 samples"},
+		{"over limit", func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, big)
+		}, func(c *Config) { c.BodyLimit = 100 << 10 }, "exceeds the size limit"},
+		{"gzip bomb over limit after decompression", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(gz.Bytes())
+		}, func(c *Config) { c.BodyLimit = 100 << 10 }, "exceeds the size limit"},
+		{"timeout", func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		}, func(c *Config) { c.Timeout = 100 * time.Millisecond }, "deadline exceeded"},
+		{"invalid OpenMetrics without EOF", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/openmetrics-text; version=1.0.0")
+			io.WriteString(w, "# TYPE a gauge\na 1\n")
+		}, nil, "parse"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.handler)
+			defer srv.Close()
+			cfg := testConfig()
+			if tc.cfg != nil {
+				tc.cfg(&cfg)
+			}
+			got, err := scrapeOnce(t, cfg, srv.URL)
+			if err == nil || !strings.Contains(err.Error(), tc.errText) {
+				t.Fatalf("err = %v, want one containing %q", err, tc.errText)
+			}
+			var names []string
+			for _, r := range got {
+				names = append(names, r.name)
+			}
+			if fmt.Sprint(names) != "[up scrape_duration_seconds scrape_samples_scraped]" {
+				t.Fatalf("committed %v, want only the synthetic series", names)
+			}
+			if up, _ := value(got, "up"); up != 0 {
+				t.Errorf("up = %v, want 0", up)
+			}
+		})
+	}
+}
+
+func TestScrapeGzipAndUnknownContentType(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Accept-Encoding") != "gzip" {
+			t.Errorf("Accept-Encoding = %q", r.Header.Get("Accept-Encoding"))
+		}
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Set("Content-Type", "application/x-weird")
+		zw := gzip.NewWriter(w)
+		io.WriteString(zw, "a 1\nb 2\n")
+		zw.Close()
+	}))
+	defer srv.Close()
+	got, err := scrapeOnce(t, testConfig(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := value(got, "b"); !ok || v != 2 {
+		t.Fatalf("b = %v (found %v), want 2", v, ok)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Interval: time.Second, Timeout: 2 * time.Second, BodyLimit: 1}, "timeout 2s must not exceed interval 1s"},
+		{Config{Interval: 0, Timeout: time.Second, BodyLimit: 1}, "interval must be positive"},
+		{Config{Interval: time.Second, Timeout: time.Second, BodyLimit: 0}, "body limit must be positive"},
+	}
+	for _, tc := range cases {
+		err := tc.cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate(%+v) = %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+	good := testConfig()
+	if err := good.Validate(); err != nil {
+		t.Errorf("valid config rejected: %v", err)
+	}
+}
+
+func TestOffsetsSpreadAndStable(t *testing.T) {
+	cfg := Config{Interval: 10 * time.Second}
+	now := time.Unix(1700000000, 0)
+	buckets := map[int64]int{}
+	for i := 0; i < 100; i++ {
+		tg, _ := discovery.NewTarget(fmt.Sprintf("http://127.0.0.1:%d/metrics", 20000+i), "j")
+		l := &loop{target: tg, cfg: cfg}
+		off := l.offset(now)
+		if off < 0 || off >= cfg.Interval {
+			t.Fatalf("offset %s outside [0, interval)", off)
+		}
+		// The absolute phase within the interval is the same at any time.
+		later := now.Add(3*time.Second + 7*time.Millisecond)
+		if a, b := now.Add(off).UnixNano()%int64(cfg.Interval), later.Add(l.offset(later)).UnixNano()%int64(cfg.Interval); a != b {
+			t.Fatalf("phase moved: %d vs %d", a, b)
+		}
+		buckets[int64(off/time.Second)]++
+	}
+	if len(buckets) < 8 {
+		t.Errorf("100 targets fell into only %d of 10 one-second slots: %v", len(buckets), buckets)
+	}
+}
+
+func TestPoolReconciles(t *testing.T) {
+	var mu sync.Mutex
+	hits := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits[r.URL.Path]++
+		mu.Unlock()
+		io.WriteString(w, "x 1\n")
+	}))
+	defer srv.Close()
+	cfg := Config{Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, BodyLimit: 1 << 20}
+	rec := &recorder{}
+	p, err := NewPool(cfg, rec, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := func(path string) discovery.Target {
+		x, _ := discovery.NewTarget(srv.URL+path, "j")
+		return x
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan []discovery.Target)
+	done := make(chan error)
+	go func() { done <- p.Run(ctx, ch) }()
+
+	ch <- []discovery.Target{tg("/a"), tg("/b")}
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return hits["/a"] >= 2 && hits["/b"] >= 2 })
+	before := loopOf(p, tg("/a"))
+	ch <- []discovery.Target{tg("/a"), tg("/c")}
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return hits["/c"] >= 2 })
+	if loopOf(p, tg("/a")) != before {
+		t.Error("unchanged target /a got a new loop")
+	}
+	if loopOf(p, tg("/b")) != nil {
+		t.Error("removed target /b still has a loop")
+	}
+	mu.Lock()
+	bHits := hits["/b"]
+	mu.Unlock()
+	time.Sleep(300 * time.Millisecond)
+	mu.Lock()
+	if hits["/b"] != bHits {
+		t.Errorf("removed target /b scraped after removal: %d -> %d", bHits, hits["/b"])
+	}
+	mu.Unlock()
+	if n := len(p.Targets()); n != 2 {
+		t.Errorf("Targets() has %d entries, want 2", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run returned %v on cancellation", err)
+	}
+	if n := len(p.Targets()); n != 0 {
+		t.Errorf("loops left after Run returned: %d", n)
+	}
+}
+
+func loopOf(p *Pool, t discovery.Target) *loop {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.loops[t.Key()]
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
