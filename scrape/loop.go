@@ -44,7 +44,7 @@ type loop struct {
 	cfg     Config
 	app     Appender
 	fetcher *fetcher
-	parser  *parser
+	parser  *Parser
 	log     *slog.Logger
 	timeout string
 
@@ -65,7 +65,7 @@ func newLoop(t discovery.Target, cfg Config, app Appender, f *fetcher, log *slog
 		cfg:           cfg,
 		app:           app,
 		fetcher:       f,
-		parser:        newParser(),
+		parser:        NewParser(),
 		log:           log.With("target", t.URL),
 		timeout:       strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64),
 		done:          make(chan struct{}),
@@ -131,7 +131,7 @@ func (l *loop) scrape(ctx context.Context, start time.Time, delay time.Duration)
 	var n int
 	var warn error
 	if err == nil {
-		n, warn, err = l.parser.parse(body, contentType, ts, l.cfg.HonorTimestamps, l.app)
+		n, warn, err = l.parser.Parse(body, contentType, ts, l.cfg.HonorTimestamps, l.app)
 	}
 	cancel()
 	if ctx.Err() != nil && err != nil {

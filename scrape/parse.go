@@ -21,9 +21,10 @@ const acceptHeader = "application/openmetrics-text;version=1.0.0;q=0.75,text/pla
 
 const fallbackContentType = "text/plain"
 
-// parser turns one exposition body into Samples. One per loop: it keeps its
-// symbol table and family state across scrapes.
-type parser struct {
+// Parser turns exposition bodies into Samples. One per loop: it keeps its
+// symbol table and scratch space across scrapes. Not safe for concurrent
+// use.
+type Parser struct {
 	st      *labels.SymbolTable
 	scrapes int
 	family  []byte
@@ -33,14 +34,16 @@ type parser struct {
 	sample  Sample
 }
 
-func newParser() *parser {
-	return &parser{st: labels.NewSymbolTable()}
+// NewParser makes a Parser.
+func NewParser() *Parser {
+	return &Parser{st: labels.NewSymbolTable()}
 }
 
-// parse feeds every sample in body to app. It returns the number of samples
-// appended, a warning (a content type it had to guess), and an error that
-// fails the scrape.
-func (p *parser) parse(body []byte, contentType string, scrapeTS int64, honorTS bool, app Appender) (int, error, error) {
+// Parse feeds every sample in body to app, stamped with scrapeTS (in
+// milliseconds) unless honorTS and the sample has its own. It returns the
+// number of samples appended, a warning (a content type it had to guess),
+// and an error that fails the scrape. It neither commits nor rolls back.
+func (p *Parser) Parse(body []byte, contentType string, scrapeTS int64, honorTS bool, app Appender) (int, error, error) {
 	// The symbol table only grows; start afresh now and then so that labels
 	// of series that went away are not kept forever.
 	if p.scrapes++; p.scrapes%32 == 0 {
@@ -100,7 +103,7 @@ func (p *parser) parse(body []byte, contentType string, scrapeTS int64, honorTS 
 
 // metricName returns the metric name of the current series: the text before
 // '{' in the classic syntax, or __name__ for quoted UTF-8 names.
-func (p *parser) metricName(tp textparse.Parser, series []byte) []byte {
+func (p *Parser) metricName(tp textparse.Parser, series []byte) []byte {
 	if i := bytes.IndexByte(series, '{'); i > 0 {
 		return series[:i]
 	} else if i < 0 {
@@ -114,7 +117,7 @@ func (p *parser) metricName(tp textparse.Parser, series []byte) []byte {
 // classify tells which family a sample belongs to: the current TYPE'd
 // family when the sample's name is that family's name or one of the
 // suffixes its type allows, else a family of its own with unknown type.
-func (p *parser) classify(name []byte) ([]byte, model.MetricType) {
+func (p *Parser) classify(name []byte) ([]byte, model.MetricType) {
 	if len(p.family) == 0 || !bytes.HasPrefix(name, p.family) {
 		return name, model.MetricTypeUnknown
 	}

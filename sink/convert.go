@@ -296,6 +296,7 @@ func (c *converter) Commit() error {
 	nonFinite := c.nonFinite
 	c.evict()
 	c.Rollback()
+	c.sink.stats.scraped.Add(int64(nonFinite))
 	c.sink.stats.addDropped(DropNonFinite, nonFinite)
 	return c.sink.put(ch)
 }

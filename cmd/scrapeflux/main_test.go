@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/sink/influxtest"
+)
+
+func TestMain(m *testing.M) {
+	// Re-executed as the scrapeflux binary by tests that need a process.
+	if os.Getenv("SCRAPEFLUX_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// execute runs the root command in-process with args.
+func execute(ctx context.Context, args ...string) (string, string, error) {
+	var out, errb bytes.Buffer
+	root := newCmdRoot(&out, &errb)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	return out.String(), errb.String(), err
+}
+
+func TestRunRejectsBadFlags(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--target", "http://127.0.0.1:1/metrics", "--influx-bucket", "b", "--interval", "5s", "--timeout", "10s"}, "timeout 10s must not exceed interval 5s"},
+		{[]string{"run", "--influx-bucket", "b"}, "no targets"},
+		{[]string{"run", "--target", "http://127.0.0.1:1/metrics"}, "influx bucket must be set"},
+		{[]string{"run", "--target", "ftp://x/metrics", "--influx-bucket", "b"}, "scheme must be http or https"},
+		{[]string{"run", "--target", "http://127.0.0.1:1/", "--influx-bucket", "b", "--layout", "v3"}, `unknown layout "v3"`},
+		{[]string{"run", "--target", "http://127.0.0.1:1/", "--influx-bucket", "b", "--body-limit", "lots"}, "want a size"},
+		{[]string{"run", "--target", "http://127.0.0.1:1/", "--influx-bucket", "b", "--influx-token-file", "/nonexistent"}, "--influx-token-file"},
+	}
+	for _, tc := range cases {
+		_, _, err := execute(context.Background(), tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestScrapeCommand(t *testing.T) {
+	fleet, err := scrapetest.StartFleet(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fleet.Close()
+	out, _, err := execute(context.Background(), "scrape", fleet.URLs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "engine_daemon_engine_cpus_cpus,instance=127.0.0.1:") || !strings.Contains(out, "up,instance=") {
+		t.Errorf("unexpected output:\n%s", out)
+	}
+	_, _, err = execute(context.Background(), "scrape", "http://127.0.0.1:1/metrics")
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("dead target: err = %v, want connection refused", err)
+	}
+}
+
+func influxCount(t *testing.T, srv *influxtest.Server, q string) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for _, r := range srv.Query(t, "e2e", q) {
+		for _, v := range r.Values {
+			n, _ := v[1].(json.Number).Int64()
+			out[r.Tags["instance"]] += n
+		}
+	}
+	return out
+}
+
+// TestEndToEnd runs the daemon against three simulated engines and one dead
+// target with a real InfluxDB, and checks what a query returns.
+func TestEndToEnd(t *testing.T) {
+	srv := influxtest.Start(t)
+	srv.CreateDB(t, "e2e")
+	fleet, err := scrapetest.StartFleet(3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fleet.Close()
+	dead := fmt.Sprintf("http://127.0.0.1:%d/metrics", influxtest.FreePort(t))
+	args := []string{"run", "--interval", "1s", "--timeout", "500ms", "--flush-interval", "200ms",
+		"--influx-url", srv.URL, "--influx-bucket", "e2e", "--listen", "", "--job", "docker", "--target", dead}
+	for _, u := range fleet.URLs {
+		args = append(args, "--target", u)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4500*time.Millisecond)
+	defer cancel()
+	if _, stderr, err := execute(ctx, args...); err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr)
+	}
+
+	up := influxCount(t, srv, `SELECT count(gauge) FROM up GROUP BY instance`)
+	if len(up) != 4 {
+		t.Fatalf("up written for %d instances, want 4: %v", len(up), up)
+	}
+	for inst, n := range up {
+		if n < 3 || n > 5 {
+			t.Errorf("%s: %d scrapes in 4.5s at 1s, want 3..5", inst, n)
+		}
+	}
+	deadInst := strings.TrimSuffix(strings.TrimPrefix(dead, "http://"), "/metrics")
+	res := srv.Query(t, "e2e", `SELECT max(gauge), min(gauge) FROM up GROUP BY instance`)
+	for _, r := range res {
+		maxV, minV := r.Values[0][1].(json.Number).String(), r.Values[0][2].(json.Number).String()
+		want := "1"
+		if r.Tags["instance"] == deadInst {
+			want = "0"
+		}
+		if maxV != want || minV != want {
+			t.Errorf("%s: up between %s and %s, want always %s", r.Tags["instance"], minV, maxV, want)
+		}
+	}
+	// Every live engine's samples arrive, tagged; the dead one wrote none.
+	cpus := influxCount(t, srv, `SELECT count(gauge) FROM engine_daemon_engine_cpus_cpus GROUP BY instance, job`)
+	if len(cpus) != 3 || cpus[deadInst] != 0 {
+		t.Errorf("engine_daemon_engine_cpus_cpus by instance = %v, want the 3 live engines", cpus)
+	}
+	for inst := range cpus {
+		if cpus[inst] != up[inst] {
+			t.Errorf("%s: %d points of a gauge for %d scrapes", inst, cpus[inst], up[inst])
+		}
+	}
+	// A histogram lands as one point with count, sum and a field per bound,
+	// and its counters grow from scrape to scrape.
+	h := srv.Query(t, "e2e", fmt.Sprintf(`SELECT "count", "sum", "0.005", "+Inf" FROM engine_daemon_container_actions_seconds WHERE action = 'start' AND instance = '%s'`,
+		strings.TrimSuffix(strings.TrimPrefix(fleet.URLs[0], "http://"), "/metrics")))
+	if len(h) != 1 || len(h[0].Values) < 3 {
+		t.Fatalf("histogram points: %+v", h)
+	}
+	first, _ := h[0].Values[0][1].(json.Number).Float64()
+	last, _ := h[0].Values[len(h[0].Values)-1][1].(json.Number).Float64()
+	if last <= first {
+		t.Errorf("histogram count did not grow: %v -> %v", first, last)
+	}
+	inf, _ := h[0].Values[0][4].(json.Number).Float64()
+	if inf != first {
+		t.Errorf("+Inf bucket %v != count %v", inf, first)
+	}
+}
+
+// TestSIGTERMFlushes runs the binary with batching that would hold every
+// line, sends SIGTERM, and expects the held lines in InfluxDB.
+func TestSIGTERMFlushes(t *testing.T) {
+	srv := influxtest.Start(t)
+	srv.CreateDB(t, "e2e")
+	fleet, err := scrapetest.StartFleet(2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fleet.Close()
+	cmd := exec.Command(os.Args[0], "run", "--interval", "500ms", "--timeout", "400ms",
+		"--flush-interval", "1h", "--batch-size", "10000000", "--listen", "127.0.0.1:0",
+		"--influx-url", srv.URL, "--influx-bucket", "e2e", "--target", fleet.URLs[0], "--target", fleet.URLs[1])
+	cmd.Env = append(os.Environ(), "SCRAPEFLUX_TEST_MAIN=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for fleet.Targets[0].Scrapes() < 2 || fleet.Targets[1].Scrapes() < 2 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("targets not scraped:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := influxCount(t, srv, `SELECT count(gauge) FROM up GROUP BY instance`); len(n) != 0 {
+		t.Fatalf("points written before shutdown despite 1h flush interval: %v", n)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, stderr.String())
+	}
+	up := influxCount(t, srv, `SELECT count(gauge) FROM up GROUP BY instance`)
+	if len(up) != 2 {
+		t.Fatalf("after SIGTERM up points by instance = %v, want both targets\n%s", up, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "scrapeflux stopped") {
+		t.Errorf("no clean stop logged:\n%s", stderr.String())
+	}
+}
