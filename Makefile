@@ -34,7 +34,7 @@ unit:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzConvert$$' -fuzztime $(FUZZTIME) ./sink/
+	$(GO) test -run '^$$' -fuzz '^FuzzConvert$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./sink/
 
 # Benchmarks: parse + convert per capture and layout (ns/sample, B/sample,
 # allocs/sample) and the end-to-end pipeline (samples per CPU-second).

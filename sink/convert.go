@@ -67,6 +67,7 @@ const evictAfter = 4
 // series is what a target's converter remembers of one exposed series.
 type series struct {
 	typ   model.MetricType
+	drop  bool // a name line protocol cannot carry: dropped and counted
 	line  *lineKey
 	field string // escaped field key
 	seen  uint32 // scrape generation that last saw it
@@ -99,6 +100,7 @@ type pendingField struct {
 type converter struct {
 	opts  ConvertOptions
 	sink  *Sink
+	emit  func(*chunk) error // hands a committed scrape on: the sink's put
 	ident []discovery.Tag
 
 	gen    uint32
@@ -112,13 +114,14 @@ type converter struct {
 	tags []discovery.Tag
 	kbuf []byte
 
-	nonFinite int
+	nonFinite, invalid int
 }
 
 func newConverter(s *Sink, t *discovery.Target) *converter {
 	return &converter{
 		opts:  s.convert,
 		sink:  s,
+		emit:  s.put,
 		ident: slices.Clone(t.Tags),
 		gen:   1,
 		cache: map[uint64]*series{},
@@ -139,6 +142,10 @@ func (c *converter) Append(s *scrape.Sample) error {
 		c.cache[h] = se
 	}
 	se.seen = c.gen
+	if se.drop {
+		c.invalid++
+		return nil
+	}
 	if math.IsNaN(s.Value) || math.IsInf(s.Value, 0) {
 		c.nonFinite++
 		return nil
@@ -216,13 +223,18 @@ func (c *converter) newSeries(s *scrape.Sample) (*series, error) {
 	c.tags = c.tags[:0]
 	var bad error
 	c.lset.Range(func(l labels.Label) {
-		if l.Name == labels.MetricName || l.Name == skip || l.Value == "" {
+		if l.Name == labels.MetricName || l.Name == skip {
 			return
 		}
 		if !utf8.ValidString(l.Value) {
 			bad = fmt.Errorf("%w: label %s of %s", ErrInvalidUTF8, l.Name, s.Series)
 		}
-		key, val := l.Name, l.Value
+		// InfluxDB forbids empty tag values; Prometheus treats an empty
+		// label as absent anyway.
+		key, val := l.Name, trimBackslash(l.Value)
+		if val == "" {
+			return
+		}
 		if key == "le" || key == "quantile" {
 			val = normalizeBound(val)
 		}
@@ -237,6 +249,11 @@ func (c *converter) newSeries(s *scrape.Sample) (*series, error) {
 	c.tags = append(c.tags, c.ident...)
 	slices.SortFunc(c.tags, func(a, b discovery.Tag) int { return strings.Compare(a.Key, b.Key) })
 
+	measurement, field = trimBackslash(measurement), trimBackslash(field)
+	if measurement == "" || field == "" {
+		// Only names made of backslashes get here (UTF-8 metric names).
+		return &series{typ: s.Type, drop: true}, nil
+	}
 	b := appendEscaped(c.kbuf[:0], measurement, true)
 	for _, t := range c.tags {
 		b = append(b, ',')
@@ -266,7 +283,7 @@ func (c *converter) identity(key string) bool {
 func (c *converter) Rollback() {
 	c.lines = c.lines[:0]
 	c.fields = c.fields[:0]
-	c.nonFinite = 0
+	c.nonFinite, c.invalid = 0, 0
 	c.gen++
 }
 
@@ -293,12 +310,13 @@ func (c *converter) Commit() error {
 		b = append(b, '\n')
 	}
 	ch.buf, ch.lines, ch.samples = b, len(c.lines), samples
-	nonFinite := c.nonFinite
+	nonFinite, invalid := c.nonFinite, c.invalid
 	c.evict()
 	c.Rollback()
-	c.sink.stats.scraped.Add(int64(nonFinite))
+	c.sink.stats.scraped.Add(int64(nonFinite + invalid))
 	c.sink.stats.addDropped(DropNonFinite, nonFinite)
-	return c.sink.put(ch)
+	c.sink.stats.addDropped(DropInvalidName, invalid)
+	return c.emit(ch)
 }
 
 // evict drops cache entries of series not seen for a while; every few

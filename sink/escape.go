@@ -1,35 +1,41 @@
 package sink
 
-// Line protocol escaping. InfluxDB's parsers skip the byte after every
-// backslash while scanning, so a backslash is only safe where the next byte
-// is ordinary. Escaping rules, per element:
-//   - measurement: comma and space;
-//   - tag keys, tag values, field keys: comma, equals sign and space.
-// Newline, carriage return, tab and form feed cannot appear raw in a line:
-// they are written as the two-byte sequences \n, \r, \t, \f (as Telegraf
-// does), so no value can start a second line. A backslash that precedes a
-// byte that must be escaped, or ends the element, is doubled so that it
-// cannot escape the delimiter that follows (InfluxDB then stores both);
-// any other backslash is kept as is, which InfluxDB reads back unchanged.
+import "strings"
 
-// appendEscaped appends s to dst, escaping for a tag key, tag value or field
-// key (comma, equals, space) or, when measurement is true, for a measurement
-// name (comma, space).
+// Line protocol escaping, as InfluxDB's own parser reads it:
+//   - measurement: comma and space are escaped;
+//   - tag keys, tag values, field keys: comma, equals sign and space.
+//
+// InfluxDB treats a delimiter as escaped whenever the byte before it is a
+// backslash, and unescapes only the three sequences above; every other
+// backslash is stored as is. So backslashes inside a value need no
+// escaping, but a value cannot end in one: it would escape the delimiter
+// that follows. Such trailing backslashes are trimmed (trimBackslash);
+// Telegraf drops the whole tag instead. Newline, carriage return, tab and
+// form feed cannot appear raw in a line: they are written as the two-byte
+// sequences \n, \r, \t, \f (as Telegraf does), so no value can start a
+// second line.
+
+// trimBackslash removes trailing backslashes, which line protocol cannot
+// express at the end of a name or tag value.
+func trimBackslash(s string) string { return strings.TrimRight(s, `\`) }
+
+// appendEscaped appends s (already trimmed) to dst, escaped for a tag key,
+// tag value or field key (comma, equals, space) or, when measurement is
+// true, for a measurement name (comma, space).
 func appendEscaped(dst []byte, s string, measurement bool) []byte {
 	if !needsEscape(s, measurement) {
 		return append(dst, s...)
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch c {
+		switch c := s[i]; c {
 		case ',', ' ':
 			dst = append(dst, '\\', c)
 		case '=':
-			if measurement {
-				dst = append(dst, c)
-			} else {
-				dst = append(dst, '\\', c)
+			if !measurement {
+				dst = append(dst, '\\')
 			}
+			dst = append(dst, c)
 		case '\n':
 			dst = append(dst, '\\', 'n')
 		case '\r':
@@ -38,20 +44,6 @@ func appendEscaped(dst []byte, s string, measurement bool) []byte {
 			dst = append(dst, '\\', 't')
 		case '\f':
 			dst = append(dst, '\\', 'f')
-		case '\\':
-			// A run of backslashes before an ordinary byte is kept as is;
-			// before a delimiter or the end it is doubled so that the
-			// scanner pairs it up and the delimiter stays a delimiter.
-			j := i
-			for j < len(s) && s[j] == '\\' {
-				j++
-			}
-			run := s[i:j]
-			dst = append(dst, run...)
-			if j == len(s) || special(s[j], measurement) {
-				dst = append(dst, run...)
-			}
-			i = j - 1
 		default:
 			dst = append(dst, c)
 		}
@@ -59,22 +51,10 @@ func appendEscaped(dst []byte, s string, measurement bool) []byte {
 	return dst
 }
 
-// special reports whether c is escaped (or rewritten) in this element, so a
-// backslash before it needs doubling.
-func special(c byte, measurement bool) bool {
-	switch c {
-	case ',', ' ', '\n', '\r', '\t', '\f':
-		return true
-	case '=':
-		return !measurement
-	}
-	return false
-}
-
 func needsEscape(s string, measurement bool) bool {
 	for i := 0; i < len(s); i++ {
 		switch s[i] {
-		case ',', ' ', '\n', '\r', '\t', '\f', '\\':
+		case ',', ' ', '\n', '\r', '\t', '\f':
 			return true
 		case '=':
 			if !measurement {

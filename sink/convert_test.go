@@ -1,0 +1,253 @@
+package sink
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/scrapeflux/scrapeflux/scrape"
+	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/sink/influxtest"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+const testTS = 1700000000000
+
+// inputs are the real captures plus the hostile exposition of testdata.
+func inputs(t testing.TB) map[string][]byte {
+	in := scrapetest.Captures()
+	h, err := os.ReadFile("testdata/hostile.prom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in["hostile"] = h
+	return in
+}
+
+// encode converts body in layout with a standalone converter and returns
+// the line protocol and the number of samples dropped, or the error that
+// failed the scrape.
+func encode(t testing.TB, layout Layout, body []byte, rec *tee) ([]byte, int, error) {
+	s, err := New(ConvertOptions{Layout: layout, Measurement: DefaultMeasurement}.config(), &fakeWriter{}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := testTarget()
+	c := s.Appender(&tg).(*converter)
+	var out []byte
+	c.emit = func(ch *chunk) error { out = append(out, ch.buf...); return nil }
+	var app scrape.Appender = c
+	if rec != nil {
+		rec.next = c
+		app = rec
+	}
+	_, _, err = scrape.NewParser().Parse(body, "text/plain; version=0.0.4", testTS, false, app)
+	if err != nil {
+		app.Rollback()
+		return nil, 0, err
+	}
+	dropped := c.nonFinite + c.invalid
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return out, dropped, nil
+}
+
+func (o ConvertOptions) config() Config {
+	c := DefaultConfig()
+	c.Convert = o
+	return c
+}
+
+func TestGolden(t *testing.T) {
+	for name, body := range inputs(t) {
+		for _, layout := range []Layout{LayoutV1, LayoutV2} {
+			t.Run(fmt.Sprintf("%s/v%d", name, layout), func(t *testing.T) {
+				got, _, err := encode(t, layout, body, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				path := filepath.Join("testdata", "golden", fmt.Sprintf("%s.v%d.lp", name, layout))
+				if *update {
+					if err := os.WriteFile(path, got, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				want, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatalf("%v (run go test ./sink -run TestGolden -update)", err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Errorf("output differs from %s; diff with -update and review", path)
+				}
+			})
+		}
+	}
+}
+
+// tee records what the parser hands over, then forwards it.
+type tee struct {
+	next    scrape.Appender
+	samples []parsed
+	lset    labels.Labels
+}
+
+type parsed struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+func (r *tee) Append(s *scrape.Sample) error {
+	s.Labels(&r.lset)
+	m := map[string]string{}
+	r.lset.Range(func(l labels.Label) {
+		if l.Name != labels.MetricName {
+			m[l.Name] = l.Value
+		}
+	})
+	r.samples = append(r.samples, parsed{string(s.Name), m, s.Value})
+	return r.next.Append(s)
+}
+func (r *tee) Commit() error { return r.next.Commit() }
+func (r *tee) Rollback()     { r.samples = nil; r.next.Rollback() }
+
+// storedTagValue is what InfluxDB stores for a label value as scrapeflux
+// writes it: control characters spelled out, trailing backslashes trimmed.
+func storedTagValue(v string) string {
+	return strings.TrimRight(strings.NewReplacer("\n", `\n`, "\r", `\r`, "\t", `\t`, "\f", `\f`).Replace(v), `\`)
+}
+
+// expectedV2 maps "tagset|field" to the value InfluxDB must hold for the
+// samples of a scrape in layout v2, computed from the labels (not from the
+// encoder).
+func expectedV2(samples []parsed) map[string]float64 {
+	want := map[string]float64{}
+	for _, s := range samples {
+		name := storedTagValue(s.name)
+		if math.IsNaN(s.value) || math.IsInf(s.value, 0) || name == "" {
+			continue
+		}
+		tags := map[string]string{"job": "docker", "instance": "127.0.0.1:9323"}
+		for k, v := range s.labels {
+			if v = storedTagValue(v); v == "" {
+				continue
+			}
+			if k == "le" || k == "quantile" {
+				v = normalizeBound(v)
+			}
+			if k == "job" || k == "instance" || k == "time" || strings.HasPrefix(k, "_") {
+				k = "exported_" + k
+			}
+			tags[k] = v
+		}
+		want[tagKey(tags)+"|"+name] = s.value
+	}
+	return want
+}
+
+func tagKey(tags map[string]string) string {
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%q;", k, tags[k])
+	}
+	return b.String()
+}
+
+// TestRoundTripInfluxDB writes every capture in layout v2 to a real InfluxDB
+// and compares what a query returns, value by value and tag by tag, with
+// the parsed input. Layout v1 is written too and its point count checked.
+func TestRoundTripInfluxDB(t *testing.T) {
+	srv := influxtest.Start(t)
+	for name, body := range inputs(t) {
+		t.Run(name, func(t *testing.T) {
+			db := "rt_" + strings.NewReplacer("-", "_", ".", "_").Replace(name)
+			srv.CreateDB(t, db)
+			w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: db, Timeout: 10e9})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			rec := &tee{}
+			lp, _, err := encode(t, LayoutV2, body, rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Write(t.Context(), lp); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+			want := expectedV2(rec.samples)
+			tagKeys := map[string]bool{}
+			for _, r := range srv.Query(t, db, "SHOW TAG KEYS FROM prometheus") {
+				for _, v := range r.Values {
+					tagKeys[v[0].(string)] = true
+				}
+			}
+			got := map[string]float64{}
+			for _, r := range srv.Query(t, db, "SELECT * FROM prometheus") {
+				for _, row := range r.Values {
+					tags := map[string]string{}
+					for i, col := range r.Columns {
+						if tagKeys[col] && row[i] != nil {
+							tags[col] = row[i].(string)
+						}
+					}
+					for i, col := range r.Columns {
+						if col == "time" || tagKeys[col] || row[i] == nil {
+							continue
+						}
+						v, _ := row[i].(json.Number).Float64()
+						got[tagKey(tags)+"|"+col] = v
+					}
+				}
+			}
+			if len(got) != len(want) {
+				t.Errorf("InfluxDB holds %d values, the capture has %d finite samples", len(got), len(want))
+			}
+			n := 0
+			for k, v := range want {
+				if g, ok := got[k]; !ok || g != v {
+					if n++; n <= 5 {
+						t.Errorf("%s: InfluxDB has %v (present %v), want %v", k, g, ok, v)
+					}
+				}
+			}
+
+			lp1, _, err := encode(t, LayoutV1, body, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db1 := db + "_v1"
+			srv.CreateDB(t, db1)
+			w1, _ := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: db1, Timeout: 10e9})
+			defer w1.Close()
+			if err := w1.Write(t.Context(), lp1); err != nil {
+				t.Fatalf("write v1: %v", err)
+			}
+			lines := bytes.Count(lp1, []byte("\n"))
+			series := srv.Query(t, db1, "SHOW SERIES")
+			stored := 0
+			for _, r := range series {
+				stored += len(r.Values)
+			}
+			if stored != lines {
+				t.Errorf("v1: %d lines written, InfluxDB holds %d series", lines, stored)
+			}
+		})
+	}
+}
