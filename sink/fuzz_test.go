@@ -130,7 +130,6 @@ func parseLine(line string) (map[string]string, []field, error) {
 	return tags, fields, nil
 }
 
-
 type field struct {
 	key string
 	val float64
