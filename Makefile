@@ -39,7 +39,8 @@ fuzz:
 # Benchmarks: parse + convert per capture and layout (ns/sample, B/sample,
 # allocs/sample) and the end-to-end pipeline (samples per CPU-second).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./sink/ ./cmd/scrapeflux/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./sink/
+	$(GO) test -run '^$$' -bench Pipeline -benchtime 300000x -count 1 ./cmd/scrapeflux/
 
 demo: build servers
 	bash .ci/demo.sh

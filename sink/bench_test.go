@@ -1,0 +1,118 @@
+package sink
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/scrapeflux/scrapeflux/scrape"
+	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+)
+
+// BenchmarkParseConvert measures parse + convert + encode per capture and
+// layout in steady state: one parser and one converter reused across
+// scrapes, as a target's loop does. Reports ns, bytes and allocations per
+// sample.
+func BenchmarkParseConvert(b *testing.B) {
+	for _, name := range scrapetest.CaptureNames() {
+		body := scrapetest.Captures()[name]
+		for _, layout := range []Layout{LayoutV1, LayoutV2} {
+			b.Run(fmt.Sprintf("%s/v%d", name, layout), func(b *testing.B) {
+				s, err := New(ConvertOptions{Layout: layout, Measurement: DefaultMeasurement}.config(), &fakeWriter{}, discard)
+				if err != nil {
+					b.Fatal(err)
+				}
+				tg := testTarget()
+				c := s.Appender(&tg).(*converter)
+				var out []byte
+				c.emit = func(ch *chunk) error {
+					out = append(out[:0], ch.buf...)
+					s.chunks.Put(ch)
+					return nil
+				}
+				p := scrape.NewParser()
+				samples := 0
+				b.ReportAllocs()
+				b.SetBytes(int64(len(body)))
+				b.ResetTimer()
+				mem := memBefore()
+				for i := 0; i < b.N; i++ {
+					n, _, err := p.Parse(body, "text/plain; version=0.0.4", 1700000000000+int64(i), false, c)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := c.Commit(); err != nil {
+						b.Fatal(err)
+					}
+					samples += n
+				}
+				b.StopTimer()
+				reportPerSample(b, samples, mem)
+			})
+		}
+	}
+}
+
+// BenchmarkParseConvertAll runs every capture in turn, each with its own
+// parser and converter (as separate targets), and reports the cost per
+// sample over all of them: the figure to compare with textparse alone.
+func BenchmarkParseConvertAll(b *testing.B) {
+	for _, layout := range []Layout{LayoutV1, LayoutV2} {
+		b.Run(fmt.Sprintf("v%d", layout), func(b *testing.B) {
+			s, err := New(ConvertOptions{Layout: layout, Measurement: DefaultMeasurement}.config(), &fakeWriter{}, discard)
+			if err != nil {
+				b.Fatal(err)
+			}
+			type target struct {
+				body []byte
+				p    *scrape.Parser
+				c    *converter
+			}
+			var ts []target
+			for _, body := range scrapetest.Captures() {
+				tg := testTarget()
+				c := s.Appender(&tg).(*converter)
+				c.emit = func(ch *chunk) error { s.chunks.Put(ch); return nil }
+				ts = append(ts, target{body, scrape.NewParser(), c})
+			}
+			samples := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			mem := memBefore()
+			for i := 0; i < b.N; i++ {
+				for _, t := range ts {
+					n, _, err := t.p.Parse(t.body, "text/plain; version=0.0.4", 1700000000000+int64(i), false, t.c)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := t.c.Commit(); err != nil {
+						b.Fatal(err)
+					}
+					samples += n
+				}
+			}
+			b.StopTimer()
+			reportPerSample(b, samples, mem)
+		})
+	}
+}
+
+// memBefore reads the allocation counters at the start of the timed loop.
+func memBefore() runtime.MemStats {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m
+}
+
+func reportPerSample(b *testing.B, samples int, before runtime.MemStats) {
+	if samples == 0 {
+		return
+	}
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	n := float64(samples)
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/sample")
+	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/n, "B/sample")
+	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/n, "allocs/sample")
+	b.ReportMetric(n/float64(b.N), "samples/op")
+}
