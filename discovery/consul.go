@@ -1,0 +1,450 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
+)
+
+// ConsulConfig says which Consul services become targets.
+type ConsulConfig struct {
+	// Addr is host:port or a URL of the Consul HTTP API.
+	Addr string
+	// Scheme is http or https; a URL in Addr wins.
+	Scheme string
+	// Token is the ACL token (read from a file or the environment by the
+	// caller, never logged).
+	Token      string
+	Datacenter string
+	// Services to watch; empty means every service carrying Tag.
+	Services []string
+	// Tag a service (or, with Services, an instance) must carry; empty
+	// means any.
+	Tag string
+	// NodeMeta filters nodes by metadata.
+	NodeMeta map[string]string
+	// Health is "passing" (default: only instances whose checks all pass)
+	// or "any".
+	Health string
+	// MetaTags are service meta keys copied to every point as tags.
+	MetaTags []string
+	// AllowStale lets any server answer, sparing the leader.
+	AllowStale bool
+	// TLS to Consul.
+	CAFile, CertFile, KeyFile string
+	InsecureSkipVerify        bool
+	// WaitTime of blocking queries.
+	WaitTime time.Duration
+	// MinBackoff and MaxBackoff bound retries after errors.
+	MinBackoff, MaxBackoff time.Duration
+	// Fetchers bounds the concurrent per-service requests of a refresh.
+	Fetchers int
+}
+
+// DefaultConsulConfig returns the defaults.
+func DefaultConsulConfig() ConsulConfig {
+	return ConsulConfig{
+		Addr:       "127.0.0.1:8500",
+		Scheme:     "http",
+		Tag:        "prometheus",
+		Health:     "passing",
+		AllowStale: true,
+		WaitTime:   30 * time.Second,
+		MinBackoff: time.Second,
+		MaxBackoff: 30 * time.Second,
+		Fetchers:   4,
+	}
+}
+
+// Validate rejects a config that cannot work, naming the field.
+func (c *ConsulConfig) Validate() error {
+	var errs []error
+	if c.Addr == "" {
+		errs = append(errs, errors.New("consul address must be set"))
+	}
+	if c.Health != "passing" && c.Health != "any" {
+		errs = append(errs, fmt.Errorf("consul health %q: want passing or any", c.Health))
+	}
+	if c.Scheme != "http" && c.Scheme != "https" {
+		errs = append(errs, fmt.Errorf("consul scheme %q: want http or https", c.Scheme))
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, errors.New("consul cert file and key file go together"))
+	}
+	for _, f := range []string{c.CAFile, c.CertFile, c.KeyFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			errs = append(errs, fmt.Errorf("consul TLS file: %w", err))
+		}
+	}
+	if c.WaitTime <= 0 || c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff || c.Fetchers <= 0 {
+		errs = append(errs, errors.New("consul wait time, backoff and fetchers must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// minRefreshGap rate-limits refreshes of the instance lists.
+const minRefreshGap = time.Second
+
+// Consul discovers targets from the Consul catalog.
+//
+// However many services match, it holds at most two blocking queries (the
+// catalog's service list, and the health state of all checks) plus
+// Fetchers short requests during a refresh: one watch per service would
+// exhaust Consul's per-client connection limit. When either watch sees a
+// change, every matching service's instances are read again (stale reads
+// by default) and a snapshot is sent if the set of targets changed.
+type Consul struct {
+	cfg    ConsulConfig
+	client *api.Client
+	log    *slog.Logger
+}
+
+// NewConsul makes a Consul discoverer.
+func NewConsul(cfg ConsulConfig, log *slog.Logger) (*Consul, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	acfg := api.DefaultNonPooledConfig()
+	acfg.Address = cfg.Addr
+	acfg.Scheme = cfg.Scheme
+	if u, err := url.Parse(cfg.Addr); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+		acfg.Address, acfg.Scheme = u.Host, u.Scheme
+	}
+	acfg.Token = cfg.Token
+	acfg.TokenFile = ""
+	acfg.Datacenter = cfg.Datacenter
+	acfg.WaitTime = cfg.WaitTime
+	acfg.TLSConfig = api.TLSConfig{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, InsecureSkipVerify: cfg.InsecureSkipVerify}
+	tr := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: cfg.Fetchers + 2,
+		// The bound that matters: Consul allows 200 connections per client
+		// address, shared with everything else on this host.
+		MaxConnsPerHost: cfg.Fetchers + 2,
+		IdleConnTimeout: 90 * time.Second,
+	}
+	hc, err := api.NewHttpClient(tr, acfg.TLSConfig)
+	if err != nil {
+		return nil, fmt.Errorf("cannot set up Consul TLS: %w", err)
+	}
+	// Consul adds up to wait/16 of jitter to a blocking query.
+	hc.Timeout = cfg.WaitTime + cfg.WaitTime/16 + 10*time.Second
+	acfg.HttpClient = hc
+	c, err := api.NewClient(acfg)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create Consul client: %w", err)
+	}
+	return &Consul{cfg: cfg, client: c, log: log}, nil
+}
+
+// Run watches Consul and sends snapshots until ctx is cancelled. On errors
+// it keeps the last good snapshot and retries with backoff.
+func (c *Consul) Run(ctx context.Context, ch chan<- []Target) error {
+	changed := make(chan struct{}, 1)
+	notify := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	var services serviceSet
+	g.Go(func() error {
+		return c.watch(gctx, "catalog services", func(q *api.QueryOptions) (uint64, error) {
+			m, meta, err := c.client.Catalog().Services(q)
+			if err != nil {
+				return 0, err
+			}
+			// Any change of the catalog may be a new instance of a
+			// watched service, so every answer triggers a refresh.
+			services.set(c.match(m))
+			notify()
+			return meta.LastIndex, nil
+		})
+	})
+	g.Go(func() error {
+		return c.watch(gctx, "health state", func(q *api.QueryOptions) (uint64, error) {
+			_, meta, err := c.client.Health().State(api.HealthAny, q)
+			if err != nil {
+				return 0, err
+			}
+			notify()
+			return meta.LastIndex, nil
+		})
+	})
+	g.Go(func() error {
+		var last []Target
+		sent := false
+		failing := ""
+		attempt := 0
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-changed:
+			}
+			names, ok := services.get()
+			if !ok {
+				continue
+			}
+			targets, err := c.refresh(gctx, names)
+			if err != nil {
+				if gctx.Err() != nil {
+					return nil
+				}
+				attempt++
+				if msg := err.Error(); msg != failing {
+					c.log.Warn("cannot read Consul services, keeping last targets", "err", err, "targets", len(last))
+					failing = msg
+				}
+				notify() // try again after the backoff
+				if !sleep(gctx, backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)) {
+					return nil
+				}
+				continue
+			}
+			if failing != "" {
+				c.log.Info("Consul services readable again", "targets", len(targets))
+				failing, attempt = "", 0
+			}
+			if !sent || !sameTargets(last, targets) {
+				select {
+				case ch <- targets:
+					last, sent = targets, true
+				case <-gctx.Done():
+					return nil
+				}
+			}
+			// Changes that come in a burst (a whole swarm restarting) are
+			// read once a second at most.
+			if !sleep(gctx, minRefreshGap) {
+				return nil
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// watch runs one blocking query in a loop, following Consul's rules: the
+// index resets when it goes backwards and is floored at 1, the loop is
+// rate-limited, and errors back off. fn returns the new index.
+func (c *Consul) watch(ctx context.Context, what string, fn func(*api.QueryOptions) (uint64, error)) error {
+	var index uint64
+	attempt := 0
+	failing := ""
+	limit := time.NewTicker(200 * time.Millisecond)
+	defer limit.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-limit.C:
+		}
+		q := (&api.QueryOptions{
+			AllowStale: c.cfg.AllowStale,
+			Datacenter: c.cfg.Datacenter,
+			NodeMeta:   c.cfg.NodeMeta,
+			WaitIndex:  index,
+			WaitTime:   c.cfg.WaitTime,
+		}).WithContext(ctx)
+		start := time.Now()
+		next, err := fn(q)
+		consulQueryDuration.observe(what, time.Since(start), err)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			attempt++
+			index = 0
+			if msg := err.Error(); msg != failing {
+				c.log.Warn("Consul query failed, keeping last targets", "query", what, "err", err)
+				failing = msg
+			} else {
+				c.log.Debug("Consul query still failing", "query", what, "err", err, "attempt", attempt)
+			}
+			if !sleep(ctx, backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)) {
+				return nil
+			}
+			continue
+		}
+		if failing != "" {
+			c.log.Info("Consul query recovered", "query", what, "after_attempts", attempt)
+			failing, attempt = "", 0
+		}
+		switch {
+		case next < index:
+			index = 0 // the index went backwards: start over
+		case next < 1:
+			index = 1
+		default:
+			index = next
+		}
+	}
+}
+
+// match picks the services to watch from the catalog's service list.
+func (c *Consul) match(all map[string][]string) []string {
+	var out []string
+	if len(c.cfg.Services) > 0 {
+		for _, s := range c.cfg.Services {
+			if _, ok := all[s]; ok {
+				out = append(out, s)
+			}
+		}
+	} else {
+		for name, tags := range all {
+			if c.cfg.Tag == "" || slices.Contains(tags, c.cfg.Tag) {
+				out = append(out, name)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// refresh reads the instances of every watched service, Fetchers at a time.
+func (c *Consul) refresh(ctx context.Context, names []string) ([]Target, error) {
+	results := make([][]Target, len(names))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.cfg.Fetchers)
+	for i, name := range names {
+		g.Go(func() error {
+			q := (&api.QueryOptions{AllowStale: c.cfg.AllowStale, Datacenter: c.cfg.Datacenter, NodeMeta: c.cfg.NodeMeta}).WithContext(gctx)
+			start := time.Now()
+			entries, _, err := c.client.Health().Service(name, c.cfg.Tag, c.cfg.Health == "passing", q)
+			consulQueryDuration.observe("health service", time.Since(start), err)
+			if err != nil {
+				return fmt.Errorf("cannot read service %s: %w", name, err)
+			}
+			for _, e := range entries {
+				t, err := c.target(e)
+				if err != nil {
+					c.log.Warn("skipping Consul instance", "service", name, "err", err)
+					continue
+				}
+				results[i] = append(results[i], t)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	// The same endpoint registered twice (two IDs, two services) is scraped
+	// once: the first by service name, then instance order, wins.
+	var out []Target
+	seen := map[string]bool{}
+	for _, ts := range results {
+		for _, t := range ts {
+			if !seen[t.URL] {
+				seen[t.URL] = true
+				out = append(out, t)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].URL < out[j].URL })
+	return out, nil
+}
+
+// target turns one Consul instance into a target.
+func (c *Consul) target(e *api.ServiceEntry) (Target, error) {
+	if e.Service == nil || e.Node == nil {
+		return Target{}, errors.New("incomplete entry")
+	}
+	host := e.Service.Address
+	if host == "" {
+		host = e.Node.Address
+	}
+	if e.Service.Port <= 0 {
+		return Target{}, fmt.Errorf("instance %s has no port", e.Service.ID)
+	}
+	scheme := e.Service.Meta["metrics_scheme"]
+	if scheme == "" {
+		scheme = "http"
+	}
+	path := e.Service.Meta["metrics_path"]
+	if path == "" {
+		path = "/metrics"
+	}
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	hostport := net.JoinHostPort(host, strconv.Itoa(e.Service.Port))
+	extra := []Tag{{"node", e.Node.Node}, {"datacenter", e.Node.Datacenter}}
+	for _, k := range c.cfg.MetaTags {
+		extra = append(extra, Tag{k, e.Service.Meta[k]})
+	}
+	return NewTarget(scheme+"://"+hostport+path, e.Service.Service, extra...)
+}
+
+// serviceSet is the list of services to watch, shared between the catalog
+// watch and the refresher.
+type serviceSet struct {
+	mu    sync.Mutex // guards names and known
+	names []string
+	known bool
+}
+
+func (s *serviceSet) set(names []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.names, s.known = names, true
+}
+
+func (s *serviceSet) get() ([]string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.names, s.known
+}
+
+func sameTargets(a, b []Target) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Key() != b[i].Key() {
+			return false
+		}
+	}
+	return true
+}
+
+// backoff is capped exponential with jitter over its upper half.
+func backoff(attempt int, lo, hi time.Duration) time.Duration {
+	d := lo << min(attempt-1, 20)
+	if d > hi || d <= 0 {
+		d = hi
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

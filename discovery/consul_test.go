@@ -1,0 +1,246 @@
+package discovery
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"go.uber.org/goleak"
+
+	"github.com/scrapeflux/scrapeflux/discovery/consultest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func testConsulConfig(addr string) ConsulConfig {
+	cfg := DefaultConsulConfig()
+	cfg.Addr = addr
+	cfg.WaitTime = 5 * time.Second
+	cfg.MinBackoff, cfg.MaxBackoff = 100*time.Millisecond, 500*time.Millisecond
+	return cfg
+}
+
+// watcher runs a discoverer and keeps its latest snapshot.
+type watcher struct {
+	ch     chan []Target
+	cancel func()
+	done   chan error
+	latest []Target
+	count  int
+}
+
+func startWatcher(t *testing.T, d Discoverer) *watcher {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &watcher{ch: make(chan []Target), cancel: cancel, done: make(chan error, 1)}
+	go func() { w.done <- d.Run(ctx, w.ch) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-w.done; err != nil {
+			t.Errorf("Run returned %v", err)
+		}
+	})
+	return w
+}
+
+// waitFor reads snapshots until cond holds on one.
+func (w *watcher) waitFor(t *testing.T, what string, cond func([]Target) bool) []Target {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	if w.count > 0 && cond(w.latest) {
+		return w.latest
+	}
+	for {
+		select {
+		case s := <-w.ch:
+			w.latest = s
+			w.count++
+			if cond(s) {
+				return s
+			}
+		case <-timeout:
+			t.Fatalf("%s: not seen within 20s; last snapshot: %v", what, urls(w.latest))
+		}
+	}
+}
+
+func urls(ts []Target) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.URL)
+	}
+	return out
+}
+
+func hasN(n int) func([]Target) bool { return func(ts []Target) bool { return len(ts) == n } }
+
+func passing() *api.AgentServiceCheck {
+	return &api.AgentServiceCheck{TTL: "1h", Status: api.HealthPassing}
+}
+
+func TestConsulFollowsRegistrations(t *testing.T) {
+	agent := consultest.Start(t, consultest.Options{})
+	cfg := testConsulConfig(agent.Addr)
+	cfg.MetaTags = []string{"rack"}
+	d, err := NewConsul(cfg, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWatcher(t, d)
+	for i, u := range []string{"http://127.0.0.1:9001/metrics", "http://127.0.0.1:9002/metrics", "http://127.0.0.1:9003/metrics"} {
+		agent.Register(t, "engine-"+string(rune('a'+i)), "docker-engine", u, []string{"prometheus"}, map[string]string{"rack": "r1"}, passing())
+	}
+	// Not tagged: not discovered.
+	agent.Register(t, "other", "other", "http://127.0.0.1:9100/metrics", nil, nil, passing())
+	// Same endpoint under another ID: scraped once.
+	agent.Register(t, "engine-dup", "docker-engine", "http://127.0.0.1:9001/metrics", []string{"prometheus"}, map[string]string{"rack": "r1"}, passing())
+
+	snap := w.waitFor(t, "three engines", hasN(3))
+	tg := snap[0]
+	if tg.URL != "http://127.0.0.1:9001/metrics" || tg.Tag("job") != "docker-engine" || tg.Tag("instance") != "127.0.0.1:9001" ||
+		tg.Tag("node") == "" || tg.Tag("datacenter") != "dc1" || tg.Tag("rack") != "r1" {
+		t.Errorf("target = %+v", tg)
+	}
+	agent.Deregister(t, "engine-b")
+	snap = w.waitFor(t, "engine-b gone", hasN(2))
+	for _, x := range snap {
+		if strings.Contains(x.URL, ":9002") {
+			t.Errorf("deregistered target still present: %v", urls(snap))
+		}
+	}
+	// A failing check removes an instance (passing only by default).
+	if err := agent.Client().Agent().FailTTL("service:engine-c", "down"); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor(t, "engine-c gone after failing its check", hasN(1))
+}
+
+func TestConsulHealthAnyKeepsFailingInstances(t *testing.T) {
+	agent := consultest.Start(t, consultest.Options{})
+	agent.Register(t, "e1", "docker-engine", "http://127.0.0.1:9001/metrics", []string{"prometheus"}, nil,
+		&api.AgentServiceCheck{TTL: "1h", Status: api.HealthCritical})
+	agent.Register(t, "e2", "docker-engine", "http://127.0.0.1:9002/metrics", []string{"prometheus"}, nil, passing())
+	for _, tc := range []struct {
+		health string
+		want   int
+	}{{"passing", 1}, {"any", 2}} {
+		cfg := testConsulConfig(agent.Addr)
+		cfg.Health = tc.health
+		d, err := NewConsul(cfg, discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		ch := make(chan []Target)
+		done := make(chan error)
+		go func() { done <- d.Run(ctx, ch) }()
+		select {
+		case s := <-ch:
+			if len(s) != tc.want {
+				t.Errorf("health %s: %d targets, want %d", tc.health, len(s), tc.want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("health %s: no snapshot", tc.health)
+		}
+		cancel()
+		<-done
+	}
+}
+
+func TestConsulOutageKeepsTargets(t *testing.T) {
+	agent := consultest.Start(t, consultest.Options{})
+	d, err := NewConsul(testConsulConfig(agent.Addr), discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWatcher(t, d)
+	agent.Register(t, "e1", "docker-engine", "http://127.0.0.1:9001/metrics", []string{"prometheus"}, nil, passing())
+	w.waitFor(t, "one engine", hasN(1))
+	agent.Stop()
+	// No snapshot (certainly not an empty one) while Consul is away.
+	select {
+	case s := <-w.ch:
+		t.Fatalf("snapshot during outage: %v", urls(s))
+	case <-time.After(2 * time.Second):
+	}
+	agent.Restart(t)
+	agent.Register(t, "e1", "docker-engine", "http://127.0.0.1:9001/metrics", []string{"prometheus"}, nil, passing())
+	agent.Register(t, "e2", "docker-engine", "http://127.0.0.1:9002/metrics", []string{"prometheus"}, nil, passing())
+	w.waitFor(t, "two engines after Consul came back", hasN(2))
+}
+
+func TestConsulACLToken(t *testing.T) {
+	agent := consultest.Start(t, consultest.Options{ACL: true})
+	agent.Register(t, "e1", "docker-engine", "http://127.0.0.1:9001/metrics", []string{"prometheus"}, nil, passing())
+	cfg := testConsulConfig(agent.Addr)
+	cfg.Token = agent.Token
+	d, err := NewConsul(cfg, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startWatcher(t, d).waitFor(t, "engine seen with the token", hasN(1))
+
+	anon, err := NewConsul(testConsulConfig(agent.Addr), discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWatcher(t, anon)
+	select {
+	case s := <-w.ch:
+		if len(s) != 0 {
+			t.Errorf("anonymous sees %v despite default deny", urls(s))
+		}
+	case <-time.After(3 * time.Second):
+	}
+}
+
+func TestConsulErrorsBackOffAndKeepNothingFalse(t *testing.T) {
+	// A Consul that answers 500 "No cluster leader" forever: no snapshot is
+	// ever sent, and the loop backs off instead of hammering it.
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Error(w, "No cluster leader", http.StatusInternalServerError)
+	}))
+	defer srv.Close()
+	cfg := testConsulConfig(srv.URL)
+	d, err := NewConsul(cfg, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWatcher(t, d)
+	select {
+	case s := <-w.ch:
+		t.Fatalf("snapshot sent on errors: %v", urls(s))
+	case <-time.After(2 * time.Second):
+	}
+	w.cancel()
+	<-w.done
+	w.done <- nil
+	// Two watches backing off from 100ms to 500ms: far fewer than the 20
+	// requests a second an unthrottled loop would make.
+	if n := hits.Load(); n > 20 {
+		t.Errorf("%d requests in 2s: not backing off", n)
+	}
+}
+
+func TestConsulConfigValidate(t *testing.T) {
+	cfg := DefaultConsulConfig()
+	cfg.Health = "sometimes"
+	cfg.CertFile = "/x"
+	err := cfg.Validate()
+	for _, want := range []string{`consul health "sometimes"`, "cert file and key file go together"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v, want %q", err, want)
+		}
+	}
+}
