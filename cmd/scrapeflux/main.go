@@ -65,6 +65,7 @@ line protocol and writes it in batches to InfluxDB 1.8+ or 2.x.`,
 	root.AddCommand(
 		newCmdRun(g),
 		newCmdScrape(g),
+		newCmdRegister(g),
 		newCmdSimulate(g),
 		newCmdVersion(g),
 	)

@@ -29,10 +29,16 @@ type runOptions struct {
 	queueBytes byteSize
 	influx     sink.InfluxConfig
 	tokenFile  string
+
+	consulFlags
+	consul         discovery.ConsulConfig
+	consulServices []string
+	consulMeta     []string
+	consulOn       bool
 }
 
 func newCmdRun(g *globalOptions) *cobra.Command {
-	o := &runOptions{globalOptions: g, sink: sink.DefaultConfig()}
+	o := &runOptions{globalOptions: g, sink: sink.DefaultConfig(), consul: discovery.DefaultConsulConfig()}
 	o.bodyLimit = scrape.DefaultBodyLimit
 	o.queueBytes = byteSize(o.sink.MaxQueueBytes)
 	cmd := &cobra.Command{
@@ -40,7 +46,10 @@ func newCmdRun(g *globalOptions) *cobra.Command {
 		Short: "Scrape targets on a schedule and write to InfluxDB (the daemon)",
 		Long: `run scrapes every target on its interval and writes the samples to InfluxDB.
 
-Targets come from repeatable --target flags. Each target is scraped once per
+Targets come from repeatable --target flags and from Consul: with --consul
+(or any --consul-service), every passing instance of the services carrying
+--consul-tag (or of the --consul-service services) is scraped, and the set
+follows registrations live. Each target is scraped once per
 --interval at a fixed offset within the interval (spread by a hash of the
 target), and every scrape also writes up, scrape_duration_seconds and
 scrape_samples_scraped for its target. A failed scrape writes up=0 and none
@@ -54,6 +63,10 @@ authentication is on.`,
     --interval 15s --influx-url http://127.0.0.1:8086 --influx-bucket docker`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Named services need not carry the tag unless it is asked for.
+			if len(o.consulServices) > 0 && !cmd.Flags().Changed("consul-tag") {
+				o.consul.Tag = ""
+			}
 			return runRun(cmd.Context(), o)
 		},
 	}
@@ -77,6 +90,16 @@ authentication is on.`,
 	f.Var(&o.queueBytes, "queue-max-bytes", "memory held for InfluxDB while it is slow or away; oldest dropped past it")
 	f.DurationVar(&o.sink.ShutdownTimeout, "shutdown-timeout", o.sink.ShutdownTimeout, "time allowed to flush on shutdown")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:9273", "address of the /metrics, /healthz, /readyz and /targets server (empty: off)")
+
+	f.BoolVar(&o.consulOn, "consul", false, "discover targets in Consul (implied by --consul-service)")
+	o.consulFlags.register(f)
+	f.StringArrayVar(&o.consulServices, "consul-service", nil, "Consul service to scrape (repeatable; default: every service carrying --consul-tag)")
+	f.StringVar(&o.consul.Tag, "consul-tag", o.consul.Tag, "tag a service must carry to be scraped (empty: any; with --consul-service only when given)")
+	f.StringArrayVar(&o.consulMeta, "consul-node-meta", nil, "only nodes with this metadata, key=value (repeatable)")
+	f.StringVar(&o.consul.Health, "consul-health", o.consul.Health, "which instances to scrape: passing (all checks pass) or any")
+	f.StringSliceVar(&o.consul.MetaTags, "consul-meta-tags", nil, "service meta keys to add to every point as tags")
+	f.BoolVar(&o.consul.AllowStale, "consul-allow-stale", o.consul.AllowStale, "let any Consul server answer (spares the leader)")
+	f.DurationVar(&o.consul.WaitTime, "consul-wait", o.consul.WaitTime, "wait time of Consul blocking queries")
 	return cmd
 }
 
@@ -104,7 +127,20 @@ func (o *runOptions) validate() error {
 	if err := o.influx.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if len(o.targets) == 0 {
+	o.consulOn = o.consulOn || len(o.consulServices) > 0
+	if o.consulOn {
+		o.consul.Services = o.consulServices
+		if err := o.consulFlags.apply(&o.consul); err != nil {
+			errs = append(errs, err)
+		}
+		if o.consul.NodeMeta, err = parseKV("--consul-node-meta", o.consulMeta); err != nil {
+			errs = append(errs, err)
+		}
+		if err := o.consul.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(o.targets) == 0 && !o.consulOn {
 		errs = append(errs, discovery.ErrNoTargets)
 	}
 	return errors.Join(errs...)
@@ -121,6 +157,14 @@ func runRun(ctx context.Context, o *runOptions) error {
 	static, err := discovery.NewStatic(o.job, o.targets)
 	if err != nil {
 		return err
+	}
+	sources := []discovery.Discoverer{static}
+	if o.consulOn {
+		c, err := discovery.NewConsul(o.consul, log.With("component", "consul"))
+		if err != nil {
+			return err
+		}
+		sources = append(sources, c)
 	}
 	w, err := sink.NewInfluxWriter(o.influx)
 	if err != nil {
@@ -147,14 +191,14 @@ func runRun(ctx context.Context, o *runOptions) error {
 		return err
 	}
 	g.Go(func() error { return web.run(gctx) })
-	g.Go(func() error { return discovery.Merge(gctx, targets, static) })
+	g.Go(func() error { return discovery.Merge(gctx, targets, sources...) })
 	g.Go(func() error {
 		// Producers stop first; then the sink drains.
 		defer snk.Close()
 		return pool.Run(gctx, targets)
 	})
 	g.Go(func() error { return snk.Run(gctx) })
-	log.Info("scrapeflux started", "version", version, "targets", len(static.Targets),
+	log.Info("scrapeflux started", "version", version, "static_targets", len(static.Targets), "consul", o.consulOn,
 		"interval", o.scrape.Interval, "influx_url", o.influx.URL, "listen", web.boundAddr())
 	err = g.Wait()
 	st := snk.Stats()

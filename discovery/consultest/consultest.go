@@ -62,7 +62,7 @@ func (a *Agent) start(t testing.TB) {
 		"-serf-lan-port", strconv.Itoa(a.ports[1]), "-serf-wan-port", strconv.Itoa(a.ports[2]),
 		"-server-port", strconv.Itoa(a.ports[3]), "-log-level", "warn"}
 	if a.acl {
-		args = append(args, "-hcl", fmt.Sprintf(`acl { enabled = true default_policy = "deny" tokens { initial_management = %q } }`, a.Token))
+		args = append(args, "-hcl", fmt.Sprintf(`acl { enabled = true default_policy = "deny" tokens { initial_management = %q agent = %q } }`, a.Token, a.Token))
 	}
 	var err error
 	a.logf, err = os.Create(filepath.Join(a.dir, "consul.log"))

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scrapeflux/scrapeflux/discovery/consultest"
+	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/sink/influxtest"
+)
+
+func hostPort(url string) (string, int) {
+	hp := strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/metrics")
+	h, p, _ := strings.Cut(hp, ":")
+	n, _ := strconv.Atoi(p)
+	return h, n
+}
+
+// daemon runs `scrapeflux run` in-process until stopped.
+type daemon struct {
+	cancel func()
+	done   chan error
+	stderr string
+	mu     sync.Mutex
+}
+
+func startDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &daemon{cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		_, stderr, err := execute(ctx, args...)
+		d.mu.Lock()
+		d.stderr = stderr
+		d.mu.Unlock()
+		d.done <- err
+	}()
+	return d
+}
+
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	d.cancel()
+	if err := <-d.done; err != nil {
+		t.Fatalf("run: %v\n%s", err, d.stderr)
+	}
+}
+
+func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > limit {
+			t.Fatalf("%s: not within %s", what, limit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// TestConsulEndToEnd registers simulated engines with `scrapeflux register`
+// in a real Consul, runs the daemon with Consul discovery and a real
+// InfluxDB, and follows registrations and deregistrations.
+func TestConsulEndToEnd(t *testing.T) {
+	agent := consultest.Start(t, consultest.Options{ACL: true})
+	tokenFile := filepath.Join(t.TempDir(), "consul-token")
+	if err := os.WriteFile(tokenFile, []byte(agent.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := influxtest.Start(t)
+	srv.CreateDB(t, "e2e")
+	fleet, err := scrapetest.StartFleet(4, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fleet.Close()
+	register := func(i int, extra ...string) {
+		t.Helper()
+		h, p := hostPort(fleet.URLs[i])
+		args := append([]string{"register", "--consul-addr", agent.Addr, "--consul-token-file", tokenFile,
+			"--address", h, "--port", strconv.Itoa(p), "--check-interval", "500ms", "--meta", "rack=r" + strconv.Itoa(i)}, extra...)
+		if out, _, err := execute(context.Background(), args...); err != nil {
+			t.Fatalf("register: %v", err)
+		} else if !strings.Contains(out, "registered") {
+			t.Fatalf("register said %q", out)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		register(i)
+	}
+	const interval = 2 * time.Second
+	d := startDaemon(t, "run", "--consul", "--consul-addr", agent.Addr, "--consul-token-file", tokenFile,
+		"--consul-meta-tags", "rack", "--consul-wait", "5s",
+		"--interval", interval.String(), "--timeout", "1s", "--flush-interval", "100ms",
+		"--influx-url", srv.URL, "--influx-bucket", "e2e", "--listen", "")
+	defer d.cancel()
+
+	points := func(i int) int64 {
+		h, p := hostPort(fleet.URLs[i])
+		res := srv.Query(t, "e2e", fmt.Sprintf(`SELECT count(gauge) FROM up WHERE instance = '%s:%d' AND job = 'docker-engine' AND rack = 'r%d'`, h, p, i))
+		if len(res) == 0 {
+			return 0
+		}
+		n, _ := strconv.ParseInt(fmt.Sprint(res[0].Values[0][1]), 10, 64)
+		return n
+	}
+	// The three registered engines are written, tagged with Consul fields.
+	// Each engine's check passes within 500ms, then a scrape within one
+	// interval, then a flush.
+	waitUntil(t, "three engines in InfluxDB", 3*interval+5*time.Second, func() bool {
+		return points(0) > 0 && points(1) > 0 && points(2) > 0
+	})
+	if n := points(3); n != 0 {
+		t.Fatalf("unregistered engine written: %d points", n)
+	}
+	nodes := srv.Query(t, "e2e", `SHOW TAG VALUES FROM up WITH KEY = "node"`)
+	if len(nodes) == 0 || len(nodes[0].Values) == 0 {
+		t.Errorf("no node tag on points")
+	}
+
+	// A new registration is scraped within one interval (plus the health
+	// check's first pass and a flush).
+	registered := time.Now()
+	register(3)
+	took := waitUntil(t, "new engine in InfluxDB", interval+3*time.Second, func() bool { return points(3) > 0 })
+	t.Logf("registration to first point in InfluxDB: %s (interval %s)", took.Round(10*time.Millisecond), interval)
+	_ = registered
+
+	// A deregistered engine stops being scraped within one interval.
+	h, p := hostPort(fleet.URLs[1])
+	if _, _, err := execute(context.Background(), "register", "--consul-addr", agent.Addr, "--consul-token-file", tokenFile,
+		"--address", h, "--port", strconv.Itoa(p), "--deregister"); err != nil {
+		t.Fatal(err)
+	}
+	deregistered := time.Now()
+	var lastScrape time.Time
+	prev := fleet.Targets[1].Scrapes()
+	for time.Since(deregistered) < 3*interval {
+		if n := fleet.Targets[1].Scrapes(); n != prev {
+			prev, lastScrape = n, time.Now()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !lastScrape.IsZero() && lastScrape.Sub(deregistered) > interval {
+		t.Errorf("deregistered engine scraped %s after deregistration (interval %s)", lastScrape.Sub(deregistered), interval)
+	}
+	if lastScrape.IsZero() {
+		t.Logf("deregistration to last scrape: no scrape after deregistration")
+	} else {
+		t.Logf("deregistration to last scrape: %s", lastScrape.Sub(deregistered).Round(10*time.Millisecond))
+	}
+	if fleet.Targets[0].Scrapes() < 3 {
+		t.Errorf("engine 0 scraped only %d times", fleet.Targets[0].Scrapes())
+	}
+	d.stop(t)
+}
