@@ -63,14 +63,20 @@ wait_http "http://127.0.0.1:$CONSUL_PORT/v1/status/leader" Consul
 echo "== starting $ENGINES simulated Docker engines from port $ENGINE_PORT"
 $SF simulate --targets "$ENGINES" --base-port "$ENGINE_PORT" --list "$work/targets.txt" >/dev/null & pids+=($!)
 for _ in $(seq 100); do [ -s "$work/targets.txt" ] && break; sleep 0.1; done
-targets=()
-while read -r u; do targets+=(--target "$u"); done <"$work/targets.txt"
+echo "== registering them in Consul with scrapeflux register (HTTP health check each)"
+port=$ENGINE_PORT
+while read -r u; do
+  $SF register --consul-addr "127.0.0.1:$CONSUL_PORT" --address 127.0.0.1 --port "$port" \
+    --check-interval 1s --meta "node_role=worker" | sed 's/^/   /'
+  port=$((port + 1))
+done <"$work/targets.txt"
 dead="http://127.0.0.1:$((ENGINE_PORT + ENGINES))/metrics"
-targets+=(--target "$dead")
-echo "   plus one dead target ($dead) to show up=0"
+echo "   plus one static --target with nothing behind it ($dead) to show up=0"
 
-echo "== running scrapeflux for ${SECONDS_TO_RUN}s, interval $INTERVAL (targets page: http://$LISTEN/targets)"
-$SF run "${targets[@]}" --job docker-engine --interval "$INTERVAL" --timeout 2s \
+echo "== running scrapeflux for ${SECONDS_TO_RUN}s, discovering through Consul, interval $INTERVAL"
+echo "   (while it runs: targets page http://$LISTEN/targets, self-metrics http://$LISTEN/metrics)"
+$SF run --consul --consul-addr "127.0.0.1:$CONSUL_PORT" --consul-meta-tags node_role \
+  --target "$dead" --job static --interval "$INTERVAL" --timeout 2s \
   --influx-url "http://127.0.0.1:$INFLUX_PORT" --influx-bucket "$DB" --listen "$LISTEN" \
   >"$work/scrapeflux.log" 2>&1 & sf=$!
 pids+=($sf)
@@ -82,12 +88,16 @@ echo "   scrapeflux log:"; sed 's/^/     /' "$work/scrapeflux.log"
 
 q() { curl -fsS -G "http://127.0.0.1:$INFLUX_PORT/query" -H "Accept: application/csv" \
   --data-urlencode "db=$DB" --data-urlencode "q=$1" | cut -d, -f1,2,4- | sed 's/^/     /'; }
+qs() { curl -fsS -G "http://127.0.0.1:$INFLUX_PORT/query" -H "Accept: application/csv" \
+  --data-urlencode "db=$DB" --data-urlencode "q=$1" | cut -d, -f3- | sed 's/^/     /'; }
 echo
 echo "== what arrived in InfluxDB (database $DB)"
 echo "-- number of measurements:"
 q "SHOW MEASUREMENTS" | tail -n +2 | wc -l | sed 's/^/     /'
 echo "-- scrapes per target (points of up) and up values:"
 q "SELECT count(gauge) AS scrapes, min(gauge) AS min_up, max(gauge) AS max_up FROM up GROUP BY instance"
+echo "-- Consul identity tags on the points (node, datacenter, service meta):"
+qs "SHOW TAG VALUES FROM up WITH KEY IN (\"job\", \"node\", \"datacenter\", \"node_role\")"
 echo "-- samples scraped per target over the run (sum of scrape_samples_scraped):"
 q "SELECT sum(gauge) AS samples FROM scrape_samples_scraped GROUP BY instance"
 echo "-- a histogram (container actions, action=start) as written:"

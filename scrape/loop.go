@@ -3,6 +3,8 @@ package scrape
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -128,6 +130,10 @@ func (l *loop) scrape(ctx context.Context, start time.Time, delay time.Duration)
 	ts := start.UnixMilli()
 	sctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
 	body, contentType, err := l.fetcher.fetch(sctx, l.timeout)
+	var nerr net.Error
+	if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &nerr) && nerr.Timeout()) {
+		err = fmt.Errorf("scrape timed out after %s: %w", l.cfg.Timeout, err)
+	}
 	var n int
 	var warn error
 	if err == nil {

@@ -210,7 +210,7 @@ func TestScrapeFailuresWriteOnlyUpZero(t *testing.T) {
 			case <-r.Context().Done():
 			case <-time.After(5 * time.Second):
 			}
-		}, func(c *Config) { c.Timeout = 100 * time.Millisecond }, "deadline exceeded"},
+		}, func(c *Config) { c.Timeout = 100 * time.Millisecond }, "scrape timed out after 100ms"},
 		{"invalid OpenMetrics without EOF", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/openmetrics-text; version=1.0.0")
 			io.WriteString(w, "# TYPE a gauge\na 1\n")
