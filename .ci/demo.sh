@@ -77,7 +77,7 @@ echo "== running scrapeflux for ${SECONDS_TO_RUN}s, discovering through Consul, 
 echo "   (while it runs: targets page http://$LISTEN/targets, self-metrics http://$LISTEN/metrics)"
 $SF run --consul --consul-addr "127.0.0.1:$CONSUL_PORT" --consul-meta-tags node_role \
   --target "$dead" --job static --interval "$INTERVAL" --timeout 2s \
-  --influx-url "http://127.0.0.1:$INFLUX_PORT" --influx-bucket "$DB" --listen "$LISTEN" \
+  --influx-url "http://127.0.0.1:$INFLUX_PORT" --influx-bucket "$DB" --listen "$LISTEN" --queue-dir "$work/queue" \
   >"$work/scrapeflux.log" 2>&1 & sf=$!
 pids+=($sf)
 sleep "$SECONDS_TO_RUN"

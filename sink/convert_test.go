@@ -65,6 +65,7 @@ func encode(t testing.TB, layout Layout, body []byte, rec *tee) ([]byte, int, er
 
 func (o ConvertOptions) config() Config {
 	c := DefaultConfig()
+	c.QueueDir = ""
 	c.Convert = o
 	return c
 }

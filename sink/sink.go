@@ -24,9 +24,15 @@ type Config struct {
 	BatchSize int
 	// FlushInterval: a partial batch is sent at least this often.
 	FlushInterval time.Duration
-	// MaxQueueBytes bounds what waits in memory for InfluxDB; past it the
-	// oldest batches are dropped and counted.
+	// QueueDir holds the disk queue: batches InfluxDB has not taken while
+	// it is away or slow, and at shutdown. Empty: memory only.
+	QueueDir string
+	// MaxQueueBytes bounds the disk queue (or memory, without QueueDir);
+	// past it the oldest data is dropped and counted.
 	MaxQueueBytes int64
+	// MaxMemoryBytes is how much waits in memory before batches go to the
+	// disk queue.
+	MaxMemoryBytes int64
 	// ShutdownTimeout is how long Run keeps writing after shutdown began.
 	ShutdownTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait between write retries.
@@ -37,7 +43,10 @@ type Config struct {
 const (
 	DefaultBatchSize       = 10000
 	DefaultFlushInterval   = time.Second
-	DefaultMaxQueueBytes   = 256 << 20
+	DefaultMaxQueueBytes   = 1 << 30
+	DefaultMaxMemoryBytes  = 64 << 20
+	DefaultQueueDir        = "scrapeflux-queue"
+	segmentBytes           = 64 << 20
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultMeasurement     = "prometheus"
 )
@@ -49,6 +58,8 @@ func DefaultConfig() Config {
 		BatchSize:       DefaultBatchSize,
 		FlushInterval:   DefaultFlushInterval,
 		MaxQueueBytes:   DefaultMaxQueueBytes,
+		MaxMemoryBytes:  DefaultMaxMemoryBytes,
+		QueueDir:        DefaultQueueDir,
 		ShutdownTimeout: DefaultShutdownTimeout,
 		MinBackoff:      500 * time.Millisecond,
 		MaxBackoff:      30 * time.Second,
@@ -66,6 +77,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxQueueBytes <= 0 {
 		errs = append(errs, fmt.Errorf("queue max bytes must be positive, got %d", c.MaxQueueBytes))
+	}
+	if c.MaxMemoryBytes <= 0 {
+		errs = append(errs, fmt.Errorf("memory max bytes must be positive, got %d", c.MaxMemoryBytes))
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout must not be negative, got %s", c.ShutdownTimeout))
@@ -120,25 +134,45 @@ type Sink struct {
 
 	in        chan *chunk
 	chunks    sync.Pool
-	q         *memQueue
+	q         *queue
 	closeOnce sync.Once
 	closing   chan struct{}
 }
 
-// New makes a sink writing through w.
+// New makes a sink writing through w. With a QueueDir, what an earlier run
+// left queued is sent first.
 func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Sink{
+	s := &Sink{
 		cfg:     cfg,
 		convert: cfg.Convert,
 		w:       w,
 		log:     log,
 		in:      make(chan *chunk, 256),
-		q:       newMemQueue(cfg.MaxQueueBytes),
 		closing: make(chan struct{}),
-	}, nil
+	}
+	memMax := cfg.MaxQueueBytes
+	var disk *diskQueue
+	if cfg.QueueDir != "" {
+		var ls lost
+		var err error
+		disk, ls, err = openDiskQueue(cfg.QueueDir, cfg.MaxQueueBytes, segmentBytes, log)
+		if err != nil {
+			return nil, fmt.Errorf("cannot open queue dir %s: %w", cfg.QueueDir, err)
+		}
+		memMax = cfg.MaxMemoryBytes
+		s.stats.addDropped(DropCorrupt, int(ls.samples))
+		s.stats.recovered.Add(disk.samples + ls.samples)
+		s.stats.queuedSamples.Add(disk.samples)
+		s.stats.queuedBytes.Add(disk.bytes)
+		if disk.samples > 0 {
+			log.Info("queued data from an earlier run will be sent first", "samples", disk.samples, "bytes", disk.bytes)
+		}
+	}
+	s.q = newQueue(memMax, disk)
+	return s, nil
 }
 
 // Appender returns the converter for a target's loop.
@@ -206,7 +240,8 @@ func (s *Sink) Run(ctx context.Context) error {
 	}()
 	s.write(wctx)
 	<-done
-	left := s.q.drain()
+	left, dropped, err := s.q.spill()
+	s.dropLost(dropped)
 	var samples int
 	for _, b := range left {
 		samples += b.samples
@@ -214,9 +249,25 @@ func (s *Sink) Run(ctx context.Context) error {
 	}
 	s.stats.addDropped(DropShutdown, samples)
 	if samples > 0 {
-		s.log.Error("shutdown deadline passed with data unwritten", "samples", samples, "batches", len(left))
+		s.log.Error("shutdown with data neither written nor queued on disk", "samples", samples, "batches", len(left), "err", err)
+	} else if q := s.stats.queuedSamples.Load(); q > 0 {
+		s.log.Info("data left in the disk queue for the next run", "samples", q, "dir", s.cfg.QueueDir)
+	}
+	if err != nil {
+		return fmt.Errorf("cannot spill to the disk queue: %w", err)
 	}
 	return nil
+}
+
+// dropLost counts data the disk bound pushed out.
+func (s *Sink) dropLost(d lost) {
+	if d.samples == 0 && d.bytes == 0 {
+		return
+	}
+	s.stats.queuedSamples.Add(-d.samples)
+	s.stats.queuedBytes.Add(-d.bytes)
+	s.stats.addDropped(DropQueueFull, int(d.samples))
+	s.log.Warn("disk queue full, dropped its oldest data", "samples", d.samples, "bytes", d.bytes)
 }
 
 // batch owns the batch being filled: it appends committed scrapes and seals
@@ -229,10 +280,15 @@ func (s *Sink) batch() {
 		if cur.lines == 0 {
 			return
 		}
-		for _, d := range s.q.push(cur) {
+		dropped, lostOnDisk, err := s.q.push(cur)
+		for _, d := range dropped {
 			s.stats.addDropped(DropQueueFull, d.samples)
 			s.release(d)
 			s.log.Warn("queue full, dropped oldest batch", "samples", d.samples)
+		}
+		s.dropLost(lostOnDisk)
+		if err != nil {
+			s.log.Error("cannot write to the disk queue, keeping the batch in memory", "err", err)
 		}
 		cur = &batch{buf: make([]byte, 0, len(cur.buf))}
 	}
@@ -271,16 +327,24 @@ func (s *Sink) write(ctx context.Context) {
 	attempt := 0
 	failing := ""
 	for {
-		b := s.q.peek(ctx)
+		b, err := s.q.peek(ctx)
+		if err != nil {
+			s.log.Error("cannot read the disk queue", "err", err)
+			if !sleepCtx(ctx, s.cfg.MaxBackoff) {
+				return
+			}
+			continue
+		}
 		if b == nil {
 			return
 		}
-		err := s.w.Write(ctx, b.buf)
+		err = s.w.Write(ctx, b.buf)
 		if err == nil {
-			s.q.pop()
+			s.q.pop(b)
 			s.release(b)
 			s.stats.written.Add(int64(b.samples))
 			if failing != "" {
+				s.q.setFailing(false)
 				s.log.Info("writes to InfluxDB recovered", "after_attempts", attempt)
 			}
 			attempt, failing = 0, ""
@@ -294,7 +358,7 @@ func (s *Sink) write(ctx context.Context) {
 		switch {
 		case isWE && (we.StatusCode == http.StatusRequestEntityTooLarge ||
 			we.StatusCode == http.StatusBadRequest || we.StatusCode == http.StatusUnprocessableEntity):
-			s.q.pop()
+			s.q.pop(b)
 			if b.lines > 1 {
 				// Split to find what the server refuses; the halves go back
 				// to the head of the queue so order is kept.
@@ -309,6 +373,7 @@ func (s *Sink) write(ctx context.Context) {
 			continue
 		}
 		attempt++
+		s.q.setFailing(true)
 		if msg := err.Error(); msg != failing {
 			lvl := slog.LevelWarn
 			if isWE && (we.StatusCode == http.StatusUnauthorized || we.StatusCode == http.StatusForbidden || we.StatusCode == http.StatusNotFound) {
@@ -321,17 +386,28 @@ func (s *Sink) write(ctx context.Context) {
 		}
 		wait := backoff(attempt, s.cfg.MinBackoff, s.cfg.MaxBackoff)
 		if isWE && we.RetryAfter > 0 {
-			wait = min(we.RetryAfter, 10*s.cfg.MaxBackoff)
+			wait = min(we.RetryAfter, maxRetryAfter)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, wait) {
 			return
 		}
 	}
 }
+
+// sleepCtx waits d or until ctx ends; it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// maxRetryAfter caps what a server may ask us to wait.
+const maxRetryAfter = 5 * time.Minute
 
 // backoff is capped exponential with full jitter over its upper half.
 func backoff(attempt int, lo, hi time.Duration) time.Duration {

@@ -69,6 +69,7 @@ func testTarget() discovery.Target {
 func convert(t *testing.T, layout Layout, body string) ([]string, StatsSnapshot) {
 	t.Helper()
 	cfg := DefaultConfig()
+	cfg.QueueDir = ""
 	cfg.Convert.Layout = layout
 	fw := &fakeWriter{}
 	s, err := New(cfg, fw, discard)
@@ -252,7 +253,7 @@ h_count 2
 }
 
 func TestConvertRejectsBadLabels(t *testing.T) {
-	s, _ := New(DefaultConfig(), &fakeWriter{}, discard)
+	s, _ := New(fastConfig(), &fakeWriter{}, discard)
 	tg := testTarget()
 	app := s.Appender(&tg)
 	bad := scrape.SyntheticSample(labels.FromStrings("__name__", "m", "a", "\xff"), model.MetricTypeGauge, 1, 0)
@@ -267,7 +268,7 @@ func TestConvertRejectsBadLabels(t *testing.T) {
 }
 
 func TestCacheFollowsTypeChangeAndEvicts(t *testing.T) {
-	s, _ := New(DefaultConfig(), &fakeWriter{}, discard)
+	s, _ := New(fastConfig(), &fakeWriter{}, discard)
 	tg := testTarget()
 	c := s.Appender(&tg).(*converter)
 	mk := func(name string, typ model.MetricType) scrape.Sample {
@@ -311,6 +312,7 @@ func push(t *testing.T, s *Sink, n int) {
 
 func fastConfig() Config {
 	cfg := DefaultConfig()
+	cfg.QueueDir = ""
 	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 5*time.Millisecond
 	cfg.FlushInterval = 10 * time.Millisecond
 	return cfg
@@ -330,8 +332,8 @@ func runSink(t *testing.T, cfg Config, w Writer, work func(s *Sink)) StatsSnapsh
 		t.Fatal(err)
 	}
 	st := s.Stats()
-	if st.Scraped != st.Written+st.DroppedTotal()+st.QueuedSamples {
-		t.Errorf("scraped %d != written %d + dropped %d + queued %d", st.Scraped, st.Written, st.DroppedTotal(), st.QueuedSamples)
+	if st.Scraped+st.Recovered != st.Written+st.DroppedTotal()+st.QueuedSamples {
+		t.Errorf("scraped %d + recovered %d != written %d + dropped %d + queued %d", st.Scraped, st.Recovered, st.Written, st.DroppedTotal(), st.QueuedSamples)
 	}
 	return st
 }
@@ -426,19 +428,19 @@ func TestShutdownDeadlineCountsWhatIsLeft(t *testing.T) {
 }
 
 func TestQueueDropsOldestWhenFull(t *testing.T) {
-	q := newMemQueue(100)
+	q := newQueue(100, nil)
 	mk := func(n int) *batch { return &batch{buf: make([]byte, n), lines: 1, samples: 1} }
 	a, b, c := mk(40), mk(40), mk(40)
 	q.push(a)
 	q.push(b)
-	if d := q.push(c); len(d) != 1 || d[0] != a {
+	if d, _, _ := q.push(c); len(d) != 1 || d[0] != a {
 		t.Fatalf("dropped %v, want the oldest batch", d)
 	}
 	// The batch being written is never dropped.
-	if got := q.peek(context.Background()); got != b {
+	if got, _ := q.peek(context.Background()); got != b {
 		t.Fatal("peek did not return the head")
 	}
-	if d := q.push(mk(40)); len(d) != 1 || d[0] != c {
+	if d, _, _ := q.push(mk(40)); len(d) != 1 || d[0] != c {
 		t.Fatalf("dropped %v, want the one after the busy head", d)
 	}
 }
@@ -468,5 +470,24 @@ func TestAppendFloat(t *testing.T) {
 		if got := string(appendFloat(nil, v)); got != want {
 			t.Errorf("appendFloat(%v) = %s, want %s", v, got, want)
 		}
+	}
+}
+
+func TestShutdownSpillsToDiskQueue(t *testing.T) {
+	down := &fakeWriter{}
+	for i := 0; i < 10000; i++ {
+		down.answers = append(down.answers, errors.New("down"))
+	}
+	cfg := fastConfig()
+	cfg.ShutdownTimeout = 50 * time.Millisecond
+	cfg.QueueDir = t.TempDir()
+	st := runSink(t, cfg, down, func(s *Sink) { push(t, s, 4) })
+	if st.DroppedTotal() != 0 || st.QueuedSamples != 4 {
+		t.Fatalf("dropped %d queued %d, want 0 and 4", st.DroppedTotal(), st.QueuedSamples)
+	}
+	up := &fakeWriter{}
+	st = runSink(t, cfg, up, func(s *Sink) {})
+	if st.Recovered != 4 || st.Written != 4 {
+		t.Fatalf("next run recovered %d wrote %d, want 4 and 4", st.Recovered, st.Written)
 	}
 }

@@ -17,24 +17,27 @@ const (
 	DropShutdown
 	// DropInvalidName: samples whose metric name line protocol cannot carry.
 	DropInvalidName
+	// DropCorrupt: samples in a disk queue file found corrupt or torn.
+	DropCorrupt
 	numDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_full", "shutdown", "invalid_name"}
+var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_full", "shutdown", "invalid_name", "corrupt_queue"}
 
 func (r DropReason) String() string { return dropReasonNames[r] }
 
 // Stats counts samples through the sink. At any quiet moment
-// Scraped == Written + sum(Dropped) + Queued.
+// Scraped + Recovered == Written + sum(Dropped) + Queued, where Recovered is
+// what an earlier run left in the disk queue.
 type Stats struct {
-	scraped, written, queuedSamples, queuedBytes atomic.Int64
-	dropped                                      [numDropReasons]atomic.Int64
+	scraped, recovered, written, queuedSamples, queuedBytes atomic.Int64
+	dropped                                                 [numDropReasons]atomic.Int64
 }
 
 // StatsSnapshot is a copy of the counters.
 type StatsSnapshot struct {
-	Scraped, Written, QueuedSamples, QueuedBytes int64
-	Dropped                                      map[string]int64
+	Scraped, Recovered, Written, QueuedSamples, QueuedBytes int64
+	Dropped                                                 map[string]int64
 }
 
 // DroppedTotal sums the drops of every reason.
@@ -55,6 +58,7 @@ func (s *Stats) addDropped(r DropReason, n int) {
 func (s *Stats) snapshot() StatsSnapshot {
 	out := StatsSnapshot{
 		Scraped:       s.scraped.Load(),
+		Recovered:     s.recovered.Load(),
 		Written:       s.written.Load(),
 		QueuedSamples: s.queuedSamples.Load(),
 		QueuedBytes:   s.queuedBytes.Load(),

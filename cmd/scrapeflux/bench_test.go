@@ -50,7 +50,9 @@ func BenchmarkPipeline(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer w.Close()
-	snk, err := sink.New(sink.DefaultConfig(), w, log)
+	cfg := sink.DefaultConfig()
+	cfg.QueueDir = b.TempDir()
+	snk, err := sink.New(cfg, w, log)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -99,7 +99,7 @@ func TestConsulEndToEnd(t *testing.T) {
 	d := startDaemon(t, "run", "--consul", "--consul-addr", agent.Addr, "--consul-token-file", tokenFile,
 		"--consul-meta-tags", "rack", "--consul-wait", "5s",
 		"--interval", interval.String(), "--timeout", "1s", "--flush-interval", "100ms",
-		"--influx-url", srv.URL, "--influx-bucket", "e2e", "--listen", "")
+		"--influx-url", srv.URL, "--influx-bucket", "e2e", "--listen", "", "--queue-dir", t.TempDir())
 	defer d.cancel()
 
 	points := func(i int) int64 {

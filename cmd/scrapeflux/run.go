@@ -27,6 +27,7 @@ type runOptions struct {
 	layout     string
 	sink       sink.Config
 	queueBytes byteSize
+	memBytes   byteSize
 	influx     sink.InfluxConfig
 	tokenFile  string
 
@@ -41,6 +42,7 @@ func newCmdRun(g *globalOptions) *cobra.Command {
 	o := &runOptions{globalOptions: g, sink: sink.DefaultConfig(), consul: discovery.DefaultConsulConfig()}
 	o.bodyLimit = scrape.DefaultBodyLimit
 	o.queueBytes = byteSize(o.sink.MaxQueueBytes)
+	o.memBytes = byteSize(o.sink.MaxMemoryBytes)
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Scrape targets on a schedule and write to InfluxDB (the daemon)",
@@ -87,7 +89,9 @@ authentication is on.`,
 	f.DurationVar(&o.influx.Timeout, "influx-timeout", 10*time.Second, "timeout of one write request")
 	f.IntVar(&o.sink.BatchSize, "batch-size", o.sink.BatchSize, "lines per write request (a scrape's lines are never split)")
 	f.DurationVar(&o.sink.FlushInterval, "flush-interval", o.sink.FlushInterval, "longest time a line waits before it is sent")
-	f.Var(&o.queueBytes, "queue-max-bytes", "memory held for InfluxDB while it is slow or away; oldest dropped past it")
+	f.StringVar(&o.sink.QueueDir, "queue-dir", o.sink.QueueDir, "directory of the disk queue that holds data while InfluxDB is away, and across restarts (empty: memory only)")
+	f.Var(&o.queueBytes, "queue-max-bytes", "size bound of the disk queue (of memory without --queue-dir); oldest data dropped past it")
+	f.Var(&o.memBytes, "memory-max-bytes", "data held in memory before batches go to the disk queue")
 	f.DurationVar(&o.sink.ShutdownTimeout, "shutdown-timeout", o.sink.ShutdownTimeout, "time allowed to flush on shutdown")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:9273", "address of the /metrics, /healthz, /readyz and /targets server (empty: off)")
 
@@ -113,6 +117,7 @@ func (o *runOptions) validate() error {
 	o.sink.Convert.Layout = layout
 	o.scrape.BodyLimit = int64(o.bodyLimit)
 	o.sink.MaxQueueBytes = int64(o.queueBytes)
+	o.sink.MaxMemoryBytes = int64(o.memBytes)
 	if err := o.scrape.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("scrape: %w", err))
 	}

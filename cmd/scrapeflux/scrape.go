@@ -73,6 +73,7 @@ func runScrape(ctx context.Context, o *scrapeOptions) error {
 	cfg := sink.DefaultConfig()
 	cfg.Convert = o.conv
 	cfg.FlushInterval = time.Hour
+	cfg.QueueDir = ""
 	snk, err := sink.New(cfg, writerTo{o.stdout}, log)
 	if err != nil {
 		return err

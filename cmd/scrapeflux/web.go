@@ -131,6 +131,7 @@ type selfCollector struct {
 var (
 	descScraped  = prometheus.NewDesc("scrapeflux_samples_scraped_total", "Samples committed by scrapes.", nil, nil)
 	descWritten  = prometheus.NewDesc("scrapeflux_samples_written_total", "Samples InfluxDB accepted.", nil, nil)
+	descRecov    = prometheus.NewDesc("scrapeflux_samples_recovered_total", "Samples found in the disk queue at start, left by an earlier run.", nil, nil)
 	descDropped  = prometheus.NewDesc("scrapeflux_samples_dropped_total", "Samples not written, by reason.", []string{"reason"}, nil)
 	descQueued   = prometheus.NewDesc("scrapeflux_queued_samples", "Samples accepted and not yet written.", nil, nil)
 	descQBytes   = prometheus.NewDesc("scrapeflux_queued_bytes", "Bytes of line protocol not yet written.", nil, nil)
@@ -147,6 +148,7 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.sink.Stats()
 	ch <- prometheus.MustNewConstMetric(descScraped, prometheus.CounterValue, float64(st.Scraped))
 	ch <- prometheus.MustNewConstMetric(descWritten, prometheus.CounterValue, float64(st.Written))
+	ch <- prometheus.MustNewConstMetric(descRecov, prometheus.CounterValue, float64(st.Recovered))
 	for reason, n := range st.Dropped {
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(n), reason)
 	}

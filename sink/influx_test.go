@@ -1,0 +1,175 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scrapeflux/scrapeflux/scrape"
+	"github.com/scrapeflux/scrapeflux/sink/influxtest"
+)
+
+// writeLines pushes n scrapes of one line each through s.
+func writeLines(t *testing.T, s *Sink, from, n int) {
+	t.Helper()
+	tg := testTarget()
+	app := s.Appender(&tg)
+	for i := from; i < from+n; i++ {
+		body := fmt.Sprintf("# TYPE seq gauge\nseq{i=\"%d\"} %d\n", i, i)
+		if _, _, err := scrape.NewParser().Parse([]byte(body), "text/plain", 1700000000000+int64(i), false, app); err != nil {
+			t.Fatal(err)
+		}
+		if err := app.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestWriterAnswersFromFakeServer drives the real InfluxWriter against a
+// server doing what a real InfluxDB will not do on demand: 429 with
+// Retry-After, 413 for big bodies, and hanging.
+func TestWriterAnswersFromFakeServer(t *testing.T) {
+	var calls atomic.Int64
+	var mu sync.Mutex
+	var got []string
+	hang := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		switch n := calls.Add(1); {
+		case n == 1:
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, `{"code":"too many requests","message":"slow down"}`, http.StatusTooManyRequests)
+			return
+		case n == 2:
+			select { // hang until the client gives up
+			case <-r.Context().Done():
+			case <-hang:
+			}
+			return
+		case len(body) > 200:
+			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		mu.Lock()
+		got = append(got, strings.Split(strings.TrimSpace(string(body)), "\n")...)
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	defer close(hang)
+	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: "b", Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cfg := fastConfig()
+	cfg.FlushInterval = time.Hour
+	cfg.BatchSize = 8
+	start := time.Now()
+	st := runSink(t, cfg, w, func(s *Sink) { writeLines(t, s, 0, 8) })
+	if time.Since(start) < time.Second {
+		t.Errorf("Retry-After: 1 not honoured (took %s)", time.Since(start))
+	}
+	if st.Written != 8 || len(got) != 8 {
+		t.Fatalf("written %d, server got %d lines, want 8: %v", st.Written, len(got), got)
+	}
+	for i, ln := range got {
+		if !strings.HasPrefix(ln, fmt.Sprintf("seq,i=%d,", i)) {
+			t.Fatalf("line %d out of order after splits: %s", i, ln)
+		}
+	}
+}
+
+// TestOutageLosesNothing writes through a real InfluxDB that goes away for
+// several flush intervals: everything arrives afterwards, once.
+func TestOutageLosesNothing(t *testing.T) {
+	srv := influxtest.Start(t)
+	srv.CreateDB(t, "q")
+	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: "q", Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cfg := fastConfig()
+	cfg.QueueDir = t.TempDir()
+	cfg.MaxBackoff = 200 * time.Millisecond
+	cfg.FlushInterval = 50 * time.Millisecond
+	st := runSink(t, cfg, w, func(s *Sink) {
+		writeLines(t, s, 0, 100)
+		waitWritten(t, s, 100)
+		srv.Stop()
+		for i := 0; i < 10; i++ { // 10 x 100ms: many flush intervals
+			writeLines(t, s, 100+i*100, 100)
+			time.Sleep(100 * time.Millisecond)
+		}
+		if q := s.Stats().QueuedSamples; q < 1000 {
+			t.Errorf("only %d samples queued during the outage", q)
+		}
+		restarted := time.Now()
+		srv.Restart(t)
+		waitWritten(t, s, 1100)
+		t.Logf("replayed the outage's 1000 samples %s after InfluxDB came back", time.Since(restarted).Round(time.Millisecond))
+	})
+	if st.Written != 1100 || st.DroppedTotal() != 0 {
+		t.Fatalf("written %d dropped %d, want 1100 and 0", st.Written, st.DroppedTotal())
+	}
+	if n := srv.Count(t, "q", "seq", "gauge"); n != 1100 {
+		t.Fatalf("InfluxDB holds %d points, want 1100", n)
+	}
+}
+
+func waitWritten(t *testing.T, s *Sink, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for s.Stats().Written < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("written %d of %d within 30s", s.Stats().Written, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRejectedLineRealInfluxDB: a field type conflict makes InfluxDB refuse
+// one line; every other line lands and the drop is counted.
+func TestRejectedLineRealInfluxDB(t *testing.T) {
+	srv := influxtest.Start(t)
+	srv.CreateDB(t, "r")
+	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: "r", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	// "gauge" of seq is a string from now on in this shard.
+	if err := w.Write(context.Background(), []byte("seq,i=x gauge=\"text\" 1700000000000\n")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fastConfig()
+	cfg.BatchSize = 50
+	cfg.FlushInterval = time.Hour
+	tg := testTarget()
+	st := runSink(t, cfg, w, func(s *Sink) {
+		app := s.Appender(&tg)
+		body := "# TYPE other gauge\n"
+		for i := 0; i < 49; i++ {
+			body += fmt.Sprintf("other{i=\"%d\"} %d\n", i, i)
+		}
+		body += "# TYPE seq gauge\nseq{i=\"y\"} 1\n"
+		if _, _, err := scrape.NewParser().Parse([]byte(body), "text/plain", 1700000000000, false, app); err != nil {
+			t.Fatal(err)
+		}
+		app.Commit()
+	})
+	if st.Dropped["rejected"] != 1 || st.Written != 49 {
+		t.Fatalf("rejected %d written %d, want 1 and 49", st.Dropped["rejected"], st.Written)
+	}
+	if n := srv.Count(t, "r", "other", "gauge"); n != 49 {
+		t.Fatalf("InfluxDB holds %d points of other, want 49", n)
+	}
+}
