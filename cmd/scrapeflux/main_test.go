@@ -43,6 +43,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 	}{
 		{[]string{"run", "--target", "http://127.0.0.1:1/metrics", "--influx-bucket", "b", "--interval", "5s", "--timeout", "10s"}, "timeout 10s must not exceed interval 5s"},
 		{[]string{"run", "--influx-bucket", "b"}, "no targets"},
+		{[]string{"run", "--target", "http://127.0.0.1:1/metrics", "--influx-bucket", "b", "--interval", "2s", "--timeout", "3s"}, "timeout 3s must not exceed interval 2s"},
 		{[]string{"run", "--target", "http://127.0.0.1:1/metrics"}, "influx bucket must be set"},
 		{[]string{"run", "--target", "ftp://x/metrics", "--influx-bucket", "b"}, "scheme must be http or https"},
 		{[]string{"run", "--target", "http://127.0.0.1:1/", "--influx-bucket", "b", "--layout", "v3"}, `unknown layout "v3"`},

@@ -65,6 +65,10 @@ authentication is on.`,
     --interval 15s --influx-url http://127.0.0.1:8086 --influx-bucket docker`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Without --timeout, a short --interval shortens the timeout too.
+			if !cmd.Flags().Changed("timeout") {
+				o.scrape.Timeout = min(o.scrape.Timeout, o.scrape.Interval)
+			}
 			// Named services need not carry the tag unless it is asked for.
 			if len(o.consulServices) > 0 && !cmd.Flags().Changed("consul-tag") {
 				o.consul.Tag = ""
@@ -76,7 +80,7 @@ authentication is on.`,
 	f.StringArrayVar(&o.targets, "target", nil, "URL of a /metrics endpoint to scrape (repeatable)")
 	f.StringVar(&o.job, "job", "static", "job tag of the --target targets")
 	f.DurationVar(&o.scrape.Interval, "interval", scrape.DefaultInterval, "time between two scrapes of a target")
-	f.DurationVar(&o.scrape.Timeout, "timeout", scrape.DefaultTimeout, "timeout of one scrape; must not exceed --interval")
+	f.DurationVar(&o.scrape.Timeout, "timeout", scrape.DefaultTimeout, "timeout of one scrape; must not exceed --interval (default: 10s or --interval if shorter)")
 	f.Var(&o.bodyLimit, "body-limit", "largest body accepted from a target, after decompression")
 	f.BoolVar(&o.scrape.HonorTimestamps, "honor-timestamps", false, "keep timestamps targets expose instead of the scrape time")
 	f.StringVar(&o.layout, "layout", "v1", "InfluxDB layout: v1 (measurement per metric) or v2 (one measurement, field per metric)")
