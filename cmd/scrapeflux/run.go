@@ -21,6 +21,7 @@ type runOptions struct {
 	targets []string
 	job     string
 	listen  string
+	pprof   bool
 
 	scrape     scrape.Config
 	bodyLimit  byteSize
@@ -99,6 +100,7 @@ authentication is on.`,
 	f.DurationVar(&o.sink.ShutdownTimeout, "shutdown-timeout", o.sink.ShutdownTimeout, "time allowed to flush on shutdown")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:9273", "address of the /metrics, /healthz, /readyz and /targets server (empty: off)")
 
+	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --listen")
 	f.BoolVar(&o.consulOn, "consul", false, "discover targets in Consul (implied by --consul-service)")
 	o.consulFlags.register(f)
 	f.StringArrayVar(&o.consulServices, "consul-service", nil, "Consul service to scrape (repeatable; default: every service carrying --consul-tag)")
@@ -195,7 +197,7 @@ func runRun(ctx context.Context, o *runOptions) error {
 	defer stop()
 	g, gctx := errgroup.WithContext(ctx)
 	targets := make(chan []discovery.Target)
-	web := &webServer{addr: o.listen, pool: pool, sink: snk, log: log.With("component", "web")}
+	web := &webServer{addr: o.listen, pprof: o.pprof, pool: pool, sink: snk, log: log.With("component", "web")}
 	if err := web.listen(); err != nil {
 		return err
 	}

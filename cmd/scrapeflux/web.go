@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +24,8 @@ import (
 // webServer serves the daemon's own /metrics, /healthz, /readyz and
 // /targets.
 type webServer struct {
-	addr string
+	addr  string
+	pprof bool
 	pool *scrape.Pool
 	sink *sink.Sink
 	log  *slog.Logger
@@ -68,6 +70,12 @@ func (w *webServer) run(ctx context.Context) error {
 		fmt.Fprintln(rw, "ready")
 	})
 	mux.HandleFunc("/targets", w.targets)
+	if w.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(w.ln) }()
