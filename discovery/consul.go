@@ -393,7 +393,27 @@ func (c *Consul) target(e *api.ServiceEntry) (Target, error) {
 	for _, k := range c.cfg.MetaTags {
 		extra = append(extra, Tag{k, e.Service.Meta[k]})
 	}
-	return NewTarget(scheme+"://"+hostport+path, e.Service.Service, extra...)
+	t, err := NewTarget(scheme+"://"+hostport+path, e.Service.Service, extra...)
+	if err != nil {
+		return t, err
+	}
+	t.Meta = map[string]string{
+		"__meta_consul_address":         e.Node.Address,
+		"__meta_consul_dc":              e.Node.Datacenter,
+		"__meta_consul_node":            e.Node.Node,
+		"__meta_consul_service":         e.Service.Service,
+		"__meta_consul_service_address": e.Service.Address,
+		"__meta_consul_service_id":      e.Service.ID,
+		"__meta_consul_service_port":    strconv.Itoa(e.Service.Port),
+		"__meta_consul_tags":            "," + strings.Join(e.Service.Tags, ",") + ",",
+	}
+	for k, v := range e.Service.Meta {
+		t.Meta["__meta_consul_service_metadata_"+k] = v
+	}
+	for k, v := range e.Node.Meta {
+		t.Meta["__meta_consul_metadata_"+k] = v
+	}
+	return t, nil
 }
 
 // serviceSet is the list of services to watch, shared between the catalog

@@ -27,6 +27,9 @@ type Target struct {
 	// and for Consul targets node, datacenter and chosen service meta). They
 	// are sorted by key and win over exposed labels of the same name.
 	Tags []Tag
+	// Meta are discovery labels (__meta_consul_*) that target relabeling
+	// may read; they are not written.
+	Meta map[string]string
 }
 
 // Key identifies a target across snapshots: two targets with the same key
@@ -39,6 +42,17 @@ func (t *Target) Key() string {
 		b.WriteString(tg.Key)
 		b.WriteByte('=')
 		b.WriteString(tg.Value)
+	}
+	keys := make([]string, 0, len(t.Meta))
+	for k := range t.Meta {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		b.WriteByte(1)
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(t.Meta[k])
 	}
 	return b.String()
 }

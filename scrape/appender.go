@@ -3,6 +3,7 @@ package scrape
 import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
 )
@@ -27,7 +28,17 @@ type Appender interface {
 
 // Appendable makes the Appender for a target's loop when it starts.
 type Appendable interface {
-	Appender(t *discovery.Target) Appender
+	Appender(t *discovery.Target, o AppendOptions) Appender
+}
+
+// AppendOptions are the per-job rules an Appender applies to each series
+// (once per series, when it first sees it).
+type AppendOptions struct {
+	// MetricRelabelConfigs rewrite or drop series, labels including
+	// __name__, with Prometheus semantics.
+	MetricRelabelConfigs []*relabel.Config
+	// LabelLimit fails the scrape when a series has more labels (0: none).
+	LabelLimit int
 }
 
 // Sample is one sample as exposed by a target, handed to an Appender.

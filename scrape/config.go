@@ -1,9 +1,15 @@
 package scrape
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/relabel"
 )
 
 // Config is what every scrape loop of a pool shares.
@@ -17,6 +23,61 @@ type Config struct {
 	// HonorTimestamps keeps timestamps the target exposes instead of
 	// stamping every sample with the scrape's start.
 	HonorTimestamps bool
+	// SampleLimit fails a scrape with more samples (0: no limit).
+	SampleLimit int
+	// LabelLimit fails a scrape with a series of more labels (0: none).
+	LabelLimit int
+	// RelabelConfigs rewrite or drop targets before they are scraped, with
+	// Prometheus semantics (__address__, __scheme__, __metrics_path__ and
+	// the discovery's __meta_* labels).
+	RelabelConfigs []*relabel.Config
+	// MetricRelabelConfigs rewrite or drop series before they are written.
+	MetricRelabelConfigs []*relabel.Config
+	// TLS and authentication towards targets. Secrets are the resolved
+	// values (read from files by the caller).
+	TLS               TLSConfig
+	BearerToken       string
+	BasicAuthUser     string
+	BasicAuthPassword string
+}
+
+// TLSConfig says how to verify targets and present a client certificate.
+type TLSConfig struct {
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// build makes the crypto/tls config; nil when nothing is set.
+func (c TLSConfig) build() (*tls.Config, error) {
+	if c == (TLSConfig{}) {
+		return nil, nil
+	}
+	tc := &tls.Config{ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s holds no PEM certificate", c.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return nil, errors.New("cert_file and key_file go together")
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cannot load client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
 }
 
 // Default values of Config.
@@ -39,6 +100,25 @@ func (c *Config) Validate() error {
 	}
 	if c.BodyLimit <= 0 {
 		errs = append(errs, fmt.Errorf("body limit must be positive, got %d", c.BodyLimit))
+	}
+	if c.SampleLimit < 0 || c.LabelLimit < 0 {
+		errs = append(errs, errors.New("sample and label limits must not be negative"))
+	}
+	for i, rc := range c.RelabelConfigs {
+		if err := rc.Validate(model.UTF8Validation); err != nil {
+			errs = append(errs, fmt.Errorf("relabel_configs[%d]: %w", i, err))
+		}
+	}
+	for i, rc := range c.MetricRelabelConfigs {
+		if err := rc.Validate(model.UTF8Validation); err != nil {
+			errs = append(errs, fmt.Errorf("metric_relabel_configs[%d]: %w", i, err))
+		}
+	}
+	if _, err := c.TLS.build(); err != nil {
+		errs = append(errs, fmt.Errorf("tls_config: %w", err))
+	}
+	if c.BearerToken != "" && c.BasicAuthUser != "" {
+		errs = append(errs, errors.New("bearer token and basic auth are exclusive"))
 	}
 	return errors.Join(errs...)
 }

@@ -25,7 +25,7 @@ type fetcher struct {
 	gz     *gzip.Reader
 }
 
-func newFetcher(client *http.Client, url string, limit int64) (*fetcher, error) {
+func newFetcher(client *http.Client, url string, cfg Config) (*fetcher, error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("cannot build request for %s: %w", url, err)
@@ -33,7 +33,13 @@ func newFetcher(client *http.Client, url string, limit int64) (*fetcher, error) 
 	req.Header.Set("Accept", acceptHeader)
 	req.Header.Set("Accept-Encoding", "gzip")
 	req.Header.Set("User-Agent", "scrapeflux")
-	return &fetcher{client: client, req: req, limit: limit}, nil
+	switch {
+	case cfg.BearerToken != "":
+		req.Header.Set("Authorization", "Bearer "+cfg.BearerToken)
+	case cfg.BasicAuthUser != "":
+		req.SetBasicAuth(cfg.BasicAuthUser, cfg.BasicAuthPassword)
+	}
+	return &fetcher{client: client, req: req, limit: cfg.BodyLimit}, nil
 }
 
 // fetch returns the decompressed body (valid until the next fetch) and its

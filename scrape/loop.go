@@ -137,7 +137,7 @@ func (l *loop) scrape(ctx context.Context, start time.Time, delay time.Duration)
 	var n int
 	var warn error
 	if err == nil {
-		n, warn, err = l.parser.Parse(body, contentType, ts, l.cfg.HonorTimestamps, l.app)
+		n, warn, err = l.parser.ParseLimit(body, contentType, ts, l.cfg.HonorTimestamps, l.cfg.SampleLimit, l.app)
 	}
 	cancel()
 	if ctx.Err() != nil && err != nil {

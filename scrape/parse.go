@@ -44,6 +44,15 @@ func NewParser() *Parser {
 // number of samples appended, a warning (a content type it had to guess),
 // and an error that fails the scrape. It neither commits nor rolls back.
 func (p *Parser) Parse(body []byte, contentType string, scrapeTS int64, honorTS bool, app Appender) (int, error, error) {
+	return p.ParseLimit(body, contentType, scrapeTS, honorTS, 0, app)
+}
+
+// ErrSampleLimit fails a scrape with more samples than allowed.
+var ErrSampleLimit = errors.New("sample limit exceeded")
+
+// ParseLimit is Parse failing once more than limit samples came (0: no
+// limit).
+func (p *Parser) ParseLimit(body []byte, contentType string, scrapeTS int64, honorTS bool, limit int, app Appender) (int, error, error) {
 	// The symbol table only grows; start afresh now and then so that labels
 	// of series that went away are not kept forever.
 	if p.scrapes++; p.scrapes%32 == 0 {
@@ -90,10 +99,12 @@ func (p *Parser) Parse(body []byte, contentType string, scrapeTS int64, honorTS 
 			if honorTS && ets != nil {
 				s.Timestamp = *ets
 			}
+			if n++; limit > 0 && n > limit {
+				return n, warn, fmt.Errorf("%w: more than %d", ErrSampleLimit, limit)
+			}
 			if err := app.Append(s); err != nil {
 				return n, warn, err
 			}
-			n++
 		case textparse.EntryHistogram:
 			// Native histograms only come with protobuf or OpenMetrics 2.0,
 			// which are not negotiated.

@@ -32,8 +32,13 @@ type Pool struct {
 // NewHTTPClient returns the client scrape loops share: keep-alive to every
 // target, no transparent decompression (the fetcher does it to enforce the
 // size limit after decompression), and no redirects to other hosts.
-func NewHTTPClient(cfg Config) *http.Client {
+func NewHTTPClient(cfg Config) (*http.Client, error) {
+	tc, err := cfg.TLS.build()
+	if err != nil {
+		return nil, err
+	}
 	tr := &http.Transport{
+		TLSClientConfig:       tc,
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:          0,
@@ -48,12 +53,13 @@ func NewHTTPClient(cfg Config) *http.Client {
 			if len(via) >= 5 {
 				return fmt.Errorf("stopped after %d redirects", len(via))
 			}
+			// Credentials must not follow a redirect to another host.
 			if req.URL.Host != via[0].URL.Host {
 				return fmt.Errorf("redirect to another host %s refused", req.URL.Host)
 			}
 			return nil
 		},
-	}
+	}, nil
 }
 
 // NewPool makes a pool; cfg must be valid.
@@ -61,10 +67,14 @@ func NewPool(cfg Config, app Appendable, log *slog.Logger) (*Pool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	client, err := NewHTTPClient(cfg)
+	if err != nil {
+		return nil, err
+	}
 	return &Pool{
 		cfg:    cfg,
 		app:    app,
-		client: NewHTTPClient(cfg),
+		client: client,
 		log:    log,
 		loops:  map[string]*loop{},
 	}, nil
@@ -94,7 +104,14 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) {
 	defer p.mu.Unlock()
 	want := make(map[string]discovery.Target, len(targets))
 	for _, t := range targets {
-		want[t.Key()] = t
+		t, keep, err := relabelTarget(t, p.cfg.RelabelConfigs)
+		if err != nil {
+			p.log.Warn("target dropped after relabeling", "err", err)
+			continue
+		}
+		if keep {
+			want[t.Key()] = t
+		}
 	}
 	var stopping []*loop
 	for k, l := range p.loops {
@@ -112,12 +129,12 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) {
 		if _, ok := p.loops[k]; ok {
 			continue
 		}
-		f, err := newFetcher(p.client, t.URL, p.cfg.BodyLimit)
+		f, err := newFetcher(p.client, t.URL, p.cfg)
 		if err != nil {
 			p.log.Warn("cannot start target", "target", t.URL, "err", err)
 			continue
 		}
-		l := newLoop(t, p.cfg, p.app.Appender(&t), f, p.log)
+		l := newLoop(t, p.cfg, p.app.Appender(&t, p.cfg.appendOptions()), f, p.log)
 		lctx, cancel := context.WithCancel(ctx)
 		l.stop = cancel
 		p.loops[k] = l
@@ -145,6 +162,10 @@ func (p *Pool) Targets() []Status {
 	return out
 }
 
+func (c *Config) appendOptions() AppendOptions {
+	return AppendOptions{MetricRelabelConfigs: c.MetricRelabelConfigs, LabelLimit: c.LabelLimit}
+}
+
 // ScrapeOnce scrapes t once with cfg and feeds app, for the one-shot
 // command. It returns the error that made the scrape fail, if any; app gets
 // the synthetic series either way.
@@ -152,7 +173,11 @@ func ScrapeOnce(ctx context.Context, cfg Config, t discovery.Target, app Appende
 	if err := cfg.Validate(); err != nil {
 		return Status{}, err
 	}
-	f, err := newFetcher(NewHTTPClient(cfg), t.URL, cfg.BodyLimit)
+	client, err := NewHTTPClient(cfg)
+	if err != nil {
+		return Status{}, err
+	}
+	f, err := newFetcher(client, t.URL, cfg)
 	if err != nil {
 		return Status{}, err
 	}

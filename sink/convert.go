@@ -17,6 +17,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
 	"github.com/scrapeflux/scrapeflux/scrape"
@@ -58,6 +59,7 @@ var (
 	ErrInvalidUTF8     = errors.New("label value is not valid UTF-8")
 	ErrDuplicateLabel  = errors.New("duplicate label name")
 	ErrMissingBucketLe = errors.New("histogram bucket without le label")
+	ErrLabelLimit      = errors.New("label limit exceeded")
 )
 
 // evictAfter is how many scrapes a series may be absent before its cache
@@ -67,7 +69,8 @@ const evictAfter = 4
 // series is what a target's converter remembers of one exposed series.
 type series struct {
 	typ   model.MetricType
-	drop  bool // a name line protocol cannot carry: dropped and counted
+	drop      bool // dropped and counted: a name line protocol cannot carry,
+	relabeled bool // or dropped by metric relabeling
 	line  *lineKey
 	field string // escaped field key
 	seen  uint32 // scrape generation that last saw it
@@ -99,6 +102,7 @@ type pendingField struct {
 // loop goroutine only.
 type converter struct {
 	opts  ConvertOptions
+	app   scrape.AppendOptions
 	sink  *Sink
 	emit  func(*chunk) error // hands a committed scrape on: the sink's put
 	ident []discovery.Tag
@@ -111,10 +115,11 @@ type converter struct {
 
 	// Scratch for cache misses.
 	lset labels.Labels
+	lb   *labels.Builder
 	tags []discovery.Tag
 	kbuf []byte
 
-	nonFinite, invalid int
+	nonFinite, invalid, relabeled int
 }
 
 func newConverter(s *Sink, t *discovery.Target) *converter {
@@ -143,7 +148,11 @@ func (c *converter) Append(s *scrape.Sample) error {
 	}
 	se.seen = c.gen
 	if se.drop {
-		c.invalid++
+		if se.relabeled {
+			c.relabeled++
+		} else {
+			c.invalid++
+		}
 		return nil
 	}
 	if math.IsNaN(s.Value) || math.IsInf(s.Value, 0) {
@@ -177,6 +186,26 @@ func (c *converter) newSeries(s *scrape.Sample) (*series, error) {
 	}
 	name := string(s.Name)
 	family := string(s.Family)
+	if len(c.app.MetricRelabelConfigs) > 0 {
+		if c.lb == nil {
+			c.lb = labels.NewBuilder(labels.EmptyLabels())
+		}
+		c.lb.Reset(c.lset)
+		if !relabel.ProcessBuilder(c.lb, c.app.MetricRelabelConfigs...) {
+			return &series{typ: s.Type, drop: true, relabeled: true}, nil
+		}
+		c.lset = c.lb.Labels()
+		if n := c.lset.Get(labels.MetricName); n != name {
+			// Renamed: the new name stands for the family too, keeping
+			// the histogram or summary suffix it had.
+			suffix := strings.TrimPrefix(name, family)
+			name = n
+			family = strings.TrimSuffix(n, suffix)
+		}
+	}
+	if c.app.LabelLimit > 0 && c.lset.Len()-1 > c.app.LabelLimit {
+		return nil, fmt.Errorf("%w: %d labels on %s, limit %d", ErrLabelLimit, c.lset.Len()-1, s.Series, c.app.LabelLimit)
+	}
 	suffix := strings.TrimPrefix(name, family)
 	var measurement, field, skip string
 	if c.opts.Layout == LayoutV2 {
@@ -283,7 +312,7 @@ func (c *converter) identity(key string) bool {
 func (c *converter) Rollback() {
 	c.lines = c.lines[:0]
 	c.fields = c.fields[:0]
-	c.nonFinite, c.invalid = 0, 0
+	c.nonFinite, c.invalid, c.relabeled = 0, 0, 0
 	c.gen++
 }
 
@@ -310,12 +339,13 @@ func (c *converter) Commit() error {
 		b = append(b, '\n')
 	}
 	ch.buf, ch.lines, ch.samples = b, len(c.lines), samples
-	nonFinite, invalid := c.nonFinite, c.invalid
+	nonFinite, invalid, relabeled := c.nonFinite, c.invalid, c.relabeled
 	c.evict()
 	c.Rollback()
-	c.sink.stats.scraped.Add(int64(nonFinite + invalid))
+	c.sink.stats.scraped.Add(int64(nonFinite + invalid + relabeled))
 	c.sink.stats.addDropped(DropNonFinite, nonFinite)
 	c.sink.stats.addDropped(DropInvalidName, invalid)
+	c.sink.stats.addDropped(DropRelabeled, relabeled)
 	return c.emit(ch)
 }
 

@@ -43,7 +43,7 @@ func encode(t testing.TB, layout Layout, body []byte, rec *tee) ([]byte, int, er
 		t.Fatal(err)
 	}
 	tg := testTarget()
-	c := s.Appender(&tg).(*converter)
+	c := s.Appender(&tg, scrape.AppendOptions{}).(*converter)
 	var out []byte
 	c.emit = func(ch *chunk) error { out = append(out, ch.buf...); return nil }
 	var app scrape.Appender = c

@@ -20,7 +20,7 @@ import (
 func writeLines(t *testing.T, s *Sink, from, n int) {
 	t.Helper()
 	tg := testTarget()
-	app := s.Appender(&tg)
+	app := s.Appender(&tg, scrape.AppendOptions{})
 	for i := from; i < from+n; i++ {
 		body := fmt.Sprintf("# TYPE seq gauge\nseq{i=\"%d\"} %d\n", i, i)
 		if _, _, err := scrape.NewParser().Parse([]byte(body), "text/plain", 1700000000000+int64(i), false, app); err != nil {
@@ -155,7 +155,7 @@ func TestRejectedLineRealInfluxDB(t *testing.T) {
 	cfg.FlushInterval = time.Hour
 	tg := testTarget()
 	st := runSink(t, cfg, w, func(s *Sink) {
-		app := s.Appender(&tg)
+		app := s.Appender(&tg, scrape.AppendOptions{})
 		body := "# TYPE other gauge\n"
 		for i := 0; i < 49; i++ {
 			body += fmt.Sprintf("other{i=\"%d\"} %d\n", i, i)

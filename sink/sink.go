@@ -176,8 +176,10 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 }
 
 // Appender returns the converter for a target's loop.
-func (s *Sink) Appender(t *discovery.Target) scrape.Appender {
-	return newConverter(s, t)
+func (s *Sink) Appender(t *discovery.Target, o scrape.AppendOptions) scrape.Appender {
+	c := newConverter(s, t)
+	c.app = o
+	return c
 }
 
 // Stats returns the sample counters.

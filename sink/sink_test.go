@@ -79,7 +79,7 @@ func convert(t *testing.T, layout Layout, body string) ([]string, StatsSnapshot)
 	done := make(chan error)
 	go func() { done <- s.Run(context.Background()) }()
 	tg := testTarget()
-	app := s.Appender(&tg)
+	app := s.Appender(&tg, scrape.AppendOptions{})
 	if _, _, err := scrape.NewParser().Parse([]byte(body), "text/plain; version=0.0.4", 1000, false, app); err != nil {
 		app.Rollback()
 		s.Close()
@@ -255,7 +255,7 @@ h_count 2
 func TestConvertRejectsBadLabels(t *testing.T) {
 	s, _ := New(fastConfig(), &fakeWriter{}, discard)
 	tg := testTarget()
-	app := s.Appender(&tg)
+	app := s.Appender(&tg, scrape.AppendOptions{})
 	bad := scrape.SyntheticSample(labels.FromStrings("__name__", "m", "a", "\xff"), model.MetricTypeGauge, 1, 0)
 	if err := app.Append(&bad); !errors.Is(err, ErrInvalidUTF8) {
 		t.Errorf("invalid UTF-8: err = %v", err)
@@ -270,7 +270,7 @@ func TestConvertRejectsBadLabels(t *testing.T) {
 func TestCacheFollowsTypeChangeAndEvicts(t *testing.T) {
 	s, _ := New(fastConfig(), &fakeWriter{}, discard)
 	tg := testTarget()
-	c := s.Appender(&tg).(*converter)
+	c := s.Appender(&tg, scrape.AppendOptions{}).(*converter)
 	mk := func(name string, typ model.MetricType) scrape.Sample {
 		return scrape.SyntheticSample(labels.FromStrings("__name__", name), typ, 1, 0)
 	}
@@ -298,7 +298,7 @@ func TestCacheFollowsTypeChangeAndEvicts(t *testing.T) {
 func push(t *testing.T, s *Sink, n int) {
 	t.Helper()
 	tg := testTarget()
-	app := s.Appender(&tg)
+	app := s.Appender(&tg, scrape.AppendOptions{})
 	for i := 0; i < n; i++ {
 		smp := scrape.SyntheticSample(labels.FromStrings("__name__", "m", "i", fmt.Sprint(i)), model.MetricTypeGauge, float64(i), 1000)
 		if err := app.Append(&smp); err != nil {

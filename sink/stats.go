@@ -19,10 +19,12 @@ const (
 	DropInvalidName
 	// DropCorrupt: samples in a disk queue file found corrupt or torn.
 	DropCorrupt
+	// DropRelabeled: series dropped by metric_relabel_configs.
+	DropRelabeled
 	numDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_full", "shutdown", "invalid_name", "corrupt_queue"}
+var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_full", "shutdown", "invalid_name", "corrupt_queue", "relabeled"}
 
 func (r DropReason) String() string { return dropReasonNames[r] }
 

@@ -83,7 +83,7 @@ func runScrape(ctx context.Context, o *scrapeOptions) error {
 	}
 	done := make(chan error, 1)
 	go func() { done <- snk.Run(ctx) }()
-	_, serr := scrape.ScrapeOnce(ctx, o.cfg, t, snk.Appender(&t), log)
+	_, serr := scrape.ScrapeOnce(ctx, o.cfg, t, snk.Appender(&t, scrape.AppendOptions{}), log)
 	snk.Close()
 	if err := <-done; err != nil {
 		return err
