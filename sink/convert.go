@@ -68,12 +68,12 @@ const evictAfter = 4
 
 // series is what a target's converter remembers of one exposed series.
 type series struct {
-	typ   model.MetricType
+	typ       model.MetricType
 	drop      bool // dropped and counted: a name line protocol cannot carry,
 	relabeled bool // or dropped by metric relabeling
-	line  *lineKey
-	field string // escaped field key
-	seen  uint32 // scrape generation that last saw it
+	line      *lineKey
+	field     string // escaped field key
+	seen      uint32 // scrape generation that last saw it
 }
 
 // lineKey is an escaped "measurement,tags" prefix, shared by every series

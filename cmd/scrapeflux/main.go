@@ -66,6 +66,7 @@ line protocol and writes it in batches to InfluxDB 1.8+ or 2.x.`,
 		newCmdRun(g),
 		newCmdScrape(g),
 		newCmdRegister(g),
+		newCmdCheck(g),
 		newCmdSimulate(g),
 		newCmdVersion(g),
 	)

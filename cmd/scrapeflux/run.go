@@ -32,11 +32,14 @@ type runOptions struct {
 	influx     sink.InfluxConfig
 	tokenFile  string
 
+	configFile string
+
 	consulFlags
 	consul         discovery.ConsulConfig
 	consulServices []string
 	consulMeta     []string
 	consulOn       bool
+	overrides      func(*scrape.Config)
 }
 
 func newCmdRun(g *globalOptions) *cobra.Command {
@@ -66,6 +69,23 @@ authentication is on.`,
     --interval 15s --influx-url http://127.0.0.1:8086 --influx-bucket docker`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.overrides = func(c *scrape.Config) {
+				fl := cmd.Flags()
+				if fl.Changed("interval") {
+					c.Interval = o.scrape.Interval
+				}
+				if fl.Changed("timeout") {
+					c.Timeout = o.scrape.Timeout
+				} else if fl.Changed("interval") {
+					c.Timeout = min(c.Timeout, c.Interval)
+				}
+				if fl.Changed("honor-timestamps") {
+					c.HonorTimestamps = o.scrape.HonorTimestamps
+				}
+				if fl.Changed("body-limit") {
+					c.BodyLimit = int64(o.bodyLimit)
+				}
+			}
 			// Without --timeout, a short --interval shortens the timeout too.
 			if !cmd.Flags().Changed("timeout") {
 				o.scrape.Timeout = min(o.scrape.Timeout, o.scrape.Interval)
@@ -78,6 +98,7 @@ authentication is on.`,
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&o.configFile, "config", "", "YAML file of jobs (targets, intervals, limits, relabeling); reloaded on SIGHUP or POST /-/reload")
 	f.StringArrayVar(&o.targets, "target", nil, "URL of a /metrics endpoint to scrape (repeatable)")
 	f.StringVar(&o.job, "job", "static", "job tag of the --target targets")
 	f.DurationVar(&o.scrape.Interval, "interval", scrape.DefaultInterval, "time between two scrapes of a target")
@@ -151,10 +172,41 @@ func (o *runOptions) validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if len(o.targets) == 0 && !o.consulOn {
+	if len(o.targets) == 0 && !o.consulOn && o.configFile == "" {
 		errs = append(errs, discovery.ErrNoTargets)
 	}
 	return errors.Join(errs...)
+}
+
+// specs builds the jobs to run: those of --config, with the scrape flags
+// given explicitly overriding them, plus the job of --target/--consul.
+func (o *runOptions) specs() ([]jobSpec, error) {
+	var specs []jobSpec
+	if o.configFile != "" {
+		consul := o.consul
+		if err := o.consulFlags.apply(&consul); err != nil {
+			return nil, err
+		}
+		var err error
+		specs, err = loadConfig(o.configFile, consul, o.overrides)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(o.targets) > 0 || o.consulOn {
+		flagJob := jobSpec{Name: o.job, Scrape: o.scrape, Static: o.targets}
+		if o.consulOn {
+			c := o.consul
+			flagJob.Consul = &c
+		}
+		for _, s := range specs {
+			if s.Name == flagJob.Name {
+				return nil, fmt.Errorf("--job %q is also a job of --config", o.job)
+			}
+		}
+		specs = append(specs, flagJob)
+	}
+	return specs, nil
 }
 
 func runRun(ctx context.Context, o *runOptions) error {
@@ -165,17 +217,9 @@ func runRun(ctx context.Context, o *runOptions) error {
 	if err := o.validate(); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	static, err := discovery.NewStatic(o.job, o.targets)
+	specs, err := o.specs()
 	if err != nil {
-		return err
-	}
-	sources := []discovery.Discoverer{static}
-	if o.consulOn {
-		c, err := discovery.NewConsul(o.consul, log.With("component", "consul"))
-		if err != nil {
-			return err
-		}
-		sources = append(sources, c)
+		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	w, err := sink.NewInfluxWriter(o.influx)
 	if err != nil {
@@ -186,31 +230,40 @@ func runRun(ctx context.Context, o *runOptions) error {
 	if err != nil {
 		return err
 	}
-	pool, err := scrape.NewPool(o.scrape, snk, log.With("component", "scrape"))
-	if err != nil {
-		return err
-	}
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	g, gctx := errgroup.WithContext(ctx)
-	targets := make(chan []discovery.Target)
-	web := &webServer{addr: o.listen, pprof: o.pprof, pool: pool, sink: snk, log: log.With("component", "web")}
+	js := newJobs(gctx, snk, log)
+	reloads := &reloader{log: log, jobs: js, load: func() ([]jobSpec, error) {
+		if err := o.validate(); err != nil {
+			return nil, err
+		}
+		return o.specs()
+	}}
+	web := &webServer{addr: o.listen, pprof: o.pprof, targets: js, sink: snk, reload: reloads, log: log.With("component", "web")}
 	if err := web.listen(); err != nil {
 		return err
 	}
+	if _, _, _, err := js.apply(specs); err != nil {
+		js.stop()
+		return err
+	}
+	reloads.ok()
 	g.Go(func() error { return web.run(gctx) })
-	g.Go(func() error { return discovery.Merge(gctx, targets, sources...) })
 	g.Go(func() error {
 		// Producers stop first; then the sink drains.
-		defer snk.Close()
-		return pool.Run(gctx, targets)
+		<-gctx.Done()
+		js.stop()
+		snk.Close()
+		return nil
 	})
 	g.Go(func() error { return snk.Run(gctx) })
-	log.Info("scrapeflux started", "version", version, "static_targets", len(static.Targets), "consul", o.consulOn,
-		"interval", o.scrape.Interval, "influx_url", o.influx.URL, "listen", web.boundAddr())
+	g.Go(func() error { return reloads.onSIGHUP(gctx) })
+	log.Info("scrapeflux started", "version", version, "jobs", len(specs), "config", o.configFile,
+		"influx_url", o.influx.URL, "listen", web.boundAddr())
 	err = g.Wait()
 	st := snk.Stats()
 	log.Info("scrapeflux stopped", "samples_scraped", st.Scraped, "samples_written", st.Written,

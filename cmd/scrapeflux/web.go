@@ -24,12 +24,13 @@ import (
 // webServer serves the daemon's own /metrics, /healthz, /readyz and
 // /targets.
 type webServer struct {
-	addr  string
-	pprof bool
-	pool *scrape.Pool
-	sink *sink.Sink
-	log  *slog.Logger
-	ln   net.Listener
+	addr    string
+	pprof   bool
+	targets interface{ Targets() []scrape.Status }
+	sink    *sink.Sink
+	reload  *reloader
+	log     *slog.Logger
+	ln      net.Listener
 }
 
 func (w *webServer) listen() error {
@@ -57,19 +58,30 @@ func (w *webServer) run(ctx context.Context) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&selfCollector{pool: w.pool, sink: w.sink})
+		&selfCollector{targets: w.targets, sink: w.sink}, w.reload)
 	reg.MustRegister(discovery.Collectors()...)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, r *http.Request) { fmt.Fprintln(rw, "ok") })
 	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, r *http.Request) {
-		if len(w.pool.Targets()) == 0 {
+		if len(w.targets.Targets()) == 0 {
 			http.Error(rw, "no targets yet", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(rw, "ready")
 	})
-	mux.HandleFunc("/targets", w.targets)
+	mux.HandleFunc("/targets", w.targetsPage)
+	mux.HandleFunc("/-/reload", func(rw http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost && r.Method != http.MethodPut {
+			http.Error(rw, "POST to reload", http.StatusMethodNotAllowed)
+			return
+		}
+		if err := w.reload.reload(); err != nil {
+			http.Error(rw, "reload failed, old configuration kept: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintln(rw, "reloaded")
+	})
 	if w.pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -110,9 +122,9 @@ var targetsPage = template.Must(template.New("targets").Parse(`<!doctype html>
 <td>{{if .LastScrape.IsZero}}never{{else}}{{.LastScrape.Format "2006-01-02 15:04:05"}}{{end}}</td><td>{{printf "%.3fs" .DurationSeconds}}</td><td>{{.Samples}}</td><td>{{.LastError}}</td></tr>
 {{end}}</tbody></table></body></html>`))
 
-func (w *webServer) targets(rw http.ResponseWriter, r *http.Request) {
+func (w *webServer) targetsPage(rw http.ResponseWriter, r *http.Request) {
 	var rows []targetRow
-	for _, st := range w.pool.Targets() {
+	for _, st := range w.targets.Targets() {
 		rows = append(rows, targetRow{
 			URL: st.Target.URL, Job: st.Target.Tag("job"), Instance: st.Target.Tag("instance"), Node: st.Target.Tag("node"),
 			Health: string(st.Health), LastError: st.LastError, LastScrape: st.LastScrape,
@@ -132,8 +144,8 @@ func (w *webServer) targets(rw http.ResponseWriter, r *http.Request) {
 
 // selfCollector exposes the pool's and sink's counters at collection time.
 type selfCollector struct {
-	pool *scrape.Pool
-	sink *sink.Sink
+	targets interface{ Targets() []scrape.Status }
+	sink    *sink.Sink
 }
 
 var (
@@ -165,7 +177,7 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 	health := map[scrape.Health]int{scrape.HealthUp: 0, scrape.HealthDown: 0, scrape.HealthUnknown: 0}
 	var scrapes, failures, skipped int64
 	var lag time.Duration
-	for _, t := range c.pool.Targets() {
+	for _, t := range c.targets.Targets() {
 		health[t.Health]++
 		scrapes += t.ScrapesTotal
 		failures += t.FailuresTotal

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestCheckConfig runs check config on one bad file per rule and asserts
+// the file, line and field in the message.
+func TestCheckConfig(t *testing.T) {
+	cases := map[string]string{
+		"bad-unknown-field.yml":           "bad-unknown-field.yml:4: unknown field scrape_intervall",
+		"bad-timeout-over-interval.yml":   "bad-timeout-over-interval.yml:5: jobs[0] (a): scrape_timeout: timeout 10s must not exceed interval 5s",
+		"bad-no-job-name.yml":             "bad-no-job-name.yml:2: jobs[0]: job_name: must be set",
+		"bad-duplicate-job.yml":           `bad-duplicate-job.yml:4: jobs[1] (a): job_name: "a" is used twice`,
+		"bad-no-targets.yml":              "bad-no-targets.yml:2: jobs[0] (a): static_targets: a job needs static_targets or consul",
+		"bad-target-scheme.yml":           "bad-target-scheme.yml:3: jobs[0] (a): static_targets: target URL \"ftp://127.0.0.1:1/metrics\": scheme must be http or https",
+		"bad-relabel-no-target-label.yml": "bad-relabel-no-target-label.yml:4: jobs[0] (a): relabel_configs: relabel_configs[0]: relabel configuration for replace action requires 'target_label' value",
+		"bad-relabel-action.yml":          `unknown relabel action "explode"`,
+		"bad-body-size.yml":               "bad-body-size.yml:4: jobs[0] (a): body_size_limit: want a size",
+		"bad-secret-file.yml":             "bad-secret-file.yml:4: jobs[0] (a): bearer_token_file: cannot read secret file",
+		"bad-consul-health.yml":           `bad-consul-health.yml:3: jobs[0] (a): consul: consul health "sometimes": want passing or any`,
+		"bad-tls-ca.yml":                  "bad-tls-ca.yml:4: jobs[0] (a): tls_config: tls_config: cannot read ca_file",
+		"bad-duration.yml":                `bad-duration.yml: not a valid duration string: "often"`,
+		"bad-no-jobs.yml":                 "bad-no-jobs.yml: jobs: at least one job is needed",
+	}
+	for file, want := range cases {
+		t.Run(file, func(t *testing.T) {
+			_, _, err := execute(context.Background(), "check", "config", "testdata/config/"+file)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("err = %v\nwant it to contain %q", err, want)
+			}
+		})
+	}
+	out, _, err := execute(context.Background(), "check", "config", "testdata/config/good.yml")
+	if err != nil {
+		t.Fatalf("good.yml: %v", err)
+	}
+	for _, want := range []string{"OK, 2 jobs", "docker-engine: every 15s (timeout 10s), 0 static targets, Consul", "traefik: every 30s (timeout 5s), 1 static targets"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if _, _, err := execute(context.Background(), "check", "config", "../../configs/scrapeflux.yml"); err != nil {
+		t.Errorf("shipped example configs/scrapeflux.yml: %v", err)
+	}
+}
