@@ -23,6 +23,9 @@ type Config struct {
 	// HonorTimestamps keeps timestamps the target exposes instead of
 	// stamping every sample with the scrape's start.
 	HonorTimestamps bool
+	// JobName, when set, is the job tag of every target (a --config job's
+	// job_name, as in Prometheus); relabeling may still change it.
+	JobName string
 	// SampleLimit fails a scrape with more samples (0: no limit).
 	SampleLimit int
 	// LabelLimit fails a scrape with a series of more labels (0: none).

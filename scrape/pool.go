@@ -104,6 +104,9 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) {
 	defer p.mu.Unlock()
 	want := make(map[string]discovery.Target, len(targets))
 	for _, t := range targets {
+		if p.cfg.JobName != "" {
+			t = withTag(t, "job", p.cfg.JobName)
+		}
 		t, keep, err := relabelTarget(t, p.cfg.RelabelConfigs)
 		if err != nil {
 			p.log.Warn("target dropped after relabeling", "err", err)

@@ -72,3 +72,17 @@ func relabelTarget(t discovery.Target, cfgs []*relabel.Config) (discovery.Target
 	nt.Tags = tags
 	return nt, true, nil
 }
+
+// withTag returns t with tag key set to value (a copy; t is shared).
+func withTag(t discovery.Target, key, value string) discovery.Target {
+	tags := make([]discovery.Tag, 0, len(t.Tags))
+	for _, tg := range t.Tags {
+		if tg.Key != key {
+			tags = append(tags, tg)
+		}
+	}
+	tags = append(tags, discovery.Tag{Key: key, Value: value})
+	sort.Slice(tags, func(i, j int) bool { return tags[i].Key < tags[j].Key })
+	t.Tags = tags
+	return t
+}

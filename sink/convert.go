@@ -358,7 +358,7 @@ func (c *converter) evict() {
 	for h, se := range c.cache {
 		if c.gen-se.seen > evictAfter {
 			delete(c.cache, h)
-		} else {
+		} else if se.line != nil {
 			se.line.live = c.gen
 		}
 	}

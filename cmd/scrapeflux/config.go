@@ -127,6 +127,7 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 		}
 		seen[j.Name] = true
 		sc := scrape.Config{
+			JobName:              j.Name,
 			Interval:             interval,
 			Timeout:              timeout,
 			BodyLimit:            scrape.DefaultBodyLimit,

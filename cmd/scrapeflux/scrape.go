@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -70,20 +71,31 @@ func runScrape(ctx context.Context, o *scrapeOptions) error {
 	if err != nil {
 		return err
 	}
-	cfg := sink.DefaultConfig()
-	cfg.Convert = o.conv
-	cfg.FlushInterval = time.Hour
-	cfg.QueueDir = ""
-	snk, err := sink.New(cfg, writerTo{o.stdout}, log)
-	if err != nil {
-		return err
-	}
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	serr := scrapeOnceTo(ctx, o.cfg, o.conv, t, o.stdout, log)
+	if serr != nil {
+		return fmt.Errorf("cannot scrape %s: %w", o.url, serr)
+	}
+	return nil
+}
+
+// scrapeOnceTo scrapes t once with cfg and writes the line protocol to w,
+// through the same sink as run. It returns why the scrape failed, if it
+// did (the synthetic series are written either way).
+func scrapeOnceTo(ctx context.Context, cfg scrape.Config, conv sink.ConvertOptions, t discovery.Target, w io.Writer, log *slog.Logger) error {
+	scfg := sink.DefaultConfig()
+	scfg.Convert = conv
+	scfg.FlushInterval = time.Hour
+	scfg.QueueDir = ""
+	snk, err := sink.New(scfg, writerTo{w}, log)
+	if err != nil {
+		return err
+	}
 	done := make(chan error, 1)
 	go func() { done <- snk.Run(ctx) }()
-	_, serr := scrape.ScrapeOnce(ctx, o.cfg, t, snk.Appender(&t, scrape.AppendOptions{}), log)
+	_, serr := scrape.ScrapeOnce(ctx, cfg, t, snk.Appender(&t, scrape.AppendOptions{MetricRelabelConfigs: cfg.MetricRelabelConfigs, LabelLimit: cfg.LabelLimit}), log)
 	snk.Close()
 	if err := <-done; err != nil {
 		return err
@@ -91,8 +103,5 @@ func runScrape(ctx context.Context, o *scrapeOptions) error {
 	if st := snk.Stats(); st.Dropped[sink.DropShutdown.String()] > 0 {
 		return fmt.Errorf("could not print every line")
 	}
-	if serr != nil {
-		return fmt.Errorf("cannot scrape %s: %w", o.url, serr)
-	}
-	return nil
+	return serr
 }

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/scrapeflux/scrapeflux/discovery"
+	"github.com/scrapeflux/scrapeflux/discovery/consultest"
+	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/sink"
+	"github.com/scrapeflux/scrapeflux/sink/influxtest"
+)
+
+// scrapeTimes records when each simulated target was scraped.
+type scrapeTimes struct {
+	mu    sync.Mutex
+	times map[int][]time.Time
+}
+
+func (s *scrapeTimes) wrap(i int, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.times[i] = append(s.times[i], time.Now())
+		s.mu.Unlock()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (s *scrapeTimes) get(i int) []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.times[i]...)
+}
+
+// TestConfigRelabelAndReload runs the daemon from a config file against
+// real Consul and InfluxDB: target relabeling drops a canary by its Consul
+// meta and renames a tag, metric relabeling drops series by name; then a
+// reload changes one job's interval while the other job's loops keep their
+// schedule, and a bad config is rejected with the old one kept.
+func TestConfigRelabelAndReload(t *testing.T) {
+	agent := consultest.Start(t, consultest.Options{})
+	srv := influxtest.Start(t)
+	srv.CreateDB(t, "cfg")
+	st := &scrapeTimes{times: map[int][]time.Time{}}
+	capture := scrapetest.Captures()["docker-engine-18.09.3-ce"]
+	var urls []string
+	for i := 0; i < 3; i++ {
+		s := httptest.NewServer(st.wrap(i, scrapetest.NewTarget(capture, i)))
+		defer s.Close()
+		urls = append(urls, s.URL+"/metrics")
+	}
+	passing := &api.AgentServiceCheck{TTL: "1h", Status: api.HealthPassing}
+	agent.Register(t, "e0", "docker-engine", urls[0], []string{"prometheus"}, map[string]string{"role": "worker"}, passing)
+	agent.Register(t, "e1", "docker-engine", urls[1], []string{"prometheus"}, map[string]string{"role": "canary"}, passing)
+
+	cfgFile := filepath.Join(t.TempDir(), "scrapeflux.yml")
+	writeCfg := func(staticInterval string) {
+		cfg := fmt.Sprintf(`jobs:
+  - job_name: engines
+    scrape_interval: 1s
+    consul:
+      services: [docker-engine]
+    relabel_configs:
+      - source_labels: [__meta_consul_service_metadata_role]
+        regex: canary
+        action: drop
+      - source_labels: [__meta_consul_node]
+        target_label: host
+      - regex: node
+        action: labeldrop
+    metric_relabel_configs:
+      - source_labels: [__name__]
+        regex: go_.*
+        action: drop
+  - job_name: static
+    scrape_interval: %s
+    static_targets: [%s]
+`, staticInterval, urls[2])
+		if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCfg("1s")
+	listen := fmt.Sprintf("127.0.0.1:%d", influxtest.FreePort(t))
+	d := startDaemon(t, "run", "--config", cfgFile, "--consul-addr", agent.Addr, "--consul-wait", "5s",
+		"--flush-interval", "100ms", "--influx-url", srv.URL, "--influx-bucket", "cfg",
+		"--listen", listen, "--queue-dir", t.TempDir())
+	defer d.cancel()
+
+	waitUntil(t, "both jobs scraped", 15*time.Second, func() bool { return len(st.get(0)) >= 3 && len(st.get(2)) >= 3 })
+	if n := len(st.get(1)); n != 0 {
+		t.Errorf("canary dropped by relabeling was scraped %d times", n)
+	}
+	// Tags renamed, series dropped by name: as InfluxDB returns them.
+	hosts := srv.Query(t, "cfg", `SHOW TAG VALUES FROM up WITH KEY = "host"`)
+	if len(hosts) == 0 || len(hosts[0].Values) != 1 {
+		t.Errorf("host tag values: %+v", hosts)
+	}
+	if nodes := srv.Query(t, "cfg", `SHOW TAG VALUES FROM up WITH KEY = "node"`); len(nodes) != 0 {
+		t.Errorf("node tag still written: %+v", nodes)
+	}
+	if goSeries := srv.Query(t, "cfg", `SHOW MEASUREMENTS WITH MEASUREMENT =~ /^go_/ WHERE "job" = 'engines'`); len(goSeries) != 0 {
+		t.Errorf("go_* measurements written despite metric relabeling: %+v", goSeries)
+	}
+	if other := srv.Query(t, "cfg", `SHOW MEASUREMENTS WITH MEASUREMENT =~ /^engine_daemon/ WHERE "job" = 'engines'`); len(other) == 0 {
+		t.Error("engine_daemon_* measurements missing")
+	}
+
+	post := func() (int, string) {
+		resp, err := http.Post("http://"+listen+"/-/reload", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// Reload with the static job at 2s; the engines job is unchanged.
+	reloadAt := time.Now()
+	writeCfg("2s")
+	if code, body := post(); code != http.StatusOK {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	time.Sleep(6 * time.Second)
+	engine := st.get(0)
+	for i := 1; i < len(engine); i++ {
+		if gap := engine[i].Sub(engine[i-1]); gap > 1500*time.Millisecond {
+			t.Errorf("unchanged job's target had a %s gap between scrapes (interval 1s)", gap)
+		}
+	}
+	var after []time.Time
+	for _, ts := range st.get(2) {
+		if ts.After(reloadAt.Add(2 * time.Second)) {
+			after = append(after, ts)
+		}
+	}
+	for i := 1; i < len(after); i++ {
+		if gap := after[i].Sub(after[i-1]); gap < 1500*time.Millisecond {
+			t.Errorf("changed job still scraped every %s after reload, want 2s", gap)
+		}
+	}
+	if len(after) < 1 {
+		t.Error("changed job not scraped after reload")
+	}
+
+	// A bad config is rejected; the running one goes on.
+	os.WriteFile(cfgFile, []byte("jobs:\n  - job_name: x\n    scrape_interval: 1s\n    scrape_timeout: 5s\n    static_targets: [http://127.0.0.1:1/]\n"), 0o644)
+	if code, body := post(); code != http.StatusBadRequest || !strings.Contains(body, "must not exceed interval") {
+		t.Errorf("bad reload answered %d %q", code, body)
+	}
+	before := len(st.get(0))
+	time.Sleep(2 * time.Second)
+	if len(st.get(0)) <= before {
+		t.Error("scraping stopped after a rejected reload")
+	}
+	resp, err := http.Get("http://" + listen + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), "scrapeflux_config_last_reload_successful 0") {
+		t.Error("failed reload not exposed as scrapeflux_config_last_reload_successful 0")
+	}
+	d.stop(t)
+}
+
+// TestTLSTarget scrapes a target served over TLS with a test CA, and fails
+// clearly with the wrong CA.
+func TestTLSTarget(t *testing.T) {
+	target := httptest.NewTLSServer(scrapetest.NewTarget(scrapetest.Captures()["docker-engine-18.09.3-ce"], 0))
+	defer target.Close()
+	dir := t.TempDir()
+	writeCA := func(name string, s *httptest.Server) string {
+		p := filepath.Join(dir, name)
+		pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
+		if err := os.WriteFile(p, pemBytes, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good, wrong := writeCA("good.pem", target), filepath.Join(dir, "wrong.pem")
+	if err := os.WriteFile(wrong, otherCA(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ca      string
+		wantErr string
+	}{{good, ""}, {wrong, "certificate signed by unknown authority"}} {
+		cfg := filepath.Join(dir, "c.yml")
+		os.WriteFile(cfg, []byte(fmt.Sprintf("jobs:\n  - job_name: tls\n    static_targets: [%s/metrics]\n    tls_config:\n      ca_file: %s\n      server_name: example.com\n", target.URL, tc.ca)), 0o644)
+		specs, err := loadConfig(cfg, defaultConsulForTest(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := scrapeSpec(t, specs[0])
+		if tc.wantErr == "" {
+			if err != nil || !strings.Contains(out, "engine_daemon_engine_info") {
+				t.Errorf("good CA: err %v, output %.200s", err, out)
+			}
+		} else if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("wrong CA: err = %v, want %q", err, tc.wantErr)
+		}
+	}
+}
+
+func defaultConsulForTest() discovery.ConsulConfig { return discovery.DefaultConsulConfig() }
+
+func scrapeSpec(t *testing.T, spec jobSpec) (string, error) {
+	t.Helper()
+	tg, err := discovery.NewTarget(spec.Static[0], spec.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	err = scrapeOnceTo(context.Background(), spec.Scrape, sink.ConvertOptions{Layout: sink.LayoutV1}, tg, &buf, log)
+	return buf.String(), err
+}
+
+// otherCA is a self-signed CA certificate that signed nothing we serve.
+func otherCA(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(7),
+		Subject:               pkix.Name{CommonName: "other test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
