@@ -25,8 +25,16 @@ type Pool struct {
 	client *http.Client
 	log    *slog.Logger
 
-	mu    sync.Mutex // guards loops; held while reconciling
-	loops map[string]*loop
+	mu     sync.Mutex // guards loops and synced; held while reconciling
+	loops  map[string]*loop
+	synced bool // a first snapshot has been applied
+}
+
+// Synced reports whether discovery has delivered a first snapshot.
+func (p *Pool) Synced() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.synced
 }
 
 // NewHTTPClient returns the client scrape loops share: keep-alive to every
@@ -91,6 +99,9 @@ func (p *Pool) Run(ctx context.Context, ch <-chan []discovery.Target) error {
 			return nil
 		case ts := <-ch:
 			p.Sync(ctx, ts)
+			p.mu.Lock()
+			p.synced = true
+			p.mu.Unlock()
 		}
 	}
 }

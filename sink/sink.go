@@ -182,6 +182,17 @@ func (s *Sink) Appender(t *discovery.Target, o scrape.AppendOptions) scrape.Appe
 	return c
 }
 
+// Ready reports whether data can go somewhere: InfluxDB takes writes, or
+// the disk queue holds them.
+func (s *Sink) Ready() bool {
+	if s.cfg.QueueDir != "" {
+		return true
+	}
+	s.q.mu.Lock()
+	defer s.q.mu.Unlock()
+	return !s.q.failing
+}
+
 // Stats returns the sample counters.
 func (s *Sink) Stats() StatsSnapshot { return s.stats.snapshot() }
 

@@ -127,6 +127,18 @@ func (j *jobs) stop() {
 	}
 }
 
+// Ready reports whether every job's discovery has delivered a snapshot.
+func (j *jobs) Ready() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, r := range j.running {
+		if !r.pool.Synced() {
+			return false
+		}
+	}
+	return len(j.running) > 0
+}
+
 // Targets returns the status of every target of every job.
 func (j *jobs) Targets() []scrape.Status {
 	j.mu.Lock()

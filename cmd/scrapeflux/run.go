@@ -111,6 +111,8 @@ authentication is on.`,
 	f.StringVar(&o.influx.Org, "influx-org", "", "InfluxDB 2.x organization (ignored by 1.x)")
 	f.StringVar(&o.influx.Bucket, "influx-bucket", "", "InfluxDB 2.x bucket, or 1.x database[/retention-policy]")
 	f.StringVar(&o.tokenFile, "influx-token-file", "", "file holding the InfluxDB token (default: env INFLUX_TOKEN)")
+	f.StringVar(&o.influx.CAFile, "influx-ca-file", "", "CA file to verify InfluxDB's certificate (https)")
+	f.BoolVar(&o.influx.InsecureSkipVerify, "influx-insecure-skip-verify", false, "do not verify InfluxDB's certificate (unsafe)")
 	f.BoolVar(&o.influx.Gzip, "influx-gzip", false, "gzip write requests (saves bandwidth, costs CPU)")
 	f.DurationVar(&o.influx.Timeout, "influx-timeout", 10*time.Second, "timeout of one write request")
 	f.IntVar(&o.sink.BatchSize, "batch-size", o.sink.BatchSize, "lines per write request (a scrape's lines are never split)")

@@ -26,11 +26,14 @@ import (
 type webServer struct {
 	addr    string
 	pprof   bool
-	targets interface{ Targets() []scrape.Status }
-	sink    *sink.Sink
-	reload  *reloader
-	log     *slog.Logger
-	ln      net.Listener
+	targets interface {
+		Targets() []scrape.Status
+		Ready() bool
+	}
+	sink   *sink.Sink
+	reload *reloader
+	log    *slog.Logger
+	ln     net.Listener
 }
 
 func (w *webServer) listen() error {
@@ -64,8 +67,12 @@ func (w *webServer) run(ctx context.Context) error {
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, r *http.Request) { fmt.Fprintln(rw, "ok") })
 	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, r *http.Request) {
-		if len(w.targets.Targets()) == 0 {
-			http.Error(rw, "no targets yet", http.StatusServiceUnavailable)
+		if !w.targets.Ready() {
+			http.Error(rw, "waiting for a first snapshot from discovery", http.StatusServiceUnavailable)
+			return
+		}
+		if !w.sink.Ready() {
+			http.Error(rw, "InfluxDB is failing and there is no disk queue to hold data", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(rw, "ready")
