@@ -7,10 +7,12 @@ GO       ?= go
 BIN      ?= $(HOME)/.cache/scrapeflux/bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 FUZZTIME ?= 15s
+SUDO     := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 export SCRAPEFLUX_BIN := $(BIN)
+export SCRAPEFLUX_ARTIFACTS := $(CURDIR)/test-artifacts
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build servers test vet unit fuzz bench demo clean
+.PHONY: all build servers chromium test vet unit fuzz bench demo clean
 
 all: build
 
@@ -22,15 +24,23 @@ servers: $(BIN)/influxd $(BIN)/consul
 $(BIN)/influxd $(BIN)/consul:
 	bash .ci/build-servers.sh
 
+# Headless Chromium loads the /targets page in an integration test.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the /targets page test"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
-# Unit and integration tests (real InfluxDB and Consul on loopback), with the
-# race detector, then every fuzz target for $(FUZZTIME).
-test: servers vet unit fuzz
+# Unit and integration tests (real InfluxDB and Consul on loopback, headless
+# Chromium), with the race detector, then every fuzz target for $(FUZZTIME).
+# The /targets screenshot lands in test-artifacts/.
+test: servers chromium vet unit fuzz
 
 unit:
+	@mkdir -p $(SCRAPEFLUX_ARTIFACTS)
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 fuzz:
@@ -46,4 +56,4 @@ demo: build servers
 	bash .ci/demo.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin test-artifacts
