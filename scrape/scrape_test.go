@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,7 +17,9 @@ import (
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
 	"go.uber.org/goleak"
+	"gopkg.in/yaml.v3"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
 )
@@ -378,5 +381,105 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestAuthAndRedirects(t *testing.T) {
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			t.Errorf("credentials followed a redirect to another host")
+		}
+		io.WriteString(w, "x 1\n")
+	}))
+	defer other.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/away":
+			http.Redirect(w, r, other.URL+"/metrics", http.StatusFound)
+		case "/same":
+			http.Redirect(w, r, "/metrics", http.StatusFound)
+		default:
+			if u, p, ok := r.BasicAuth(); !ok || u != "scraper" || p != "pw" {
+				http.Error(w, "who are you", http.StatusUnauthorized)
+				return
+			}
+			io.WriteString(w, "x 1\n")
+		}
+	}))
+	defer srv.Close()
+	cfg := testConfig()
+	cfg.BasicAuthUser, cfg.BasicAuthPassword = "scraper", "pw"
+	if _, err := scrapeOnce(t, cfg, srv.URL+"/metrics"); err != nil {
+		t.Errorf("basic auth: %v", err)
+	}
+	if _, err := scrapeOnce(t, cfg, srv.URL+"/same"); err != nil {
+		t.Errorf("redirect on the same host: %v", err)
+	}
+	if _, err := scrapeOnce(t, cfg, srv.URL+"/away"); err == nil || !strings.Contains(err.Error(), "redirect to another host") {
+		t.Errorf("redirect to another host: err = %v", err)
+	}
+	cfg.BasicAuthPassword = "wrong"
+	if _, err := scrapeOnce(t, cfg, srv.URL+"/metrics"); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("wrong password: err = %v", err)
+	}
+}
+
+func TestSampleLimitFailsScrape(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "a 1\nb 2\nc 3\n")
+	}))
+	defer srv.Close()
+	cfg := testConfig()
+	cfg.SampleLimit = 2
+	got, err := scrapeOnce(t, cfg, srv.URL)
+	if !errors.Is(err, errScrapeFailed) || !strings.Contains(err.Error(), "sample limit exceeded") {
+		t.Fatalf("err = %v", err)
+	}
+	if up, _ := value(got, "up"); up != 0 || len(got) != 3 {
+		t.Errorf("committed %v, want only up=0 and the synthetic series", got)
+	}
+}
+
+func relabelConfigs(t *testing.T, y string) []*relabel.Config {
+	t.Helper()
+	var cs []*relabel.Config
+	if err := yaml.Unmarshal([]byte(y), &cs); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if err := c.Validate(model.UTF8Validation); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cs
+}
+
+func TestTargetRelabeling(t *testing.T) {
+	tg, _ := discovery.NewTarget("http://10.0.0.1:9323/metrics", "docker-engine", discovery.Tag{Key: "node", Value: "n1"})
+	tg.Meta = map[string]string{"__meta_consul_service_metadata_role": "canary"}
+	drop := relabelConfigs(t, `
+- source_labels: [__meta_consul_service_metadata_role]
+  regex: canary
+  action: drop`)
+	if _, keep, _ := relabelTarget(tg, drop); keep {
+		t.Error("canary kept")
+	}
+	rename := relabelConfigs(t, `
+- source_labels: [node]
+  target_label: host
+- regex: node
+  action: labeldrop
+- source_labels: [__address__]
+  regex: (.*):9323
+  target_label: __address__
+  replacement: $1:9100
+- target_label: __metrics_path__
+  replacement: /probe`)
+	out, keep, err := relabelTarget(tg, rename)
+	if err != nil || !keep {
+		t.Fatalf("keep %v err %v", keep, err)
+	}
+	if out.URL != "http://10.0.0.1:9100/probe" || out.Tag("host") != "n1" || out.Tag("node") != "" || out.Tag("instance") != "10.0.0.1:9323" || out.Meta != nil {
+		t.Errorf("relabeled target %+v", out)
 	}
 }

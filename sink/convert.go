@@ -119,8 +119,15 @@ type converter struct {
 	tags []discovery.Tag
 	kbuf []byte
 
-	nonFinite, invalid, relabeled int
+	nonFinite, invalid, relabeled, outOfRange int
 }
+
+// InfluxDB stores nanoseconds since the epoch in an int64: 1677-09-21 to
+// 2262-04-11. Exposed timestamps outside that cannot be written.
+const (
+	minTimestampMs = math.MinInt64/1_000_000 + 1
+	maxTimestampMs = math.MaxInt64/1_000_000 - 1
+)
 
 func newConverter(s *Sink, t *discovery.Target) *converter {
 	return &converter{
@@ -157,6 +164,10 @@ func (c *converter) Append(s *scrape.Sample) error {
 	}
 	if math.IsNaN(s.Value) || math.IsInf(s.Value, 0) {
 		c.nonFinite++
+		return nil
+	}
+	if s.Timestamp < minTimestampMs || s.Timestamp > maxTimestampMs {
+		c.outOfRange++
 		return nil
 	}
 	lk := se.line
@@ -312,7 +323,7 @@ func (c *converter) identity(key string) bool {
 func (c *converter) Rollback() {
 	c.lines = c.lines[:0]
 	c.fields = c.fields[:0]
-	c.nonFinite, c.invalid, c.relabeled = 0, 0, 0
+	c.nonFinite, c.invalid, c.relabeled, c.outOfRange = 0, 0, 0, 0
 	c.gen++
 }
 
@@ -339,10 +350,11 @@ func (c *converter) Commit() error {
 		b = append(b, '\n')
 	}
 	ch.buf, ch.lines, ch.samples = b, len(c.lines), samples
-	nonFinite, invalid, relabeled := c.nonFinite, c.invalid, c.relabeled
+	nonFinite, invalid, relabeled, outOfRange := c.nonFinite, c.invalid, c.relabeled, c.outOfRange
 	c.evict()
 	c.Rollback()
-	c.sink.stats.scraped.Add(int64(nonFinite + invalid + relabeled))
+	c.sink.stats.scraped.Add(int64(nonFinite + invalid + relabeled + outOfRange))
+	c.sink.stats.addDropped(DropOutOfRange, outOfRange)
 	c.sink.stats.addDropped(DropNonFinite, nonFinite)
 	c.sink.stats.addDropped(DropInvalidName, invalid)
 	c.sink.stats.addDropped(DropRelabeled, relabeled)

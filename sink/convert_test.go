@@ -56,7 +56,7 @@ func encode(t testing.TB, layout Layout, body []byte, rec *tee) ([]byte, int, er
 		app.Rollback()
 		return nil, 0, err
 	}
-	dropped := c.nonFinite + c.invalid
+	dropped := c.nonFinite + c.invalid + c.relabeled + c.outOfRange
 	if err := app.Commit(); err != nil {
 		t.Fatal(err)
 	}

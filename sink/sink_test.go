@@ -491,3 +491,50 @@ func TestShutdownSpillsToDiskQueue(t *testing.T) {
 		t.Fatalf("next run recovered %d wrote %d, want 4 and 4", st.Recovered, st.Written)
 	}
 }
+
+func TestHonoredTimestampsOutOfRangeDropped(t *testing.T) {
+	cfg := fastConfig()
+	fw := &fakeWriter{}
+	st := runSink(t, cfg, fw, func(s *Sink) {
+		tg := testTarget()
+		app := s.Appender(&tg, scrape.AppendOptions{})
+		body := "# TYPE m gauge\nm{a=\"ok\"} 1 1700000000000\nm{a=\"future\"} 2 9999999999999999\n"
+		if _, _, err := scrape.NewParser().Parse([]byte(body), "text/plain", 1, true, app); err != nil {
+			t.Fatal(err)
+		}
+		app.Commit()
+	})
+	if st.Dropped["out_of_range"] != 1 || st.Written != 1 {
+		t.Fatalf("out_of_range %d written %d, want 1 and 1", st.Dropped["out_of_range"], st.Written)
+	}
+	if got := fw.lines(); len(got) != 1 || !strings.HasSuffix(got[0], " 1700000000000") {
+		t.Errorf("lines %v", got)
+	}
+}
+
+func TestOpenMetricsCreatedSkipped(t *testing.T) {
+	tg := testTarget()
+	s, _ := New(fastConfig(), &fakeWriter{}, discard)
+	c := s.Appender(&tg, scrape.AppendOptions{}).(*converter)
+	var out []byte
+	c.emit = func(ch *chunk) error { out = append(out, ch.buf...); return nil }
+	body := "# TYPE req counter\nreq_total{a=\"x\"} 5\nreq_created{a=\"x\"} 1700000000\n# TYPE h histogram\nh_bucket{le=\"1.0\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_count 2\nh_sum 3\nh_created 1700000000\n# EOF\n"
+	if _, _, err := scrape.NewParser().Parse([]byte(body), "application/openmetrics-text; version=1.0.0", 1000, false, c); err != nil {
+		t.Fatal(err)
+	}
+	c.Commit()
+	got := string(out)
+	if strings.Contains(got, "created") {
+		t.Errorf("_created series written:\n%s", got)
+	}
+	for _, want := range []string{"req_total,a=x,instance=127.0.0.1:9323,job=docker counter=5 1000", "h,instance=127.0.0.1:9323,job=docker 1=1,+Inf=2,count=2,sum=3 1000"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %s in\n%s", want, got)
+		}
+	}
+	// Without # EOF an OpenMetrics body fails.
+	if _, _, err := scrape.NewParser().Parse([]byte("# TYPE a gauge\na 1\n"), "application/openmetrics-text; version=1.0.0", 1000, false, c); err == nil {
+		t.Error("OpenMetrics body without # EOF accepted")
+	}
+	c.Rollback()
+}

@@ -21,10 +21,12 @@ const (
 	DropCorrupt
 	// DropRelabeled: series dropped by metric_relabel_configs.
 	DropRelabeled
+	// DropOutOfRange: exposed timestamps InfluxDB cannot store.
+	DropOutOfRange
 	numDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_full", "shutdown", "invalid_name", "corrupt_queue", "relabeled"}
+var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_full", "shutdown", "invalid_name", "corrupt_queue", "relabeled", "out_of_range"}
 
 func (r DropReason) String() string { return dropReasonNames[r] }
 
