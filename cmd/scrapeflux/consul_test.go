@@ -159,5 +159,22 @@ func TestConsulEndToEnd(t *testing.T) {
 	if fleet.Targets[0].Scrapes() < 3 {
 		t.Errorf("engine 0 scraped only %d times", fleet.Targets[0].Scrapes())
 	}
+
+	// Consul goes away: the known targets are still scraped.
+	agent.Stop()
+	before := fleet.Targets[0].Scrapes()
+	time.Sleep(2*interval + 500*time.Millisecond)
+	if after := fleet.Targets[0].Scrapes(); after < before+2 {
+		t.Errorf("engine 0 scraped %d times in two intervals while Consul was down", after-before)
+	}
+	// Consul returns (a dev agent comes back empty): the nodes register
+	// again, and the deregistered engine 1 with them, which discovery picks
+	// up.
+	agent.Restart(t)
+	for i := 0; i < 4; i++ {
+		register(i)
+	}
+	p1 := points(1)
+	waitUntil(t, "engine 1 back after Consul returned", 20*time.Second, func() bool { return points(1) > p1 })
 	d.stop(t)
 }
