@@ -189,6 +189,21 @@ func TestConsulACLToken(t *testing.T) {
 	}
 	startWatcher(t, d).waitFor(t, "engine seen with the token", hasN(1))
 
+	// A token Consul does not know: 403 on every query. No snapshot (and
+	// certainly no empty one) is sent.
+	bogus := testConsulConfig(agent.Addr)
+	bogus.Token = "00000000-0000-0000-0000-000000000000"
+	bd, err := NewConsul(bogus, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bw := startWatcher(t, bd)
+	select {
+	case s := <-bw.ch:
+		t.Errorf("snapshot sent with a rejected token: %v", urls(s))
+	case <-time.After(2 * time.Second):
+	}
+
 	anon, err := NewConsul(testConsulConfig(agent.Addr), discard)
 	if err != nil {
 		t.Fatal(err)
