@@ -157,6 +157,7 @@ func (l *loop) scrape(ctx context.Context, start time.Time, delay time.Duration)
 	if cerr := l.app.Commit(); cerr != nil {
 		l.log.Warn("cannot commit scrape", "err", cerr)
 	}
+	scrapeDuration.Observe(dur.Seconds())
 	l.report(start, dur, delay, n, warn, err)
 }
 

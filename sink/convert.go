@@ -60,6 +60,7 @@ var (
 	ErrDuplicateLabel  = errors.New("duplicate label name")
 	ErrMissingBucketLe = errors.New("histogram bucket without le label")
 	ErrLabelLimit      = errors.New("label limit exceeded")
+	ErrNULByte         = errors.New("label holds a NUL byte")
 )
 
 // evictAfter is how many scrapes a series may be absent before its cache
@@ -268,6 +269,8 @@ func (c *converter) newSeries(s *scrape.Sample) (*series, error) {
 		}
 		if !utf8.ValidString(l.Value) {
 			bad = fmt.Errorf("%w: label %s of %s", ErrInvalidUTF8, l.Name, s.Series)
+		} else if strings.IndexByte(l.Value, 0) >= 0 || strings.IndexByte(l.Name, 0) >= 0 {
+			bad = fmt.Errorf("%w: label %s of %q", ErrNULByte, l.Name, s.Series)
 		}
 		// InfluxDB forbids empty tag values; Prometheus treats an empty
 		// label as absent anyway.

@@ -261,6 +261,11 @@ func TestConvertRejectsBadLabels(t *testing.T) {
 		t.Errorf("invalid UTF-8: err = %v", err)
 	}
 	app.Rollback()
+	nul := scrape.SyntheticSample(labels.FromStrings("__name__", "m", "a", "x\x00y"), model.MetricTypeGauge, 1, 0)
+	if err := app.Append(&nul); !errors.Is(err, ErrNULByte) {
+		t.Errorf("NUL byte: err = %v", err)
+	}
+	app.Rollback()
 	dup := scrape.SyntheticSample(labels.New(labels.Label{Name: "__name__", Value: "m"}, labels.Label{Name: "a", Value: "1"}, labels.Label{Name: "a", Value: "2"}), model.MetricTypeGauge, 1, 0)
 	if err := app.Append(&dup); !errors.Is(err, ErrDuplicateLabel) {
 		t.Errorf("duplicate label: err = %v", err)

@@ -109,6 +109,12 @@ func TestTargetsPageInChromium(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	for _, want := range []string{"scrapeflux_scrape_duration_seconds_count", "scrapeflux_samples_written_total",
+		`scrapeflux_samples_dropped_total{reason="non_finite"}`, `scrapeflux_targets{health="down"} 1`, "scrapeflux_queued_bytes", "go_goroutines"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	d.stop(t)
 	for where, text := range map[string]string{"/targets": dom, "/metrics": string(metrics), "logs": d.stderr} {
 		if strings.Contains(text, secret) {
