@@ -36,12 +36,13 @@ vet:
 
 # Unit and integration tests (real InfluxDB and Consul on loopback, headless
 # Chromium), with the race detector, then every fuzz target for $(FUZZTIME).
-# The /targets screenshot lands in test-artifacts/.
+# The /targets screenshot lands in test-artifacts/. Packages run one at a
+# time (-p 1): the integration tests time real schedules on two cores.
 test: servers chromium vet unit fuzz
 
 unit:
 	@mkdir -p $(SCRAPEFLUX_ARTIFACTS)
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -p 1 -timeout 20m ./...
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzConvert$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./sink/

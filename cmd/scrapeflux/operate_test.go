@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -135,16 +136,43 @@ func TestConfigRelabelAndReload(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	// Reload with the static job at 2s; the engines job is unchanged.
+	// Reload with the static job at 2s; the engines job is unchanged, so its
+	// loop (and its scrape count on /targets) goes on.
+	scrapesOf := func(job string) int64 {
+		resp, err := http.Get("http://" + listen + "/targets?format=json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var rows []targetRow
+		if err := json.NewDecoder(resp.Body).Decode(&rows); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			if r.Job == job {
+				return r.Scrapes
+			}
+		}
+		return -1
+	}
+	engineBefore, staticBefore := scrapesOf("engines"), scrapesOf("static")
 	reloadAt := time.Now()
 	writeCfg("2s")
 	if code, body := post(); code != http.StatusOK {
 		t.Fatalf("reload: %d %s", code, body)
 	}
 	time.Sleep(6 * time.Second)
+	if after := scrapesOf("engines"); after < engineBefore+4 {
+		t.Errorf("unchanged job's loop restarted or stalled: %d scrapes before reload, %d after 6s", engineBefore, after)
+	}
+	// A new loop at 2s has made at most 4 scrapes in 6s; the old one at 1s
+	// would count on from where it was.
+	if after := scrapesOf("static"); after > 4 {
+		t.Errorf("changed job's loop was not restarted: %d scrapes before reload, %d after", staticBefore, after)
+	}
 	engine := st.get(0)
 	for i := 1; i < len(engine); i++ {
-		if gap := engine[i].Sub(engine[i-1]); gap > 1500*time.Millisecond {
+		if gap := engine[i].Sub(engine[i-1]); gap > 1900*time.Millisecond {
 			t.Errorf("unchanged job's target had a %s gap between scrapes (interval 1s)", gap)
 		}
 	}

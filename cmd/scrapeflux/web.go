@@ -118,6 +118,7 @@ type targetRow struct {
 	LastScrape                                  time.Time
 	DurationSeconds                             float64
 	Samples                                     int
+	Scrapes, Failures                           int64
 }
 
 var targetsPage = template.Must(template.New("targets").Parse(`<!doctype html>
@@ -137,6 +138,7 @@ func (w *webServer) targetsPage(rw http.ResponseWriter, r *http.Request) {
 			URL: st.Target.URL, Job: st.Target.Tag("job"), Instance: st.Target.Tag("instance"), Node: st.Target.Tag("node"),
 			Health: string(st.Health), LastError: st.LastError, LastScrape: st.LastScrape,
 			DurationSeconds: st.LastDuration.Seconds(), Samples: st.LastSamples,
+			Scrapes: st.ScrapesTotal, Failures: st.FailuresTotal,
 		})
 	}
 	if r.URL.Query().Get("format") == "json" {
