@@ -38,7 +38,8 @@ type diskQueue struct {
 	rOff int64      // read offset in the first segment
 	hdr  [recordHeader]byte
 
-	bytes, samples int64 // queued, records not yet acknowledged
+	bytes, samples int64 // queued, records not yet acknowledged (bytes with headers)
+	payload        int64 // line protocol bytes queued, without headers
 }
 
 type segment struct {
@@ -107,6 +108,7 @@ func openDiskQueue(dir string, maxSize, segMax int64, log *slog.Logger) (*diskQu
 	for _, s := range q.segs {
 		for _, r := range s.records {
 			q.bytes += r.size
+			q.payload += r.size - recordHeader
 			q.samples += int64(r.samples)
 		}
 	}
@@ -125,7 +127,8 @@ func openDiskQueue(dir string, maxSize, segMax int64, log *slog.Logger) (*diskQu
 	return q, ls, nil
 }
 
-// lost counts what a corrupt queue file cost.
+// lost counts what a corrupt queue file or the size bound cost: line
+// protocol bytes (without record headers) and samples.
 type lost struct {
 	bytes, samples int64
 }
@@ -216,6 +219,7 @@ func (q *diskQueue) append(b *batch) (dropped lost, err error) {
 	last.records = append(last.records, recordInfo{off: last.size, size: size, lines: b.lines, samples: b.samples})
 	last.size += size
 	q.bytes += size
+	q.payload += int64(len(b.buf))
 	q.samples += int64(b.samples)
 	// Over the bound: drop whole segments from the head (never the one
 	// being written), oldest first.
@@ -231,10 +235,11 @@ func (q *diskQueue) dropHead() lost {
 	var d lost
 	s := q.segs[0]
 	for _, r := range s.records {
-		d.bytes += r.size
+		q.bytes -= r.size
+		d.bytes += r.size - recordHeader
 		d.samples += int64(r.samples)
 	}
-	q.bytes -= d.bytes
+	q.payload -= d.bytes
 	q.samples -= d.samples
 	if q.r != nil {
 		q.r.Close()
@@ -284,6 +289,7 @@ func (q *diskQueue) ack() {
 	rec := s.records[0]
 	s.records = s.records[1:]
 	q.bytes -= rec.size
+	q.payload -= rec.size - recordHeader
 	q.samples -= int64(rec.samples)
 	q.rOff = rec.off + rec.size
 	if len(s.records) == 0 && len(q.segs) > 1 {

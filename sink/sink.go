@@ -166,9 +166,9 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 		s.stats.addDropped(DropCorrupt, int(ls.samples))
 		s.stats.recovered.Add(disk.samples + ls.samples)
 		s.stats.queuedSamples.Add(disk.samples)
-		s.stats.queuedBytes.Add(disk.bytes)
+		s.stats.queuedBytes.Add(disk.payload)
 		if disk.samples > 0 {
-			log.Info("queued data from an earlier run will be sent first", "samples", disk.samples, "bytes", disk.bytes)
+			log.Info("queued data from an earlier run will be sent first", "samples", disk.samples, "bytes", disk.payload)
 		}
 	}
 	s.q = newQueue(memMax, disk)
@@ -227,7 +227,8 @@ func (s *Sink) put(c *chunk) error {
 
 // Run batches and writes until Close has been called and everything is
 // written, or until ShutdownTimeout after ctx is cancelled or Close is
-// called. What is left then is dropped and counted.
+// called. What is left then goes to the disk queue for the next run, or
+// without one is dropped and counted.
 func (s *Sink) Run(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -337,6 +337,9 @@ func runSink(t *testing.T, cfg Config, w Writer, work func(s *Sink)) StatsSnapsh
 		t.Fatal(err)
 	}
 	st := s.Stats()
+	if st.QueuedSamples == 0 && st.QueuedBytes != 0 {
+		t.Errorf("no samples queued but %d bytes", st.QueuedBytes)
+	}
 	if st.Scraped+st.Recovered != st.Written+st.DroppedTotal()+st.QueuedSamples {
 		t.Errorf("scraped %d + recovered %d != written %d + dropped %d + queued %d", st.Scraped, st.Recovered, st.Written, st.DroppedTotal(), st.QueuedSamples)
 	}
