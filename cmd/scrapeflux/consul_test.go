@@ -95,6 +95,10 @@ func TestConsulEndToEnd(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		register(i)
 	}
+	register(0) // registering again changes nothing
+	if svcs, err := agent.Client().Agent().ServicesWithFilter(`Service == "docker-engine"`); err != nil || len(svcs) != 3 {
+		t.Fatalf("after registering 3 engines (one twice): %d services, err %v", len(svcs), err)
+	}
 	const interval = 2 * time.Second
 	d := startDaemon(t, "run", "--consul", "--consul-addr", agent.Addr, "--consul-token-file", tokenFile,
 		"--consul-meta-tags", "rack", "--consul-wait", "5s",

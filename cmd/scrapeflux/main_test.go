@@ -49,6 +49,11 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{[]string{"run", "--target", "http://127.0.0.1:1/", "--influx-bucket", "b", "--layout", "v3"}, `unknown layout "v3"`},
 		{[]string{"run", "--target", "http://127.0.0.1:1/", "--influx-bucket", "b", "--body-limit", "lots"}, "want a size"},
 		{[]string{"run", "--target", "http://127.0.0.1:1/", "--influx-bucket", "b", "--influx-token-file", "/nonexistent"}, "--influx-token-file"},
+		{[]string{"run", "--target", "http://127.0.0.1:1/", "--influx-bucket", "b", "--log-format", "xml"}, `--log-format "xml": want text or json`},
+		{[]string{"run", "--target", "http://127.0.0.1:1/", "--influx-bucket", "b", "--log-level", "loud"}, `--log-level "loud"`},
+		{[]string{"run", "--consul", "--consul-health", "sometimes", "--influx-bucket", "b"}, `consul health "sometimes"`},
+		{[]string{"run", "--consul", "--consul-node-meta", "novalue", "--influx-bucket", "b"}, `--consul-node-meta "novalue": want key=value`},
+		{[]string{"register", "--port", "0"}, "--port 0: want 1..65535"},
 	}
 	for _, tc := range cases {
 		_, _, err := execute(context.Background(), tc.args...)
