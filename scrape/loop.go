@@ -56,25 +56,27 @@ type loop struct {
 	mu     sync.Mutex // guards status
 	status Status
 
-	// Synthetic series, built once per loop.
-	upLabels, durLabels, samplesLabels labels.Labels
-	synth                              Sample
+	// Synthetic series (up, scrape_duration_seconds,
+	// scrape_samples_scraped), built once per loop.
+	synth [3]Sample
 }
 
 func newLoop(t discovery.Target, cfg Config, app Appender, f *fetcher, log *slog.Logger) *loop {
 	return &loop{
-		target:        t,
-		cfg:           cfg,
-		app:           app,
-		fetcher:       f,
-		parser:        NewParser(),
-		log:           log.With("target", t.URL),
-		timeout:       strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64),
-		done:          make(chan struct{}),
-		status:        Status{Target: t, Health: HealthUnknown},
-		upLabels:      labels.FromStrings(labels.MetricName, "up"),
-		durLabels:     labels.FromStrings(labels.MetricName, "scrape_duration_seconds"),
-		samplesLabels: labels.FromStrings(labels.MetricName, "scrape_samples_scraped"),
+		target:  t,
+		cfg:     cfg,
+		app:     app,
+		fetcher: f,
+		parser:  NewParser(),
+		log:     log.With("target", t.URL),
+		timeout: strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64),
+		done:    make(chan struct{}),
+		status:  Status{Target: t, Health: HealthUnknown},
+		synth: [3]Sample{
+			SyntheticSample(labels.FromStrings(labels.MetricName, "up"), model.MetricTypeGauge, 0, 0),
+			SyntheticSample(labels.FromStrings(labels.MetricName, "scrape_duration_seconds"), model.MetricTypeGauge, 0, 0),
+			SyntheticSample(labels.FromStrings(labels.MetricName, "scrape_samples_scraped"), model.MetricTypeGauge, 0, 0),
+		},
 	}
 }
 
@@ -151,21 +153,18 @@ func (l *loop) scrape(ctx context.Context, start time.Time, delay time.Duration)
 		l.app.Rollback()
 		up, n = 0, 0
 	}
-	l.appendSynthetic(l.upLabels, up, ts)
-	l.appendSynthetic(l.durLabels, dur.Seconds(), ts)
-	l.appendSynthetic(l.samplesLabels, float64(n), ts)
+	for i, v := range [3]float64{up, dur.Seconds(), float64(n)} {
+		s := &l.synth[i]
+		s.Value, s.Timestamp = v, ts
+		// Synthetic series are few and well-formed; an appender error here
+		// cannot be about them, and the commit below reports trouble.
+		_ = l.app.Append(s)
+	}
 	if cerr := l.app.Commit(); cerr != nil {
 		l.log.Warn("cannot commit scrape", "err", cerr)
 	}
 	scrapeDuration.Observe(dur.Seconds())
 	l.report(start, dur, delay, n, warn, err)
-}
-
-func (l *loop) appendSynthetic(lset labels.Labels, v float64, ts int64) {
-	l.synth = SyntheticSample(lset, model.MetricTypeGauge, v, ts)
-	// Synthetic series are few and well-formed; an appender error here
-	// cannot be about them, and the next commit reports it.
-	_ = l.app.Append(&l.synth)
 }
 
 // report records the outcome and logs changes only: a failure once when it

@@ -282,7 +282,12 @@ func (c *converter) newSeries(s *scrape.Sample) (*series, error) {
 			val = normalizeBound(val)
 		}
 		if key == "time" || strings.HasPrefix(key, "_") || c.identity(key) {
+			// Prefix until the name is free: a label may already be
+			// called exported_job (as Prometheus does).
 			key = "exported_" + key
+			for c.identity(key) || c.lset.Has(key) {
+				key = "exported_" + key
+			}
 		}
 		c.tags = append(c.tags, discovery.Tag{Key: key, Value: val})
 	})

@@ -150,6 +150,9 @@ func expectedV2(samples []parsed) map[string]float64 {
 			}
 			if k == "job" || k == "instance" || k == "time" || strings.HasPrefix(k, "_") {
 				k = "exported_" + k
+				for _, taken := s.labels[k]; taken || k == "job" || k == "instance"; _, taken = s.labels[k] {
+					k = "exported_" + k
+				}
 			}
 			tags[k] = v
 		}

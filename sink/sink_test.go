@@ -546,3 +546,11 @@ func TestOpenMetricsCreatedSkipped(t *testing.T) {
 	}
 	c.Rollback()
 }
+
+func TestExportedLabelsStayUnique(t *testing.T) {
+	lines, _ := convert(t, LayoutV1, "# TYPE m gauge\nm{job=\"a\",exported_job=\"b\",instance=\"c\"} 1\n")
+	want := "m,exported_exported_job=a,exported_instance=c,exported_job=b,instance=127.0.0.1:9323,job=docker gauge=1 1000"
+	if len(lines) != 1 || lines[0] != want {
+		t.Errorf("got %v\nwant %s", lines, want)
+	}
+}
