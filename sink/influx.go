@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -53,6 +54,10 @@ func (c *InfluxConfig) Validate() error {
 // at millisecond precision. The client's own retries are off: the sink
 // classifies answers and retries itself.
 type InfluxWriter struct {
+	cfg  InfluxConfig
+	opts *influxdb2.Options
+
+	mu     sync.RWMutex // guards client and api, swapped when the token changes
 	client influxdb2.Client
 	api    api.WriteAPIBlocking
 }
@@ -88,8 +93,28 @@ func NewInfluxWriter(cfg InfluxConfig) (*InfluxWriter, error) {
 		SetMaxRetries(0).
 		SetHTTPClient(hc).
 		SetApplicationName("scrapeflux")
-	c := influxdb2.NewClientWithOptions(strings.TrimRight(cfg.URL, "/"), cfg.Token, opts)
-	return &InfluxWriter{client: c, api: c.WriteAPIBlocking(cfg.Org, cfg.Bucket)}, nil
+	w := &InfluxWriter{cfg: cfg, opts: opts}
+	w.connect(cfg.Token)
+	return w, nil
+}
+
+func (w *InfluxWriter) connect(token string) {
+	c := influxdb2.NewClientWithOptions(strings.TrimRight(w.cfg.URL, "/"), token, w.opts)
+	w.client, w.api = c, c.WriteAPIBlocking(w.cfg.Org, w.cfg.Bucket)
+	w.cfg.Token = token
+}
+
+// SetToken makes later writes use token (a configuration reload re-reads
+// the token file). A write in flight finishes with the old one.
+func (w *InfluxWriter) SetToken(token string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if token == w.cfg.Token {
+		return
+	}
+	old := w.client
+	w.connect(token)
+	old.Close()
 }
 
 // Write sends body, a run of lines ending in a newline. The client reads
@@ -98,6 +123,8 @@ func (w *InfluxWriter) Write(ctx context.Context, body []byte) error {
 	if len(body) == 0 {
 		return nil
 	}
+	w.mu.RLock()
+	defer w.mu.RUnlock()
 	err := w.api.WriteRecord(ctx, unsafe.String(&body[0], len(body)))
 	if err == nil {
 		return nil
@@ -118,4 +145,8 @@ func (w *InfluxWriter) Write(ctx context.Context, body []byte) error {
 }
 
 // Close releases the client's connections.
-func (w *InfluxWriter) Close() { w.client.Close() }
+func (w *InfluxWriter) Close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.client.Close()
+}

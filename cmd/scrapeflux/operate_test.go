@@ -288,3 +288,49 @@ func otherCA(t *testing.T) []byte {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+// TestReloadRereadsInfluxToken: the token file is read again on reload and
+// later writes carry the new token.
+func TestReloadRereadsInfluxToken(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	influx := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		seen[r.Header.Get("Authorization")] = true
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer influx.Close()
+	fleet, err := scrapetest.StartFleet(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fleet.Close()
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	os.WriteFile(tokenFile, []byte("first-token\n"), 0o600)
+	listen := fmt.Sprintf("127.0.0.1:%d", influxtest.FreePort(t))
+	d := startDaemon(t, "run", "--target", fleet.URLs[0], "--interval", "300ms", "--flush-interval", "50ms",
+		"--influx-url", influx.URL, "--influx-bucket", "b", "--influx-token-file", tokenFile,
+		"--listen", listen, "--queue-dir", t.TempDir())
+	defer d.cancel()
+	has := func(h string) func() bool {
+		return func() bool { mu.Lock(); defer mu.Unlock(); return seen[h] }
+	}
+	waitUntil(t, "writes with the first token", 10*time.Second, has("Token first-token"))
+	os.WriteFile(tokenFile, []byte("second-token\n"), 0o600)
+	resp, err := http.Post("http://"+listen+"/-/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("reload: %s", resp.Status)
+	}
+	waitUntil(t, "writes with the second token", 10*time.Second, has("Token second-token"))
+	d.stop(t)
+	if strings.Contains(d.stderr, "first-token") || strings.Contains(d.stderr, "second-token") {
+		t.Error("token in the logs")
+	}
+}

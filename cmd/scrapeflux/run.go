@@ -243,7 +243,11 @@ func runRun(ctx context.Context, o *runOptions) error {
 		if err := o.validate(); err != nil {
 			return nil, err
 		}
-		return o.specs()
+		specs, err := o.specs()
+		if err == nil {
+			w.SetToken(o.influx.Token) // the token file is re-read too
+		}
+		return specs, err
 	}}
 	web := &webServer{addr: o.listen, pprof: o.pprof, targets: js, sink: snk, reload: reloads, log: log.With("component", "web")}
 	if err := web.listen(); err != nil {
