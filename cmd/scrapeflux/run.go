@@ -174,6 +174,11 @@ func (o *runOptions) validate() error {
 			errs = append(errs, err)
 		}
 	}
+	for _, u := range o.targets {
+		if _, err := discovery.NewTarget(u, o.job); err != nil {
+			errs = append(errs, fmt.Errorf("--target: %w", err))
+		}
+	}
 	if len(o.targets) == 0 && !o.consulOn && o.configFile == "" {
 		errs = append(errs, discovery.ErrNoTargets)
 	}
