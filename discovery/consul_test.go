@@ -259,3 +259,13 @@ func TestConsulConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestRedactedURL(t *testing.T) {
+	tg, err := NewTarget("http://scraper:s3cret@127.0.0.1:9100/metrics", "j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := tg.Redacted(); strings.Contains(r, "s3cret") || !strings.Contains(r, "scraper:xxxxx@127.0.0.1:9100") {
+		t.Errorf("Redacted() = %s", r)
+	}
+}

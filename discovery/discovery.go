@@ -57,6 +57,16 @@ func (t *Target) Key() string {
 	return b.String()
 }
 
+// Redacted is the URL with any password in it replaced by "xxxxx", for
+// logs and pages.
+func (t *Target) Redacted() string {
+	u, err := url.Parse(t.URL)
+	if err != nil {
+		return "<unparsable URL>"
+	}
+	return u.Redacted()
+}
+
 // Hash is a stable hash of the target's key, used to spread scrape offsets.
 func (t *Target) Hash() uint64 {
 	h := fnv.New64a()

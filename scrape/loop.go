@@ -68,7 +68,7 @@ func newLoop(t discovery.Target, cfg Config, app Appender, f *fetcher, log *slog
 		app:     app,
 		fetcher: f,
 		parser:  NewParser(),
-		log:     log.With("target", t.URL),
+		log:     log.With("target", t.Redacted()),
 		timeout: strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64),
 		done:    make(chan struct{}),
 		status:  Status{Target: t, Health: HealthUnknown},

@@ -145,7 +145,7 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) {
 		}
 		f, err := newFetcher(p.client, t.URL, p.cfg)
 		if err != nil {
-			p.log.Warn("cannot start target", "target", t.URL, "err", err)
+			p.log.Warn("cannot start target", "target", t.Redacted(), "err", err)
 			continue
 		}
 		l := newLoop(t, p.cfg, p.app.Appender(&t, p.cfg.appendOptions()), f, p.log)

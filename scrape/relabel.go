@@ -24,7 +24,7 @@ func relabelTarget(t discovery.Target, cfgs []*relabel.Config) (discovery.Target
 	}
 	u, err := url.Parse(t.URL)
 	if err != nil {
-		return t, false, fmt.Errorf("cannot parse target URL %q: %w", t.URL, err)
+		return t, false, fmt.Errorf("cannot parse target URL %q: %w", t.Redacted(), err)
 	}
 	lb := labels.NewBuilder(labels.EmptyLabels())
 	for k, v := range t.Meta {
@@ -47,7 +47,7 @@ func relabelTarget(t discovery.Target, cfgs []*relabel.Config) (discovery.Target
 	ls := lb.Labels()
 	addr := ls.Get("__address__")
 	if addr == "" {
-		return t, false, fmt.Errorf("target %s has no __address__ after relabeling", t.URL)
+		return t, false, fmt.Errorf("target %s has no __address__ after relabeling", t.Redacted())
 	}
 	out := url.URL{Scheme: ls.Get("__scheme__"), Host: addr, Path: ls.Get("__metrics_path__")}
 	q := url.Values{}

@@ -135,7 +135,7 @@ func (w *webServer) targetsPage(rw http.ResponseWriter, r *http.Request) {
 	var rows []targetRow
 	for _, st := range w.targets.Targets() {
 		rows = append(rows, targetRow{
-			URL: st.Target.URL, Job: st.Target.Tag("job"), Instance: st.Target.Tag("instance"), Node: st.Target.Tag("node"),
+			URL: st.Target.Redacted(), Job: st.Target.Tag("job"), Instance: st.Target.Tag("instance"), Node: st.Target.Tag("node"),
 			Health: string(st.Health), LastError: st.LastError, LastScrape: st.LastScrape,
 			DurationSeconds: st.LastDuration.Seconds(), Samples: st.LastSamples,
 			Scrapes: st.ScrapesTotal, Failures: st.FailuresTotal,
