@@ -46,6 +46,7 @@ unit:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzConvert$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./sink/
+	$(GO) test -run '^$$' -fuzz '^FuzzDiskQueueOpen$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./sink/
 
 # Benchmarks: parse + convert per capture and layout (ns/sample, B/sample,
 # allocs/sample) and the end-to-end pipeline (samples per CPU-second).
