@@ -388,9 +388,12 @@ func (s *Sink) write(ctx context.Context) {
 		}
 		attempt++
 		s.q.setFailing(true)
+		// Refused credentials or a missing bucket need a person: keep the
+		// data, retry slowly, say it loudly.
+		needsPerson := isWE && (we.StatusCode == http.StatusUnauthorized || we.StatusCode == http.StatusForbidden || we.StatusCode == http.StatusNotFound)
 		if msg := err.Error(); msg != failing {
 			lvl := slog.LevelWarn
-			if isWE && (we.StatusCode == http.StatusUnauthorized || we.StatusCode == http.StatusForbidden || we.StatusCode == http.StatusNotFound) {
+			if needsPerson {
 				lvl = slog.LevelError
 			}
 			s.log.Log(ctx, lvl, "cannot write to InfluxDB, will retry", "err", err, "queued_bytes", s.stats.queuedBytes.Load())
@@ -399,6 +402,9 @@ func (s *Sink) write(ctx context.Context) {
 			s.log.Debug("cannot write to InfluxDB, will retry", "err", err, "attempt", attempt)
 		}
 		wait := backoff(attempt, s.cfg.MinBackoff, s.cfg.MaxBackoff)
+		if needsPerson {
+			wait = s.cfg.MaxBackoff
+		}
 		if isWE && we.RetryAfter > 0 {
 			wait = min(we.RetryAfter, maxRetryAfter)
 		}

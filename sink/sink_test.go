@@ -554,3 +554,16 @@ func TestExportedLabelsStayUnique(t *testing.T) {
 		t.Errorf("got %v\nwant %s", lines, want)
 	}
 }
+
+func TestUnauthorizedKeepsData(t *testing.T) {
+	fw := &fakeWriter{answers: []error{
+		&WriteError{StatusCode: http.StatusUnauthorized, Message: "unauthorized access"},
+		&WriteError{StatusCode: http.StatusNotFound, Message: "bucket not found"},
+	}}
+	cfg := fastConfig()
+	cfg.BatchSize = 10
+	st := runSink(t, cfg, fw, func(s *Sink) { push(t, s, 10) })
+	if st.Written != 10 || st.DroppedTotal() != 0 || fw.calls != 3 {
+		t.Fatalf("written %d dropped %d after %d calls, want 10, 0, 3", st.Written, st.DroppedTotal(), fw.calls)
+	}
+}
