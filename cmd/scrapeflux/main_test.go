@@ -235,8 +235,14 @@ func TestKill9DuringOutage(t *testing.T) {
 		}
 		return cmd, &stderr
 	}
-	first, _ := start()
+	first, firstErr := start()
+	deadline := time.Now().Add(20 * time.Second)
 	for fleet.Targets[0].Scrapes() < 8 || fleet.Targets[1].Scrapes() < 8 {
+		if time.Now().After(deadline) {
+			first.Process.Kill()
+			first.Wait()
+			t.Fatalf("targets not scraped 8 times in 20s:\n%s", firstErr)
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	first.Process.Kill()
