@@ -72,12 +72,20 @@ func BenchmarkPipeline(b *testing.B) {
 	g.Go(func() error { return snk.Run(gctx) })
 
 	// Warm up: every target scraped twice, so caches are filled.
+	deadline := time.Now().Add(2 * time.Minute)
 	for snk.Stats().Written < int64(2*targets*300) {
+		if time.Now().After(deadline) {
+			b.Fatal("pipeline did not warm up within 2 minutes")
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	b.ResetTimer()
 	start, cpu0, w0 := time.Now(), cpuTime(), snk.Stats().Written
+	deadline = time.Now().Add(5 * time.Minute)
 	for snk.Stats().Written-w0 < int64(b.N) {
+		if time.Now().After(deadline) {
+			b.Fatalf("only %d of %d samples written within 5 minutes", snk.Stats().Written-w0, b.N)
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	cpu := cpuTime() - cpu0
