@@ -131,11 +131,9 @@ func TestConsulEndToEnd(t *testing.T) {
 
 	// A new registration is scraped within one interval (plus the health
 	// check's first pass and a flush).
-	registered := time.Now()
 	register(3)
 	took := waitUntil(t, "new engine in InfluxDB", interval+3*time.Second, func() bool { return points(3) > 0 })
 	t.Logf("registration to first point in InfluxDB: %s (interval %s)", took.Round(10*time.Millisecond), interval)
-	_ = registered
 
 	// A deregistered engine stops being scraped within one interval.
 	h, p := hostPort(fleet.URLs[1])
