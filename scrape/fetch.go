@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 
 	"github.com/klauspost/compress/gzip"
 )
@@ -15,14 +16,27 @@ import (
 // decompression.
 var ErrBodyTooLarge = errors.New("body exceeds the size limit")
 
-// fetcher gets one target's body. One per loop; it reuses its request,
-// read buffer and gzip reader across scrapes.
+// Read buffers and gzip readers are pooled: only the scrapes running at
+// one moment hold one, so idle targets hold no large buffers whatever
+// their number.
+var (
+	bodyPool sync.Pool // *bytes.Buffer
+	gzipPool sync.Pool // *gzip.Reader
+)
+
+// maxPooledBody: buffers that grew beyond this for one huge body are left
+// to the garbage collector.
+const maxPooledBody = 16 << 20
+
+// fetcher gets one target's body. One per loop; it reuses its request
+// across scrapes and remembers the size of the last body to size the
+// next read buffer up front.
 type fetcher struct {
-	client *http.Client
-	req    *http.Request
-	limit  int64
-	buf    bytes.Buffer
-	gz     *gzip.Reader
+	client   *http.Client
+	req      *http.Request
+	limit    int64
+	lastSize int
+	buf      *bytes.Buffer // held from fetch to release
 }
 
 func newFetcher(client *http.Client, url string, cfg Config) (*fetcher, error) {
@@ -42,8 +56,8 @@ func newFetcher(client *http.Client, url string, cfg Config) (*fetcher, error) {
 	return &fetcher{client: client, req: req, limit: cfg.BodyLimit}, nil
 }
 
-// fetch returns the decompressed body (valid until the next fetch) and its
-// content type.
+// fetch returns the decompressed body and its content type. The body is
+// valid until release.
 func (f *fetcher) fetch(ctx context.Context, timeoutHeader string) ([]byte, string, error) {
 	f.req.Header.Set("X-Prometheus-Scrape-Timeout-Seconds", timeoutHeader)
 	resp, err := f.client.Do(f.req.WithContext(ctx))
@@ -60,17 +74,25 @@ func (f *fetcher) fetch(ctx context.Context, timeoutHeader string) ([]byte, stri
 	}
 	var r io.Reader = resp.Body
 	if resp.Header.Get("Content-Encoding") == "gzip" {
-		if f.gz == nil {
-			f.gz, err = gzip.NewReader(resp.Body)
+		gz, _ := gzipPool.Get().(*gzip.Reader)
+		if gz == nil {
+			gz, err = gzip.NewReader(resp.Body)
 		} else {
-			err = f.gz.Reset(resp.Body)
+			err = gz.Reset(resp.Body)
 		}
 		if err != nil {
 			return nil, "", fmt.Errorf("cannot read gzip body: %w", err)
 		}
-		r = f.gz
+		defer gzipPool.Put(gz)
+		r = gz
 	}
-	f.buf.Reset()
+	f.release()
+	f.buf, _ = bodyPool.Get().(*bytes.Buffer)
+	if f.buf == nil {
+		f.buf = &bytes.Buffer{}
+	}
+	// Room for a body like the last one and the final read's margin.
+	f.buf.Grow(int(min(int64(f.lastSize), f.limit)) + bytes.MinRead + 1)
 	n, err := f.buf.ReadFrom(io.LimitReader(r, f.limit+1))
 	if err != nil {
 		return nil, "", fmt.Errorf("cannot read body: %w", err)
@@ -78,12 +100,18 @@ func (f *fetcher) fetch(ctx context.Context, timeoutHeader string) ([]byte, stri
 	if n > f.limit {
 		return nil, "", fmt.Errorf("%w of %d bytes", ErrBodyTooLarge, f.limit)
 	}
-	// Give back a buffer that grew far beyond what this target sends, so
-	// one huge scrape does not pin its memory for good.
-	if f.buf.Cap() > 4*int(n)+64<<10 {
-		body := bytes.Clone(f.buf.Bytes())
-		f.buf = bytes.Buffer{}
-		return body, resp.Header.Get("Content-Type"), nil
-	}
+	f.lastSize = int(n)
 	return f.buf.Bytes(), resp.Header.Get("Content-Type"), nil
+}
+
+// release gives the read buffer back to the pool.
+func (f *fetcher) release() {
+	if f.buf == nil {
+		return
+	}
+	if f.buf.Cap() <= maxPooledBody {
+		f.buf.Reset()
+		bodyPool.Put(f.buf)
+	}
+	f.buf = nil
 }

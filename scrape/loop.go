@@ -131,6 +131,7 @@ func (l *loop) run(ctx context.Context) {
 func (l *loop) scrape(ctx context.Context, start time.Time, delay time.Duration) {
 	ts := start.UnixMilli()
 	sctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
+	defer l.fetcher.release()
 	body, contentType, err := l.fetcher.fetch(sctx, l.timeout)
 	var nerr net.Error
 	if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &nerr) && nerr.Timeout()) {

@@ -116,7 +116,8 @@ func (p *Parser) ParseLimit(body []byte, contentType string, scrapeTS int64, hon
 // '{' in the classic syntax, or __name__ for quoted UTF-8 names.
 func (p *Parser) metricName(tp textparse.Parser, series []byte) []byte {
 	if i := bytes.IndexByte(series, '{'); i > 0 {
-		return series[:i]
+		// The text format allows blanks before the labels.
+		return bytes.TrimRight(series[:i], " \t")
 	} else if i < 0 {
 		return series
 	}

@@ -6,12 +6,14 @@
 package sink
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
@@ -63,40 +65,105 @@ var (
 	ErrNULByte         = errors.New("label holds a NUL byte")
 )
 
-// evictAfter is how many scrapes a series may be absent before its cache
-// entry is dropped.
+// A converter writes a sample's line key (escaped measurement and tags)
+// straight from the exposition text of its series when that text has the
+// common form: a classic name, labels with printable ASCII values and no
+// escape sequences, none of them reserved or clashing with the target's
+// identity tags. That costs one scan of bytes that were just parsed and
+// keeps nothing per series, so memory does not grow with the number of
+// series a target exposes. Every other series goes the general way,
+// through its labels; both ways write the same bytes (FuzzConvert checks
+// it on every input).
+
+// maxDirectLabels is how many labels a series may have for the direct way.
+const maxDirectLabels = 32
+
+// evictAfter is how many scrapes a series may be absent before its metric
+// relabeling decision is forgotten.
 const evictAfter = 4
 
-// series is what a target's converter remembers of one exposed series.
-type series struct {
-	typ       model.MetricType
-	drop      bool // dropped and counted: a name line protocol cannot carry,
-	relabeled bool // or dropped by metric relabeling
-	line      *lineKey
-	field     string // escaped field key
-	seen      uint32 // scrape generation that last saw it
+// action is what metric relabeling does to a series.
+type action uint8
+
+const (
+	actKeep    action = iota + 1 // leaves it as it is
+	actDrop                      // drops it
+	actRewrite                   // changes its labels
+)
+
+type decision struct {
+	seen uint32 // scrape generation that last saw the series
+	act  action
 }
 
-// lineKey is an escaped "measurement,tags" prefix, shared by every series
-// that lands on the same line (histogram buckets in v1; every sample of a
-// tag set in v2).
-type lineKey struct {
-	key  string
-	gen  uint32 // generation of the scrape that last put a line for it
-	line int32  // index of its line in that scrape
-	live uint32 // generation of the last sweep that found a series using it
-}
-
+// pendingLine is a line of the scrape being appended: its key is
+// keys[key:keyEnd] of the scratch, its fields a list through fields.
 type pendingLine struct {
-	key        *lineKey
-	ts         int64
-	head, tail int32
+	ts          int64
+	key, keyEnd int32
+	head, tail  int32
 }
 
 type pendingField struct {
-	key  string
-	val  float64
-	next int32
+	val         float64
+	key, keyEnd int32 // in the scratch's names
+	next        int32
+}
+
+// label is one label of the series text being converted.
+type label struct {
+	name, value []byte
+	escape      bool // the value holds bytes to escape
+}
+
+// scratch is what a converter uses while a scrape is appended. It comes
+// from a pool at the scrape's first sample and goes back at Commit or
+// Rollback: a handful of scrapes run at once whatever the number of
+// targets, so idle targets hold no buffers.
+type scratch struct {
+	keys   []byte // line keys of this scrape
+	names  []byte // field keys of this scrape
+	lines  []pendingLine
+	fields []pendingField
+	index  lineIndex
+	bounds map[string]string
+	labels [maxDirectLabels]label
+
+	// General way.
+	lset labels.Labels
+	lb   *labels.Builder
+	tags []discovery.Tag
+}
+
+var scratchPool = sync.Pool{New: func() any {
+	return &scratch{bounds: map[string]string{}}
+}}
+
+// maxPooledScratch: scratch that grew beyond this for one huge scrape is
+// left to the garbage collector.
+const maxPooledScratch = 8 << 20
+
+func (sc *scratch) release() {
+	if cap(sc.keys)+cap(sc.names)+16*cap(sc.fields) > maxPooledScratch {
+		return
+	}
+	sc.keys, sc.names = sc.keys[:0], sc.names[:0]
+	sc.lines, sc.fields = sc.lines[:0], sc.fields[:0]
+	sc.index.reset()
+	scratchPool.Put(sc)
+}
+
+// bound returns the normalized form of a bucket bound or quantile.
+func (sc *scratch) bound(raw []byte) string {
+	if v, ok := sc.bounds[string(raw)]; ok {
+		return v
+	}
+	if len(sc.bounds) >= 4096 {
+		clear(sc.bounds)
+	}
+	v := normalizeBound(string(raw))
+	sc.bounds[string(raw)] = v
+	return v
 }
 
 // converter is the Appender of one target. It is used by the target's
@@ -107,18 +174,18 @@ type converter struct {
 	sink  *Sink
 	emit  func(*chunk) error // hands a committed scrape on: the sink's put
 	ident []discovery.Tag
+	// identTags are the identity tags as they are written: ",key=value".
+	identTags [][]byte
+	// measurement is LayoutV2's, escaped.
+	measurement []byte
+	// direct tells whether series may take the direct way (tests turn it
+	// off to compare both ways).
+	direct bool
 
-	gen    uint32
-	cache  map[uint64]*series
-	keys   map[string]*lineKey
-	lines  []pendingLine
-	fields []pendingField
-
-	// Scratch for cache misses.
-	lset labels.Labels
-	lb   *labels.Builder
-	tags []discovery.Tag
-	kbuf []byte
+	gen       uint32
+	decisions map[uint64]decision // with metric relabeling only
+	general   int                 // samples that went the general way
+	sc        *scratch
 
 	nonFinite, invalid, relabeled, outOfRange int
 }
@@ -130,84 +197,410 @@ const (
 	maxTimestampMs = math.MaxInt64/1_000_000 - 1
 )
 
-func newConverter(s *Sink, t *discovery.Target) *converter {
-	return &converter{
+func newConverter(s *Sink, t *discovery.Target, o scrape.AppendOptions) *converter {
+	c := &converter{
 		opts:  s.convert,
+		app:   o,
 		sink:  s,
 		emit:  s.put,
 		ident: slices.Clone(t.Tags),
 		gen:   1,
-		cache: map[uint64]*series{},
-		keys:  map[string]*lineKey{},
 	}
+	slices.SortFunc(c.ident, func(a, b discovery.Tag) int { return strings.Compare(a.Key, b.Key) })
+	for _, t := range c.ident {
+		b := append([]byte{','}, appendEscaped(nil, t.Key, false)...)
+		b = append(b, '=')
+		c.identTags = append(c.identTags, appendEscaped(b, t.Value, false))
+	}
+	m := trimBackslash(c.opts.Measurement)
+	c.measurement = appendEscaped(nil, m, true)
+	c.direct = c.opts.Layout == LayoutV1 || m != ""
+	if len(o.MetricRelabelConfigs) > 0 {
+		c.decisions = map[uint64]decision{}
+	}
+	return c
 }
 
-// Append converts one sample. Cache hits cost a hash and a map lookup;
-// only series not seen recently pay for labels and escaping.
+// Append converts one sample.
 func (c *converter) Append(s *scrape.Sample) error {
-	h := xxhash.Sum64(s.Series)
-	se := c.cache[h]
-	if se == nil || se.typ != s.Type {
+	sc := c.sc
+	if sc == nil {
+		sc = scratchPool.Get().(*scratch)
+		c.sc = sc
+	}
+	act := actKeep
+	if c.decisions != nil {
 		var err error
-		if se, err = c.newSeries(s); err != nil {
+		if act, err = c.decide(sc, s); err != nil {
 			return err
 		}
-		c.cache[h] = se
-	}
-	se.seen = c.gen
-	if se.drop {
-		if se.relabeled {
+		if act == actDrop {
 			c.relabeled++
-		} else {
-			c.invalid++
+			return nil
 		}
-		return nil
 	}
-	if math.IsNaN(s.Value) || math.IsInf(s.Value, 0) {
+	k0, n0 := len(sc.keys), len(sc.names)
+	if !c.direct || act != actKeep || !c.directKey(sc, s) {
+		sc.keys, sc.names = sc.keys[:k0], sc.names[:n0]
+		drop, err := c.generalKey(sc, s)
+		if err != nil || drop {
+			sc.keys, sc.names = sc.keys[:k0], sc.names[:n0]
+			return err
+		}
+	}
+	switch {
+	case math.IsNaN(s.Value) || math.IsInf(s.Value, 0):
 		c.nonFinite++
-		return nil
-	}
-	if s.Timestamp < minTimestampMs || s.Timestamp > maxTimestampMs {
+	case s.Timestamp < minTimestampMs || s.Timestamp > maxTimestampMs:
 		c.outOfRange++
+	default:
+		c.addField(sc, k0, n0, s.Timestamp, s.Value)
 		return nil
 	}
-	lk := se.line
-	if lk.gen != c.gen || c.lines[lk.line].ts != s.Timestamp {
-		lk.gen = c.gen
-		lk.line = int32(len(c.lines))
-		c.lines = append(c.lines, pendingLine{key: lk, ts: s.Timestamp, head: -1, tail: -1})
-	}
-	pl := &c.lines[lk.line]
-	fi := int32(len(c.fields))
-	c.fields = append(c.fields, pendingField{key: se.field, val: s.Value, next: -1})
-	if pl.tail < 0 {
-		pl.head = fi
-	} else {
-		c.fields[pl.tail].next = fi
-	}
-	pl.tail = fi
+	sc.keys, sc.names = sc.keys[:k0], sc.names[:n0]
 	return nil
 }
 
-// newSeries works out the line key and field key of a series seen for the
-// first time (or whose type changed).
-func (c *converter) newSeries(s *scrape.Sample) (*series, error) {
-	s.Labels(&c.lset)
-	if name, dup := c.lset.HasDuplicateLabelNames(); dup {
-		return nil, fmt.Errorf("%w %q in %s", ErrDuplicateLabel, name, s.Series)
+// addField puts the field written at names[n0:] on the line whose key was
+// just written at keys[k0:]: the line of that key and timestamp if the
+// scrape has one, else a new line.
+func (c *converter) addField(sc *scratch, k0, n0 int, ts int64, v float64) {
+	key := sc.keys[k0:]
+	li := int32(len(sc.lines) - 1)
+	if li < 0 || sc.lines[li].ts != ts || !bytes.Equal(sc.keys[sc.lines[li].key:sc.lines[li].keyEnd], key) {
+		sl := sc.index.slot(xxhash.Sum64(key))
+		li = sl.line
+		if !sl.used || sc.lines[li].ts != ts || !bytes.Equal(sc.keys[sc.lines[li].key:sc.lines[li].keyEnd], key) {
+			li = int32(len(sc.lines))
+			sc.lines = append(sc.lines, pendingLine{ts: ts, key: int32(k0), keyEnd: int32(len(sc.keys)), head: -1, tail: -1})
+			sc.index.set(sl, li)
+			k0 = len(sc.keys) // keep the key
+		}
+	}
+	sc.keys = sc.keys[:k0]
+	pl := &sc.lines[li]
+	fi := int32(len(sc.fields))
+	sc.fields = append(sc.fields, pendingField{val: v, key: int32(n0), keyEnd: int32(len(sc.names)), next: -1})
+	if pl.tail < 0 {
+		pl.head = fi
+	} else {
+		sc.fields[pl.tail].next = fi
+	}
+	pl.tail = fi
+}
+
+// lineIndex maps line key hashes to the latest line with that key in the
+// scrape being appended: open addressing over a power-of-two table that
+// is emptied at once by moving to a new generation.
+type lineIndex struct {
+	slots []lineSlot
+	gen   uint32
+	n     int
+}
+
+type lineSlot struct {
+	hash uint64
+	gen  uint32
+	line int32
+}
+
+// found is what slot returns: the slot for a hash, used when it already
+// holds that hash.
+type found struct {
+	at   *lineSlot
+	hash uint64
+	line int32
+	used bool
+}
+
+func (x *lineIndex) slot(h uint64) found {
+	if 2*(x.n+1) > len(x.slots) {
+		x.grow()
+	}
+	mask := uint64(len(x.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		sl := &x.slots[i]
+		if sl.gen != x.gen {
+			return found{at: sl, hash: h}
+		}
+		if sl.hash == h {
+			return found{at: sl, hash: h, line: sl.line, used: true}
+		}
+	}
+}
+
+// set points the slot at line (a new line; or another key with the same
+// hash, which then loses its grouping but stays correct).
+func (x *lineIndex) set(f found, line int32) {
+	if !f.used {
+		x.n++
+	}
+	*f.at = lineSlot{hash: f.hash, gen: x.gen, line: line}
+}
+
+func (x *lineIndex) grow() {
+	old := x.slots
+	x.slots = make([]lineSlot, max(1024, 2*len(old)))
+	if x.gen == 0 {
+		x.gen = 1
+	}
+	mask := uint64(len(x.slots) - 1)
+	for _, sl := range old {
+		if sl.gen != x.gen {
+			continue
+		}
+		i := sl.hash & mask
+		for x.slots[i].gen == x.gen {
+			i = (i + 1) & mask
+		}
+		x.slots[i] = sl
+	}
+}
+
+func (x *lineIndex) reset() {
+	x.n = 0
+	if x.gen++; x.gen == 0 {
+		clear(x.slots)
+		x.gen = 1
+	}
+}
+
+// decide applies metric relabeling to a series once and remembers the
+// outcome while the series keeps coming.
+func (c *converter) decide(sc *scratch, s *scrape.Sample) (action, error) {
+	h := xxhash.Sum64(s.Series)
+	if d, ok := c.decisions[h]; ok {
+		if d.seen != c.gen {
+			d.seen = c.gen
+			c.decisions[h] = d
+		}
+		return d.act, nil
+	}
+	s.Labels(&sc.lset)
+	if name, dup := sc.lset.HasDuplicateLabelNames(); dup {
+		return 0, fmt.Errorf("%w %q in %s", ErrDuplicateLabel, name, s.Series)
+	}
+	if sc.lb == nil {
+		sc.lb = labels.NewBuilder(labels.EmptyLabels())
+	}
+	sc.lb.Reset(sc.lset)
+	act := actKeep
+	if !relabel.ProcessBuilder(sc.lb, c.app.MetricRelabelConfigs...) {
+		act = actDrop
+	} else if !labels.Equal(sc.lb.Labels(), sc.lset) {
+		act = actRewrite
+	}
+	c.decisions[h] = decision{seen: c.gen, act: act}
+	return act, nil
+}
+
+// Byte classes of the series text, for the direct way.
+const (
+	clName       = 1 << iota // in a metric name
+	clLabelStart             // starts a label name the direct way takes
+	clLabel                  // in a label name
+	clPlain                  // in a value, written as it is
+	clEscape                 // in a value, written escaped
+)
+
+var byteClass = func() (t [256]uint8) {
+	for b := 0; b < 256; b++ {
+		letter := b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z'
+		digit := b >= '0' && b <= '9'
+		if letter || digit || b == '_' || b == ':' {
+			t[b] |= clName
+		}
+		if letter {
+			t[b] |= clLabelStart
+		}
+		if letter || digit || b == '_' {
+			t[b] |= clLabel
+		}
+		switch {
+		case b == ',' || b == ' ' || b == '=':
+			t[b] |= clEscape
+		case b > ' ' && b < 0x7f && b != '"' && b != '\\':
+			t[b] |= clPlain
+		}
+	}
+	return t
+}()
+
+// directKey writes the line key of s to sc.keys and its field key to
+// sc.names from the series text, or reports false when the series needs
+// the general way.
+func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
+	name, text := s.Name, s.Series
+	if len(name) == 0 || len(text) < len(name) || string(text[:len(name)]) != string(name) || name[0] >= '0' && name[0] <= '9' {
+		return false
+	}
+	for _, b := range name {
+		if byteClass[b]&clName == 0 {
+			return false
+		}
+	}
+	// Labels: {name="value",...} with an optional trailing comma. Names
+	// starting with an underscore are reserved (__name__) or renamed.
+	lbs := sc.labels[:0]
+	if rest := text[len(name):]; len(rest) > 0 {
+		if len(rest) < 2 || rest[0] != '{' || rest[len(rest)-1] != '}' {
+			return false
+		}
+		rest = rest[1 : len(rest)-1]
+		for len(rest) > 0 {
+			if byteClass[rest[0]]&clLabelStart == 0 {
+				return false
+			}
+			i := 1
+			for i < len(rest) && byteClass[rest[i]]&clLabel != 0 {
+				i++
+			}
+			if i+1 >= len(rest) || rest[i] != '=' || rest[i+1] != '"' {
+				return false
+			}
+			v := rest[i+2:]
+			j, esc := 0, false
+			for ; j < len(v); j++ {
+				if cl := byteClass[v[j]]; cl&clPlain == 0 {
+					if cl&clEscape == 0 {
+						break
+					}
+					esc = true
+				}
+			}
+			if j == len(v) || v[j] != '"' || len(lbs) == maxDirectLabels {
+				return false
+			}
+			lbs = append(lbs, label{name: rest[:i], value: v[:j], escape: esc})
+			rest = v[j+1:]
+			if len(rest) > 0 {
+				if rest[0] != ',' {
+					return false
+				}
+				rest = rest[1:]
+			}
+		}
+	}
+	if c.app.LabelLimit > 0 && len(lbs) > c.app.LabelLimit {
+		return false
+	}
+	// Sort by name (expositions are usually sorted already); a duplicate
+	// name is an error the general way reports.
+	for i := 1; i < len(lbs); i++ {
+		for j := i; j > 0; j-- {
+			d := bytes.Compare(lbs[j-1].name, lbs[j].name)
+			if d == 0 {
+				return false
+			}
+			if d < 0 {
+				break
+			}
+			lbs[j-1], lbs[j] = lbs[j], lbs[j-1]
+		}
+	}
+
+	measurement, skip := name, ""
+	var field string
+	if c.opts.Layout == LayoutV2 {
+		measurement = c.measurement
+	} else {
+		switch s.Type {
+		case model.MetricTypeCounter:
+			field = "counter"
+		case model.MetricTypeGauge:
+			field = "gauge"
+		case model.MetricTypeHistogram, model.MetricTypeGaugeHistogram:
+			measurement = s.Family
+			switch string(name[len(s.Family):]) {
+			case "_bucket":
+				skip = "le"
+			case "_sum", "_gsum":
+				field = "sum"
+			default:
+				field = "count"
+			}
+		case model.MetricTypeSummary:
+			measurement = s.Family
+			switch string(name[len(s.Family):]) {
+			case "_sum":
+				field = "sum"
+			case "_count":
+				field = "count"
+			default:
+				skip = "quantile"
+			}
+		default:
+			field = "value"
+		}
+	}
+
+	b := append(sc.keys, measurement...)
+	id := 0
+	for _, l := range lbs {
+		if len(l.value) == 0 {
+			continue
+		}
+		if string(l.name) == skip {
+			field = sc.bound(l.value)
+			continue
+		}
+		for id < len(c.ident) && c.ident[id].Key < string(l.name) {
+			b = append(b, c.identTags[id]...)
+			id++
+		}
+		if id < len(c.ident) && c.ident[id].Key == string(l.name) || string(l.name) == "time" {
+			return false
+		}
+		b = append(b, ',')
+		b = append(b, l.name...)
+		b = append(b, '=')
+		switch {
+		case string(l.name) == "le" || string(l.name) == "quantile":
+			b = appendEscaped(b, sc.bound(l.value), false)
+		case l.escape:
+			b = appendEscaped(b, l.value, false)
+		default:
+			b = append(b, l.value...)
+		}
+	}
+	if field == "" && c.opts.Layout == LayoutV1 {
+		// A bucket without le, a quantile without quantile.
+		return false
+	}
+	for ; id < len(c.ident); id++ {
+		b = append(b, c.identTags[id]...)
+	}
+	sc.keys = b
+	if c.opts.Layout == LayoutV2 {
+		sc.names = append(sc.names, name...)
+	} else {
+		sc.names = appendEscaped(sc.names, field, false)
+	}
+	return true
+}
+
+// generalKey is directKey for any series, through its labels: it applies
+// metric relabeling, renames labels that clash, and reports what cannot
+// be written. drop tells that the sample was dropped and counted.
+func (c *converter) generalKey(sc *scratch, s *scrape.Sample) (drop bool, err error) {
+	c.general++
+	s.Labels(&sc.lset)
+	if name, dup := sc.lset.HasDuplicateLabelNames(); dup {
+		return false, fmt.Errorf("%w %q in %s", ErrDuplicateLabel, name, s.Series)
 	}
 	name := string(s.Name)
 	family := string(s.Family)
 	if len(c.app.MetricRelabelConfigs) > 0 {
-		if c.lb == nil {
-			c.lb = labels.NewBuilder(labels.EmptyLabels())
+		if sc.lb == nil {
+			sc.lb = labels.NewBuilder(labels.EmptyLabels())
 		}
-		c.lb.Reset(c.lset)
-		if !relabel.ProcessBuilder(c.lb, c.app.MetricRelabelConfigs...) {
-			return &series{typ: s.Type, drop: true, relabeled: true}, nil
+		sc.lb.Reset(sc.lset)
+		if !relabel.ProcessBuilder(sc.lb, c.app.MetricRelabelConfigs...) {
+			c.relabeled++
+			return true, nil
 		}
-		c.lset = c.lb.Labels()
-		if n := c.lset.Get(labels.MetricName); n != name {
+		sc.lset = sc.lb.Labels()
+		if n := sc.lset.Get(labels.MetricName); n != name {
 			// Renamed: the new name stands for the family too, keeping
 			// the histogram or summary suffix it had.
 			suffix := strings.TrimPrefix(name, family)
@@ -215,8 +608,8 @@ func (c *converter) newSeries(s *scrape.Sample) (*series, error) {
 			family = strings.TrimSuffix(n, suffix)
 		}
 	}
-	if c.app.LabelLimit > 0 && c.lset.Len()-1 > c.app.LabelLimit {
-		return nil, fmt.Errorf("%w: %d labels on %s, limit %d", ErrLabelLimit, c.lset.Len()-1, s.Series, c.app.LabelLimit)
+	if c.app.LabelLimit > 0 && sc.lset.Len()-1 > c.app.LabelLimit {
+		return false, fmt.Errorf("%w: %d labels on %s, limit %d", ErrLabelLimit, sc.lset.Len()-1, s.Series, c.app.LabelLimit)
 	}
 	suffix := strings.TrimPrefix(name, family)
 	var measurement, field, skip string
@@ -234,8 +627,8 @@ func (c *converter) newSeries(s *scrape.Sample) (*series, error) {
 			switch suffix {
 			case "_bucket":
 				skip = "le"
-				if field = c.lset.Get("le"); field == "" {
-					return nil, fmt.Errorf("%w: %s", ErrMissingBucketLe, s.Series)
+				if field = sc.lset.Get("le"); field == "" {
+					return false, fmt.Errorf("%w: %s", ErrMissingBucketLe, s.Series)
 				}
 				field = normalizeBound(field)
 			case "_sum", "_gsum":
@@ -252,7 +645,7 @@ func (c *converter) newSeries(s *scrape.Sample) (*series, error) {
 				field = "count"
 			default:
 				skip = "quantile"
-				if field = c.lset.Get("quantile"); field == "" {
+				if field = sc.lset.Get("quantile"); field == "" {
 					field = "value"
 				}
 				field = normalizeBound(field)
@@ -261,9 +654,9 @@ func (c *converter) newSeries(s *scrape.Sample) (*series, error) {
 			field = "value"
 		}
 	}
-	c.tags = c.tags[:0]
+	sc.tags = sc.tags[:0]
 	var bad error
-	c.lset.Range(func(l labels.Label) {
+	sc.lset.Range(func(l labels.Label) {
 		if l.Name == labels.MetricName || l.Name == skip {
 			return
 		}
@@ -285,37 +678,34 @@ func (c *converter) newSeries(s *scrape.Sample) (*series, error) {
 			// Prefix until the name is free: a label may already be
 			// called exported_job (as Prometheus does).
 			key = "exported_" + key
-			for c.identity(key) || c.lset.Has(key) {
+			for c.identity(key) || sc.lset.Has(key) {
 				key = "exported_" + key
 			}
 		}
-		c.tags = append(c.tags, discovery.Tag{Key: key, Value: val})
+		sc.tags = append(sc.tags, discovery.Tag{Key: key, Value: val})
 	})
 	if bad != nil {
-		return nil, bad
+		return false, bad
 	}
-	c.tags = append(c.tags, c.ident...)
-	slices.SortFunc(c.tags, func(a, b discovery.Tag) int { return strings.Compare(a.Key, b.Key) })
+	sc.tags = append(sc.tags, c.ident...)
+	slices.SortFunc(sc.tags, func(a, b discovery.Tag) int { return strings.Compare(a.Key, b.Key) })
 
 	measurement, field = trimBackslash(measurement), trimBackslash(field)
 	if measurement == "" || field == "" {
 		// Only names made of backslashes get here (UTF-8 metric names).
-		return &series{typ: s.Type, drop: true}, nil
+		c.invalid++
+		return true, nil
 	}
-	b := appendEscaped(c.kbuf[:0], measurement, true)
-	for _, t := range c.tags {
+	b := appendEscaped(sc.keys, measurement, true)
+	for _, t := range sc.tags {
 		b = append(b, ',')
 		b = appendEscaped(b, t.Key, false)
 		b = append(b, '=')
 		b = appendEscaped(b, t.Value, false)
 	}
-	c.kbuf = b
-	lk := c.keys[string(b)]
-	if lk == nil {
-		lk = &lineKey{key: string(b), line: -1}
-		c.keys[lk.key] = lk
-	}
-	return &series{typ: s.Type, line: lk, field: string(appendEscaped(nil, field, false))}, nil
+	sc.keys = b
+	sc.names = appendEscaped(sc.names, field, false)
+	return false, nil
 }
 
 func (c *converter) identity(key string) bool {
@@ -329,8 +719,10 @@ func (c *converter) identity(key string) bool {
 
 // Rollback forgets everything appended since the last Commit.
 func (c *converter) Rollback() {
-	c.lines = c.lines[:0]
-	c.fields = c.fields[:0]
+	if c.sc != nil {
+		c.sc.release()
+		c.sc = nil
+	}
 	c.nonFinite, c.invalid, c.relabeled, c.outOfRange = 0, 0, 0, 0
 	c.gen++
 }
@@ -338,26 +730,29 @@ func (c *converter) Rollback() {
 // Commit encodes the scrape's lines and hands them to the sink's batcher.
 func (c *converter) Commit() error {
 	ch := c.sink.getChunk()
-	b := ch.buf
-	samples := 0
-	for i := range c.lines {
-		pl := &c.lines[i]
-		b = append(b, pl.key.key...)
-		sep := byte(' ')
-		for fi := pl.head; fi >= 0; fi = c.fields[fi].next {
-			f := &c.fields[fi]
-			b = append(b, sep)
-			b = append(b, f.key...)
-			b = append(b, '=')
-			b = appendFloat(b, f.val)
-			sep = ','
-			samples++
+	samples, lines := 0, 0
+	if sc := c.sc; sc != nil {
+		b := ch.buf
+		for i := range sc.lines {
+			pl := &sc.lines[i]
+			b = append(b, sc.keys[pl.key:pl.keyEnd]...)
+			sep := byte(' ')
+			for fi := pl.head; fi >= 0; fi = sc.fields[fi].next {
+				f := &sc.fields[fi]
+				b = append(b, sep)
+				b = append(b, sc.names[f.key:f.keyEnd]...)
+				b = append(b, '=')
+				b = appendFloat(b, f.val)
+				sep = ','
+				samples++
+			}
+			b = append(b, ' ')
+			b = strconv.AppendInt(b, pl.ts, 10)
+			b = append(b, '\n')
 		}
-		b = append(b, ' ')
-		b = strconv.AppendInt(b, pl.ts, 10)
-		b = append(b, '\n')
+		ch.buf, lines = b, len(sc.lines)
 	}
-	ch.buf, ch.lines, ch.samples = b, len(c.lines), samples
+	ch.lines, ch.samples = lines, samples
 	nonFinite, invalid, relabeled, outOfRange := c.nonFinite, c.invalid, c.relabeled, c.outOfRange
 	c.evict()
 	c.Rollback()
@@ -369,22 +764,15 @@ func (c *converter) Commit() error {
 	return c.emit(ch)
 }
 
-// evict drops cache entries of series not seen for a while; every few
-// scrapes, so the sweep costs little per scrape.
+// evict forgets relabeling decisions of series not seen for a while; every
+// few scrapes, so the sweep costs little per scrape.
 func (c *converter) evict() {
-	if c.gen%evictAfter != 0 {
+	if c.decisions == nil || c.gen%evictAfter != 0 {
 		return
 	}
-	for h, se := range c.cache {
-		if c.gen-se.seen > evictAfter {
-			delete(c.cache, h)
-		} else if se.line != nil {
-			se.line.live = c.gen
-		}
-	}
-	for k, lk := range c.keys {
-		if lk.live != c.gen {
-			delete(c.keys, k)
+	for h, d := range c.decisions {
+		if c.gen-d.seen > evictAfter {
+			delete(c.decisions, h)
 		}
 	}
 }

@@ -39,12 +39,19 @@ func inputs(t testing.TB) map[string][]byte {
 // the line protocol and the number of samples dropped, or the error that
 // failed the scrape.
 func encode(t testing.TB, layout Layout, body []byte, rec *tee) ([]byte, int, error) {
+	return encodeWith(t, layout, body, rec, "text/plain; version=0.0.4", true)
+}
+
+// encodeWith is encode with a content type, and with the direct way from
+// series text to line key on or off.
+func encodeWith(t testing.TB, layout Layout, body []byte, rec *tee, contentType string, direct bool) ([]byte, int, error) {
 	s, err := New(ConvertOptions{Layout: layout, Measurement: DefaultMeasurement}.config(), &fakeWriter{}, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tg := testTarget()
 	c := s.Appender(&tg, scrape.AppendOptions{}).(*converter)
+	c.direct = c.direct && direct
 	var out []byte
 	c.emit = func(ch *chunk) error { out = append(out, ch.buf...); return nil }
 	var app scrape.Appender = c
@@ -52,7 +59,7 @@ func encode(t testing.TB, layout Layout, body []byte, rec *tee) ([]byte, int, er
 		rec.next = c
 		app = rec
 	}
-	_, _, err = scrape.NewParser().Parse(body, "text/plain; version=0.0.4", testTS, false, app)
+	_, _, err = scrape.NewParser().Parse(body, contentType, testTS, false, app)
 	if err != nil {
 		app.Rollback()
 		return nil, 0, err
@@ -92,7 +99,34 @@ func TestGolden(t *testing.T) {
 				if !bytes.Equal(got, want) {
 					t.Errorf("output differs from %s; diff with -update and review", path)
 				}
+				general, _, err := encodeWith(t, layout, body, nil, "text/plain; version=0.0.4", false)
+				if err != nil || !bytes.Equal(general, want) {
+					t.Errorf("the general way writes something else than %s (err %v)", path, err)
+				}
 			})
+		}
+	}
+}
+
+// TestDirectWayCoversCaptures makes sure real expositions take the direct
+// way: the comparison of both ways above means little if it never runs.
+func TestDirectWayCoversCaptures(t *testing.T) {
+	for name, body := range scrapetest.Captures() {
+		for _, layout := range []Layout{LayoutV1, LayoutV2} {
+			s, err := New(ConvertOptions{Layout: layout, Measurement: DefaultMeasurement}.config(), &fakeWriter{}, discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tg := testTarget()
+			c := s.Appender(&tg, scrape.AppendOptions{}).(*converter)
+			n, _, err := scrape.NewParser().Parse(body, "text/plain; version=0.0.4", testTS, false, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.general != 0 {
+				t.Errorf("%s v%d: %d of %d samples went the general way", name, layout, c.general, n)
+			}
+			c.Rollback()
 		}
 	}
 }

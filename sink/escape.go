@@ -23,7 +23,7 @@ func trimBackslash(s string) string { return strings.TrimRight(s, `\`) }
 // appendEscaped appends s (already trimmed) to dst, escaped for a tag key,
 // tag value or field key (comma, equals, space) or, when measurement is
 // true, for a measurement name (comma, space).
-func appendEscaped(dst []byte, s string, measurement bool) []byte {
+func appendEscaped[T string | []byte](dst []byte, s T, measurement bool) []byte {
 	if !needsEscape(s, measurement) {
 		return append(dst, s...)
 	}
@@ -51,7 +51,7 @@ func appendEscaped(dst []byte, s string, measurement bool) []byte {
 	return dst
 }
 
-func needsEscape(s string, measurement bool) bool {
+func needsEscape[T string | []byte](s T, measurement bool) bool {
 	for i := 0; i < len(s); i++ {
 		switch s[i] {
 		case ',', ' ', '\n', '\r', '\t', '\f':

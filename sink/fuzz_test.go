@@ -15,6 +15,8 @@ import (
 // v2, whose mapping from samples is one field per sample). Any input must
 // either fail the scrape with nothing written, or yield lines that InfluxDB's
 // rules parse back to exactly the finite samples given, one line per point.
+// Both layouts, in both exposition formats, must write the same bytes
+// whether series take the direct way or the general one.
 func FuzzConvert(f *testing.F) {
 	// The heads of the real captures: small seeds keep mutation fast.
 	for _, b := range scrapetest.Captures() {
@@ -25,7 +27,12 @@ func FuzzConvert(f *testing.F) {
 	}
 	f.Add([]byte("m{v=\"trail\\\\\"} 1\nm{v=\"a,b c=d\"} 2\n"))
 	f.Add([]byte("# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} NaN\nh_count 1\n"))
+	// Series that must leave the direct way: clashes with identity tags,
+	// reserved names, unsorted and duplicate labels, escapes, UTF-8.
+	f.Add([]byte("m{job=\"j\",instance=\"i\",time=\"t\",_a=\"b\",exported_job=\"e\"} 1\nm{z=\"1\",a=\"2\",k=\"\",} 2\nm{a=\"1\",a=\"2\"} 3\n"))
+	f.Add([]byte("# TYPE s summary\ns{quantile=\"0.50\",b=\"x y\"} 1\ns{b=\"x=y,z\"} 2\ns_sum 3\nu{v=\"\\n\\\"é\"} 4\n"))
 	f.Fuzz(func(t *testing.T, body []byte) {
+		sameBothWays(t, body)
 		rec := &tee{}
 		out, dropped, err := encode(t, LayoutV2, body, rec)
 		if err != nil {
@@ -133,4 +140,21 @@ func parseLine(line string) (map[string]string, []field, error) {
 type field struct {
 	key string
 	val float64
+}
+
+// sameBothWays checks that the direct way from series text to line key
+// writes what the general way writes, or fails the same scrapes.
+func sameBothWays(t *testing.T, body []byte) {
+	for _, layout := range []Layout{LayoutV1, LayoutV2} {
+		for _, ct := range []string{"text/plain; version=0.0.4", "application/openmetrics-text; version=1.0.0"} {
+			direct, dn, derr := encodeWith(t, layout, body, nil, ct, true)
+			general, gn, gerr := encodeWith(t, layout, body, nil, ct, false)
+			if (derr == nil) != (gerr == nil) || derr != nil && derr.Error() != gerr.Error() {
+				t.Fatalf("v%d %s: error %v the direct way, %v the general way", layout, ct, derr, gerr)
+			}
+			if !bytes.Equal(direct, general) || dn != gn {
+				t.Fatalf("v%d %s: the direct way wrote (%d dropped)\n%s\nthe general way (%d dropped)\n%s", layout, ct, dn, direct, gn, general)
+			}
+		}
+	}
 }

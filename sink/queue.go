@@ -11,6 +11,9 @@ type batch struct {
 	lines   int
 	samples int
 	disk    bool // came from the disk queue
+	// own tells that buf belongs to this batch alone (split halves share
+	// their parent's), so it can be reused once written.
+	own bool
 }
 
 // queue holds sealed batches in order between the batcher (one pusher) and

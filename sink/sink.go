@@ -134,6 +134,7 @@ type Sink struct {
 
 	in        chan *chunk
 	chunks    sync.Pool
+	bufs      chan []byte // buffers of written batches, for new ones
 	q         *queue
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -151,6 +152,7 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 		w:       w,
 		log:     log,
 		in:      make(chan *chunk, 256),
+		bufs:    make(chan []byte, 4),
 		closing: make(chan struct{}),
 	}
 	memMax := cfg.MaxQueueBytes
@@ -177,9 +179,7 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 
 // Appender returns the converter for a target's loop.
 func (s *Sink) Appender(t *discovery.Target, o scrape.AppendOptions) scrape.Appender {
-	c := newConverter(s, t)
-	c.app = o
-	return c
+	return newConverter(s, t, o)
 }
 
 // Ready reports whether data can go somewhere: InfluxDB takes writes, or
@@ -289,7 +289,7 @@ func (s *Sink) dropLost(d lost) {
 func (s *Sink) batch() {
 	tick := time.NewTicker(s.cfg.FlushInterval)
 	defer tick.Stop()
-	cur := &batch{}
+	cur := &batch{own: true}
 	seal := func() {
 		if cur.lines == 0 {
 			return
@@ -304,7 +304,13 @@ func (s *Sink) batch() {
 		if err != nil {
 			s.log.Error("cannot write to the disk queue, keeping the batch in memory", "err", err)
 		}
-		cur = &batch{buf: make([]byte, 0, len(cur.buf))}
+		var buf []byte
+		select {
+		case buf = <-s.bufs:
+		default:
+			buf = make([]byte, 0, len(cur.buf))
+		}
+		cur = &batch{buf: buf, own: true}
 	}
 	for {
 		select {
@@ -357,6 +363,12 @@ func (s *Sink) write(ctx context.Context) {
 			s.q.pop(b)
 			s.release(b)
 			s.stats.written.Add(int64(b.samples))
+			if b.own && !b.disk {
+				select {
+				case s.bufs <- b.buf[:0]:
+				default:
+				}
+			}
 			if failing != "" {
 				s.q.setFailing(false)
 				s.log.Info("writes to InfluxDB recovered", "after_attempts", attempt)

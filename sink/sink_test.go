@@ -16,6 +16,8 @@ import (
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
+	"gopkg.in/yaml.v3"
 	"go.uber.org/goleak"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
@@ -272,30 +274,81 @@ func TestConvertRejectsBadLabels(t *testing.T) {
 	}
 }
 
-func TestCacheFollowsTypeChangeAndEvicts(t *testing.T) {
+func TestTypeChangeFollowed(t *testing.T) {
 	s, _ := New(fastConfig(), &fakeWriter{}, discard)
 	tg := testTarget()
 	c := s.Appender(&tg, scrape.AppendOptions{}).(*converter)
-	mk := func(name string, typ model.MetricType) scrape.Sample {
-		return scrape.SyntheticSample(labels.FromStrings("__name__", name), typ, 1, 0)
-	}
-	g := mk("m", model.MetricTypeGauge)
-	c.Append(&g)
-	c.Rollback()
-	ctr := mk("m", model.MetricTypeCounter)
-	c.Append(&ctr)
-	if f := c.fields[0].key; f != "counter" {
-		t.Errorf("after type change field = %q, want counter", f)
-	}
-	c.Rollback()
-	for i := 0; i < 3*evictAfter; i++ {
-		o := mk("other", model.MetricTypeGauge)
-		c.Append(&o)
+	for _, tc := range []struct {
+		typ   model.MetricType
+		field string
+	}{{model.MetricTypeGauge, "gauge"}, {model.MetricTypeCounter, "counter"}, {model.MetricTypeUnknown, "value"}} {
+		smp := scrape.SyntheticSample(labels.FromStrings("__name__", "m"), tc.typ, 1, 0)
+		if err := c.Append(&smp); err != nil {
+			t.Fatal(err)
+		}
+		if f := string(c.sc.names); f != tc.field {
+			t.Errorf("type %s: field = %q, want %q", tc.typ, f, tc.field)
+		}
 		c.Rollback()
-		c.evict()
 	}
-	if len(c.cache) != 1 || len(c.keys) != 1 {
-		t.Errorf("cache %d entries, keys %d, want 1 each after eviction", len(c.cache), len(c.keys))
+}
+
+func TestMetricRelabeling(t *testing.T) {
+	var cfgs []*relabel.Config
+	if err := yaml.Unmarshal([]byte(`
+- source_labels: [__name__]
+  regex: drop_me
+  action: drop
+- source_labels: [node]
+  target_label: host
+- regex: node
+  action: labeldrop
+`), &cfgs); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cfgs {
+		if err := c.Validate(model.UTF8Validation); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := &fakeWriter{}
+	s, _ := New(fastConfig(), w, discard)
+	tg := testTarget()
+	c := s.Appender(&tg, scrape.AppendOptions{MetricRelabelConfigs: cfgs}).(*converter)
+	var got string
+	c.emit = func(ch *chunk) error { got = string(ch.buf); return nil }
+	body := []byte("# TYPE drop_me gauge\ndrop_me 1\n# TYPE kept gauge\nkept{a=\"1\"} 2\n# TYPE moved gauge\nmoved{node=\"n1\"} 3\n")
+	want := "kept,a=1,instance=127.0.0.1:9323,job=docker gauge=2 1000\nmoved,host=n1,instance=127.0.0.1:9323,job=docker gauge=3 1000\n"
+	p := scrape.NewParser()
+	for i := 0; i < 3; i++ {
+		if _, _, err := p.Parse(body, "text/plain", 1000, false, c); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("scrape %d:\n%s\nwant\n%s", i, got, want)
+		}
+	}
+	if st := s.Stats(); st.Dropped[DropRelabeled.String()] != 3 {
+		t.Errorf("dropped by relabeling = %d, want 3", st.Dropped[DropRelabeled.String()])
+	}
+	if len(c.decisions) != 3 {
+		t.Errorf("%d relabeling decisions, want 3", len(c.decisions))
+	}
+	// Series that stop coming are forgotten.
+	for i := 0; i < 3*evictAfter; i++ {
+		smp := scrape.SyntheticSample(labels.FromStrings("__name__", "other"), model.MetricTypeGauge, 1, 1000)
+		if err := c.Append(&smp); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(c.decisions) != 1 {
+		t.Errorf("%d relabeling decisions after the others went away, want 1", len(c.decisions))
 	}
 }
 
