@@ -115,11 +115,11 @@ func (p *Parser) ParseLimit(body []byte, contentType string, scrapeTS int64, hon
 // metricName returns the metric name of the current series: the text before
 // '{' in the classic syntax, or __name__ for quoted UTF-8 names.
 func (p *Parser) metricName(tp textparse.Parser, series []byte) []byte {
+	// The text format allows blanks around the name.
 	if i := bytes.IndexByte(series, '{'); i > 0 {
-		// The text format allows blanks before the labels.
-		return bytes.TrimRight(series[:i], " \t")
+		return bytes.Trim(series[:i], " \t")
 	} else if i < 0 {
-		return series
+		return bytes.Trim(series, " \t")
 	}
 	tp.Labels(&p.lset)
 	p.name = append(p.name[:0], p.lset.Get(labels.MetricName)...)

@@ -7,8 +7,10 @@ package sink
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"slices"
 	"strconv"
@@ -111,10 +113,14 @@ type pendingField struct {
 }
 
 // label is one label of the series text being converted.
+// Offsets in the series text: the name starts at name, '=' is at eq, the
+// quoted value runs from eq+2 to end.
 type label struct {
-	name, value []byte
-	escape      bool // the value holds bytes to escape
+	name, eq, end uint16
+	escape        bool // the value holds bytes to escape
 }
+
+func (l label) nameOf(text []byte) []byte { return text[l.name:l.eq] }
 
 // scratch is what a converter uses while a scrape is appended. It comes
 // from a pool at the scrape's first sample and goes back at Commit or
@@ -268,7 +274,7 @@ func (c *converter) addField(sc *scratch, k0, n0 int, ts int64, v float64) {
 	key := sc.keys[k0:]
 	li := int32(len(sc.lines) - 1)
 	if li < 0 || sc.lines[li].ts != ts || !bytes.Equal(sc.keys[sc.lines[li].key:sc.lines[li].keyEnd], key) {
-		sl := sc.index.slot(xxhash.Sum64(key))
+		sl := sc.index.slot(maphash.Bytes(hashSeed, key))
 		li = sl.line
 		if !sl.used || sc.lines[li].ts != ts || !bytes.Equal(sc.keys[sc.lines[li].key:sc.lines[li].keyEnd], key) {
 			li = int32(len(sc.lines))
@@ -290,41 +296,40 @@ func (c *converter) addField(sc *scratch, k0, n0 int, ts int64, v float64) {
 }
 
 // lineIndex maps line key hashes to the latest line with that key in the
-// scrape being appended: open addressing over a power-of-two table that
-// is emptied at once by moving to a new generation.
+// scrape being appended: open addressing over a power-of-two table of
+// eight-byte slots (high half of the hash, line number + 1; zero when
+// empty). Small and dense, because a scrape starts with it out of the CPU
+// caches; reset empties only the slots the scrape used.
 type lineIndex struct {
-	slots []lineSlot
-	gen   uint32
-	n     int
+	slots []uint64
+	used  []int32
 }
 
-type lineSlot struct {
-	hash uint64
-	gen  uint32
-	line int32
-}
-
-// found is what slot returns: the slot for a hash, used when it already
-// holds that hash.
+// found is a slot for a hash: used when it holds a line with that hash.
 type found struct {
-	at   *lineSlot
-	hash uint64
+	at   int
+	tag  uint64
 	line int32
 	used bool
 }
 
+var hashSeed = maphash.MakeSeed()
+
+const lowHalf = 1<<32 - 1
+
 func (x *lineIndex) slot(h uint64) found {
-	if 2*(x.n+1) > len(x.slots) {
+	if 4*(len(x.used)+1) > 3*len(x.slots) {
 		x.grow()
 	}
+	tag := h &^ lowHalf
 	mask := uint64(len(x.slots) - 1)
-	for i := h & mask; ; i = (i + 1) & mask {
-		sl := &x.slots[i]
-		if sl.gen != x.gen {
-			return found{at: sl, hash: h}
+	for i := (h >> 32) & mask; ; i = (i + 1) & mask {
+		sl := x.slots[i]
+		if sl == 0 {
+			return found{at: int(i), tag: tag}
 		}
-		if sl.hash == h {
-			return found{at: sl, hash: h, line: sl.line, used: true}
+		if sl&^lowHalf == tag {
+			return found{at: int(i), tag: tag, line: int32(uint32(sl)) - 1, used: true}
 		}
 	}
 }
@@ -333,36 +338,34 @@ func (x *lineIndex) slot(h uint64) found {
 // hash, which then loses its grouping but stays correct).
 func (x *lineIndex) set(f found, line int32) {
 	if !f.used {
-		x.n++
+		x.used = append(x.used, int32(f.at))
 	}
-	*f.at = lineSlot{hash: f.hash, gen: x.gen, line: line}
+	x.slots[f.at] = f.tag | uint64(uint32(line+1))
 }
 
 func (x *lineIndex) grow() {
 	old := x.slots
-	x.slots = make([]lineSlot, max(1024, 2*len(old)))
-	if x.gen == 0 {
-		x.gen = 1
-	}
+	x.slots = make([]uint64, max(512, 2*len(old)))
 	mask := uint64(len(x.slots) - 1)
+	x.used = x.used[:0]
 	for _, sl := range old {
-		if sl.gen != x.gen {
+		if sl == 0 {
 			continue
 		}
-		i := sl.hash & mask
-		for x.slots[i].gen == x.gen {
+		i := (sl >> 32) & mask
+		for x.slots[i] != 0 {
 			i = (i + 1) & mask
 		}
 		x.slots[i] = sl
+		x.used = append(x.used, int32(i))
 	}
 }
 
 func (x *lineIndex) reset() {
-	x.n = 0
-	if x.gen++; x.gen == 0 {
-		clear(x.slots)
-		x.gen = 1
+	for _, i := range x.used {
+		x.slots[i] = 0
 	}
+	x.used = x.used[:0]
 }
 
 // decide applies metric relabeling to a series once and remembers the
@@ -394,90 +397,93 @@ func (c *converter) decide(sc *scratch, s *scrape.Sample) (action, error) {
 	return act, nil
 }
 
-// Byte classes of the series text, for the direct way.
+// Byte classes of label values, for the direct way.
 const (
-	clName       = 1 << iota // in a metric name
-	clLabelStart             // starts a label name the direct way takes
-	clLabel                  // in a label name
-	clPlain                  // in a value, written as it is
-	clEscape                 // in a value, written escaped
+	clPlain  = 1 << iota // written as it is
+	clEscape             // written escaped
 )
 
 var byteClass = func() (t [256]uint8) {
 	for b := 0; b < 256; b++ {
-		letter := b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z'
-		digit := b >= '0' && b <= '9'
-		if letter || digit || b == '_' || b == ':' {
-			t[b] |= clName
-		}
-		if letter {
-			t[b] |= clLabelStart
-		}
-		if letter || digit || b == '_' {
-			t[b] |= clLabel
-		}
 		switch {
 		case b == ',' || b == ' ' || b == '=':
-			t[b] |= clEscape
-		case b > ' ' && b < 0x7f && b != '"' && b != '\\':
-			t[b] |= clPlain
+			t[b] = clEscape
+		case b > ' ' && b < 0x80 && b != '"' && b != '\\':
+			t[b] = clPlain
 		}
 	}
 	return t
 }()
 
+// scanValue tells whether a label value can take the direct way (no
+// escape sequence, control byte or non-ASCII byte) and whether it holds
+// bytes to escape. v holds no quote (it ends where the first one is).
+// Eight bytes at a time: most values hold none of these.
+func scanValue(v []byte) (ok, escape bool) {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for len(v) >= 8 {
+		w := binary.LittleEndian.Uint64(v)
+		less := (w - ones*0x21) &^ w & highs // a byte below '!'
+		comma, equals, bslash := w^(ones*','), w^(ones*'='), w^(ones*'\\')
+		match := (comma-ones)&^comma | (equals-ones)&^equals | (bslash-ones)&^bslash
+		if (w|less|match)&highs != 0 {
+			break
+		}
+		v = v[8:]
+	}
+	for _, b := range v {
+		cl := byteClass[b]
+		if cl == 0 {
+			return false, false
+		}
+		escape = escape || cl == clEscape
+	}
+	return true, escape
+}
+
 // directKey writes the line key of s to sc.keys and its field key to
 // sc.names from the series text, or reports false when the series needs
-// the general way.
+// the general way. The text was read by the exposition parser, which
+// checked its grammar: a classic metric name, then label names and quoted
+// values with blanks allowed between them. So the checks here only look
+// for what the direct way does not take.
 func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 	name, text := s.Name, s.Series
-	if len(name) == 0 || len(text) < len(name) || string(text[:len(name)]) != string(name) || name[0] >= '0' && name[0] <= '9' {
+	if len(name) == 0 || len(text) < len(name) || len(text) > math.MaxUint16 || string(text[:len(name)]) != string(name) ||
+		name[0] != '_' && name[0] != ':' && (name[0]|0x20 < 'a' || name[0]|0x20 > 'z') {
 		return false
 	}
-	for _, b := range name {
-		if byteClass[b]&clName == 0 {
-			return false
-		}
-	}
-	// Labels: {name="value",...} with an optional trailing comma. Names
-	// starting with an underscore are reserved (__name__) or renamed.
+	// Labels: {name="value",...} with an optional trailing comma. Label
+	// names starting with an underscore are reserved (__name__) or
+	// renamed, quoted ones are UTF-8 names.
 	lbs := sc.labels[:0]
-	if rest := text[len(name):]; len(rest) > 0 {
-		if len(rest) < 2 || rest[0] != '{' || rest[len(rest)-1] != '}' {
+	if len(text) > len(name) {
+		if text[len(name)] != '{' || text[len(text)-1] != '}' {
 			return false
 		}
-		rest = rest[1 : len(rest)-1]
-		for len(rest) > 0 {
-			if byteClass[rest[0]]&clLabelStart == 0 {
+		for i, end := len(name)+1, len(text)-1; i < end; {
+			if b := text[i]; b < 'A' || b > 'z' || b > 'Z' && b < 'a' {
 				return false
 			}
-			i := 1
-			for i < len(rest) && byteClass[rest[i]]&clLabel != 0 {
-				i++
-			}
-			if i+1 >= len(rest) || rest[i] != '=' || rest[i+1] != '"' {
+			eq := i + bytes.IndexByte(text[i:end], '=')
+			if eq < i || eq+1 >= end || text[eq-1] == ' ' || text[eq-1] == '\t' || text[eq+1] != '"' {
 				return false
 			}
-			v := rest[i+2:]
-			j, esc := 0, false
-			for ; j < len(v); j++ {
-				if cl := byteClass[v[j]]; cl&clPlain == 0 {
-					if cl&clEscape == 0 {
-						break
-					}
-					esc = true
-				}
-			}
-			if j == len(v) || v[j] != '"' || len(lbs) == maxDirectLabels {
+			vs := eq + 2
+			q := bytes.IndexByte(text[vs:end], '"')
+			if q < 0 || len(lbs) == maxDirectLabels {
 				return false
 			}
-			lbs = append(lbs, label{name: rest[:i], value: v[:j], escape: esc})
-			rest = v[j+1:]
-			if len(rest) > 0 {
-				if rest[0] != ',' {
+			ok, esc := scanValue(text[vs : vs+q])
+			if !ok {
+				return false
+			}
+			lbs = append(lbs, label{name: uint16(i), eq: uint16(eq), end: uint16(vs + q), escape: esc})
+			if i = vs + q + 1; i < end {
+				if text[i] != ',' {
 					return false
 				}
-				rest = rest[1:]
+				i++
 			}
 		}
 	}
@@ -488,7 +494,7 @@ func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 	// name is an error the general way reports.
 	for i := 1; i < len(lbs); i++ {
 		for j := i; j > 0; j-- {
-			d := bytes.Compare(lbs[j-1].name, lbs[j].name)
+			d := bytes.Compare(lbs[j-1].nameOf(text), lbs[j].nameOf(text))
 			if d == 0 {
 				return false
 			}
@@ -537,30 +543,30 @@ func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 	b := append(sc.keys, measurement...)
 	id := 0
 	for _, l := range lbs {
-		if len(l.value) == 0 {
+		lname, value := l.nameOf(text), text[l.eq+2:l.end]
+		if len(value) == 0 {
 			continue
 		}
-		if string(l.name) == skip {
-			field = sc.bound(l.value)
+		if string(lname) == skip {
+			field = sc.bound(value)
 			continue
 		}
-		for id < len(c.ident) && c.ident[id].Key < string(l.name) {
+		for id < len(c.ident) && before(c.ident[id].Key, lname) {
 			b = append(b, c.identTags[id]...)
 			id++
 		}
-		if id < len(c.ident) && c.ident[id].Key == string(l.name) || string(l.name) == "time" {
+		if id < len(c.ident) && c.ident[id].Key == string(lname) || string(lname) == "time" {
 			return false
 		}
 		b = append(b, ',')
-		b = append(b, l.name...)
-		b = append(b, '=')
+		b = append(b, text[l.name:l.eq+1]...) // name=
 		switch {
-		case string(l.name) == "le" || string(l.name) == "quantile":
-			b = appendEscaped(b, sc.bound(l.value), false)
+		case string(lname) == "le" || string(lname) == "quantile":
+			b = appendEscaped(b, sc.bound(value), false)
 		case l.escape:
-			b = appendEscaped(b, l.value, false)
+			b = appendEscaped(b, value, false)
 		default:
-			b = append(b, l.value...)
+			b = append(b, value...)
 		}
 	}
 	if field == "" && c.opts.Layout == LayoutV1 {
@@ -577,6 +583,18 @@ func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 		sc.names = appendEscaped(sc.names, field, false)
 	}
 	return true
+}
+
+// before tells whether key sorts before name (not empty); the first byte
+// decides most of the time.
+func before(key string, name []byte) bool {
+	switch {
+	case key == "":
+		return true
+	case key[0] != name[0]:
+		return key[0] < name[0]
+	}
+	return key < string(name)
 }
 
 // generalKey is directKey for any series, through its labels: it applies

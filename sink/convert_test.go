@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -351,5 +352,71 @@ func TestGrafanaDashboardMatchesLayout(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+func TestScanValue(t *testing.T) {
+	r := rand.New(rand.NewSource(1))
+	// Values never hold a quote: the scan starts after the closing one is found.
+	alphabet := []byte("abcXYZ019_:-./+ ,=\\\t\n\x00\x7f\x80\xc3\xa9")
+	for i := 0; i < 20000; i++ {
+		v := make([]byte, r.Intn(40))
+		for j := range v {
+			if r.Intn(8) == 0 {
+				v[j] = alphabet[r.Intn(len(alphabet))]
+			} else {
+				v[j] = alphabet[r.Intn(9)]
+			}
+		}
+		wantOK, wantEsc := true, false
+		for _, b := range v {
+			switch {
+			case b == ',' || b == ' ' || b == '=':
+				wantEsc = true
+			case b < ' ' || b >= 0x80 || b == '\\':
+				wantOK = false
+			}
+		}
+		if ok, esc := scanValue(v); ok != wantOK || ok && esc != wantEsc {
+			t.Fatalf("scanValue(%q) = %v, %v; want %v, %v", v, ok, esc, wantOK, wantEsc)
+		}
+	}
+}
+
+func TestLineIndex(t *testing.T) {
+	var x lineIndex
+	r := rand.New(rand.NewSource(2))
+	hashes := map[uint64]int32{}
+	for len(hashes) < 5000 {
+		h := r.Uint64()
+		if _, dup := hashes[h]; dup {
+			continue
+		}
+		f := x.slot(h)
+		if f.used {
+			t.Fatalf("slot for new hash %x already used", h)
+		}
+		x.set(f, int32(len(hashes)))
+		hashes[h] = int32(len(hashes))
+	}
+	for h, line := range hashes {
+		if f := x.slot(h); !f.used || f.line != line {
+			t.Fatalf("hash %x: found line %d (used %v), want %d", h, f.line, f.used, line)
+		}
+	}
+	// Hashes that share their high half share the slot: the latest wins.
+	h1, h2 := uint64(7)<<32|1, uint64(7)<<32|2
+	x.set(x.slot(h1), 9)
+	if f := x.slot(h2); !f.used || f.line != 9 {
+		t.Fatalf("same high half: found %+v, want line 9", f)
+	}
+	x.reset()
+	for h := range hashes {
+		if x.slot(h).used {
+			t.Fatal("slot used after reset")
+		}
+	}
+	if before("job", []byte("instance")) || !before("instance", []byte("job")) || !before("a", []byte("ab")) || before("ab", []byte("a")) {
+		t.Error("before compares wrong")
 	}
 }
