@@ -10,7 +10,7 @@ import (
 
 // Appender takes the samples of one target's scrapes. The scrape pool makes
 // one per target loop and calls it from that loop's goroutine only, so an
-// implementation may keep per-target state (encode buffers, series caches)
+// implementation may keep per-target state (buffers, per-series decisions)
 // without locking.
 //
 // A scrape is a run of Append calls closed by Commit (everything appended
@@ -43,10 +43,10 @@ type AppendOptions struct {
 
 // Sample is one sample as exposed by a target, handed to an Appender.
 type Sample struct {
-	// Series is the exposition text of the series (name and labels). Equal
-	// texts within one target are the same series from one scrape to the
-	// next, so appenders can key caches on it and call Labels only for
-	// series they have not seen.
+	// Series is the exposition text of the series (name and labels), as
+	// the parser read it. Equal texts within one target are the same
+	// series from one scrape to the next, so appenders can key per-series
+	// decisions on it, and work from the text without calling Labels.
 	Series []byte
 	// Name is the metric name of the sample (foo_bucket); Family is the
 	// name of its metric family (foo) and Type the family's type, unknown

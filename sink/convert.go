@@ -1,8 +1,8 @@
 // Package sink converts scraped samples to InfluxDB line protocol and writes
 // them in batches. It is the last stage of the pipeline: it implements the
 // scrape package's Appender (one converter per target, holding that
-// target's encode buffers and series cache) and owns the batcher and the
-// writer that talk to InfluxDB.
+// target's identity tags and, with metric relabeling, its decisions per
+// series) and owns the batcher and the writer that talk to InfluxDB.
 package sink
 
 import (
