@@ -132,6 +132,7 @@ type scratch struct {
 	lines  []pendingLine
 	fields []pendingField
 	index  lineIndex
+	ts     []byte // " <timestamp>\n" being written
 	bounds map[string]string
 	labels [maxDirectLabels]label
 
@@ -494,7 +495,14 @@ func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 	// name is an error the general way reports.
 	for i := 1; i < len(lbs); i++ {
 		for j := i; j > 0; j-- {
-			d := bytes.Compare(lbs[j-1].nameOf(text), lbs[j].nameOf(text))
+			a, z := text[lbs[j-1].name], text[lbs[j].name]
+			if a < z {
+				break
+			}
+			d := int(a) - int(z)
+			if d == 0 {
+				d = bytes.Compare(lbs[j-1].nameOf(text), lbs[j].nameOf(text))
+			}
 			if d == 0 {
 				return false
 			}
@@ -751,6 +759,8 @@ func (c *converter) Commit() error {
 	samples, lines := 0, 0
 	if sc := c.sc; sc != nil {
 		b := ch.buf
+		var tsOf int64
+		ts := sc.ts
 		for i := range sc.lines {
 			pl := &sc.lines[i]
 			b = append(b, sc.keys[pl.key:pl.keyEnd]...)
@@ -764,11 +774,14 @@ func (c *converter) Commit() error {
 				sep = ','
 				samples++
 			}
-			b = append(b, ' ')
-			b = strconv.AppendInt(b, pl.ts, 10)
-			b = append(b, '\n')
+			if pl.ts != tsOf || i == 0 {
+				// Lines of a scrape mostly share their timestamp.
+				tsOf, ts = pl.ts, strconv.AppendInt(append(ts[:0], ' '), pl.ts, 10)
+				ts = append(ts, '\n')
+			}
+			b = append(b, ts...)
 		}
-		ch.buf, lines = b, len(sc.lines)
+		ch.buf, lines, sc.ts = b, len(sc.lines), ts
 	}
 	ch.lines, ch.samples = lines, samples
 	nonFinite, invalid, relabeled, outOfRange := c.nonFinite, c.invalid, c.relabeled, c.outOfRange
