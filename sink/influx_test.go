@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+
 	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
@@ -137,11 +139,21 @@ func waitWritten(t *testing.T, s *Sink, n int64) {
 }
 
 // TestRejectedLineRealInfluxDB: a field type conflict makes InfluxDB refuse
-// one line; every other line lands and the drop is counted.
+// one line; every other line lands and the drop is counted. Plain and
+// compressed writes alike.
 func TestRejectedLineRealInfluxDB(t *testing.T) {
 	srv := influxtest.Start(t)
-	srv.CreateDB(t, "r")
-	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: "r", Timeout: 5 * time.Second})
+	for _, gz := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gzip=%v", gz), func(t *testing.T) {
+			db := fmt.Sprintf("r%v", gz)
+			srv.CreateDB(t, db)
+			rejectedLine(t, srv, db, gz)
+		})
+	}
+}
+
+func rejectedLine(t *testing.T, srv *influxtest.Server, db string, gz bool) {
+	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: db, Timeout: 5 * time.Second, Gzip: gz})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +181,49 @@ func TestRejectedLineRealInfluxDB(t *testing.T) {
 	if st.Dropped["rejected"] != 1 || st.Written != 49 {
 		t.Fatalf("rejected %d written %d, want 1 and 49", st.Dropped["rejected"], st.Written)
 	}
-	if n := srv.Count(t, "r", "other", "gauge"); n != 49 {
+	if n := srv.Count(t, db, "other", "gauge"); n != 49 {
 		t.Fatalf("InfluxDB holds %d points of other, want 49", n)
+	}
+}
+
+// TestGzipWrite checks what a compressed write sends: the body gzipped, the
+// credentials, and the write endpoint with org, bucket and precision.
+func TestGzipWrite(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		body, _ := io.ReadAll(zr)
+		got = append(got, r.Header.Get("Content-Encoding"), r.Header.Get("Authorization"), r.URL.String(), string(body))
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Org: "o", Bucket: "db/rp", Token: "secret", Timeout: time.Second, Gzip: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	body := strings.Repeat("m,t=a value=1 1700000000000\n", 500)
+	for i := 0; i < 2; i++ { // the second write reuses the compressor
+		if err := w.Write(context.Background(), []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"gzip", "Token secret", "/api/v2/write?bucket=db%2Frp&org=o&precision=ms", body}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 8 {
+		t.Fatalf("server saw %d fields, want 8", len(got))
+	}
+	for i, g := range got {
+		if g != want[i%4] {
+			t.Errorf("write %d: got %.80q, want %.80q", i/4, g, want[i%4])
+		}
 	}
 }
