@@ -104,6 +104,17 @@ func NewInfluxWriter(cfg InfluxConfig) (*InfluxWriter, error) {
 		SetApplicationName("scrapeflux")
 	w := &InfluxWriter{cfg: cfg, opts: opts}
 	w.connect(cfg.Token)
+	// The write endpoint as the client builds it for its own writes.
+	u, err := url.Parse(w.client.HTTPService().ServerAPIURL())
+	if err == nil {
+		u, err = u.Parse("write")
+	}
+	if err != nil {
+		w.client.Close()
+		return nil, fmt.Errorf("cannot build the write URL from %q: %w", cfg.URL, err)
+	}
+	u.RawQuery = url.Values{"org": {cfg.Org}, "bucket": {cfg.Bucket}, "precision": {"ms"}}.Encode()
+	w.writeURL = u.String()
 	return w, nil
 }
 
@@ -111,15 +122,6 @@ func (w *InfluxWriter) connect(token string) {
 	c := influxdb2.NewClientWithOptions(strings.TrimRight(w.cfg.URL, "/"), token, w.opts)
 	w.client, w.api = c, c.WriteAPIBlocking(w.cfg.Org, w.cfg.Bucket)
 	w.cfg.Token = token
-	// As the client builds it for its own writes.
-	u, err := url.Parse(c.HTTPService().ServerAPIURL())
-	if err == nil {
-		u, err = u.Parse("write")
-	}
-	if err == nil {
-		u.RawQuery = url.Values{"org": {w.cfg.Org}, "bucket": {w.cfg.Bucket}, "precision": {"ms"}}.Encode()
-		w.writeURL = u.String()
-	}
 }
 
 // SetToken makes later writes use token (a configuration reload re-reads
@@ -167,7 +169,6 @@ func (w *InfluxWriter) Write(ctx context.Context, body []byte) error {
 	return err
 }
 
-// Close releases the client's connections.
 // writeGzip posts body compressed at gzip's fastest level (line protocol
 // still shrinks about tenfold) through the client's HTTP service, which
 // adds the credentials and reads error answers as for any write.
@@ -199,6 +200,7 @@ func (w *InfluxWriter) writeGzip(ctx context.Context, body []byte) error {
 	return nil
 }
 
+// Close releases the client's connections.
 func (w *InfluxWriter) Close() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
