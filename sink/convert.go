@@ -442,6 +442,36 @@ func scanValue(v []byte) (ok, escape bool) {
 	return true, escape
 }
 
+// v1Field maps a sample of LayoutV1 to its line: whether the measurement
+// is the family's name (histograms and summaries) rather than the
+// sample's, and the field key, or the label whose value is the field key
+// (and which is then not a tag).
+func v1Field(typ model.MetricType, suffix string) (ofFamily bool, field, fieldLabel string) {
+	switch typ {
+	case model.MetricTypeCounter:
+		return false, "counter", ""
+	case model.MetricTypeGauge:
+		return false, "gauge", ""
+	case model.MetricTypeHistogram, model.MetricTypeGaugeHistogram:
+		switch suffix {
+		case "_bucket":
+			return true, "", "le"
+		case "_sum", "_gsum":
+			return true, "sum", ""
+		}
+		return true, "count", ""
+	case model.MetricTypeSummary:
+		switch suffix {
+		case "_sum":
+			return true, "sum", ""
+		case "_count":
+			return true, "count", ""
+		}
+		return true, "", "quantile"
+	}
+	return false, "value", ""
+}
+
 // directKey writes the line key of s to sc.keys and its field key to
 // sc.names from the series text, or reports false when the series needs
 // the general way. The text was read by the exposition parser, which
@@ -518,33 +548,10 @@ func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 	if c.opts.Layout == LayoutV2 {
 		measurement = c.measurement
 	} else {
-		switch s.Type {
-		case model.MetricTypeCounter:
-			field = "counter"
-		case model.MetricTypeGauge:
-			field = "gauge"
-		case model.MetricTypeHistogram, model.MetricTypeGaugeHistogram:
+		var ofFamily bool
+		ofFamily, field, skip = v1Field(s.Type, string(name[len(s.Family):]))
+		if ofFamily {
 			measurement = s.Family
-			switch string(name[len(s.Family):]) {
-			case "_bucket":
-				skip = "le"
-			case "_sum", "_gsum":
-				field = "sum"
-			default:
-				field = "count"
-			}
-		case model.MetricTypeSummary:
-			measurement = s.Family
-			switch string(name[len(s.Family):]) {
-			case "_sum":
-				field = "sum"
-			case "_count":
-				field = "count"
-			default:
-				skip = "quantile"
-			}
-		default:
-			field = "value"
 		}
 	}
 
@@ -642,44 +649,25 @@ func (c *converter) generalKey(sc *scratch, s *scrape.Sample) (drop bool, err er
 	if c.opts.Layout == LayoutV2 {
 		measurement, field = c.opts.Measurement, name
 	} else {
+		var ofFamily bool
 		measurement = name
-		switch s.Type {
-		case model.MetricTypeCounter:
-			field = "counter"
-		case model.MetricTypeGauge:
-			field = "gauge"
-		case model.MetricTypeHistogram, model.MetricTypeGaugeHistogram:
+		if ofFamily, field, skip = v1Field(s.Type, suffix); ofFamily {
 			measurement = family
-			switch suffix {
-			case "_bucket":
-				skip = "le"
-				if field = sc.lset.Get("le"); field == "" {
-					return false, fmt.Errorf("%w: %s", ErrMissingBucketLe, s.Series)
-				}
-				field = normalizeBound(field)
-			case "_sum", "_gsum":
-				field = "sum"
-			default:
-				field = "count"
+		}
+		switch skip {
+		case "le":
+			if field = sc.lset.Get("le"); field == "" {
+				return false, fmt.Errorf("%w: %s", ErrMissingBucketLe, s.Series)
 			}
-		case model.MetricTypeSummary:
-			measurement = family
-			switch suffix {
-			case "_sum":
-				field = "sum"
-			case "_count":
-				field = "count"
-			default:
-				skip = "quantile"
-				if field = sc.lset.Get("quantile"); field == "" {
-					field = "value"
-				}
-				field = normalizeBound(field)
+			field = normalizeBound(field)
+		case "quantile":
+			if field = sc.lset.Get("quantile"); field == "" {
+				field = "value"
 			}
-		default:
-			field = "value"
+			field = normalizeBound(field)
 		}
 	}
+
 	sc.tags = sc.tags[:0]
 	var bad error
 	sc.lset.Range(func(l labels.Label) {
