@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,66 +14,99 @@ import (
 	"strings"
 )
 
-// diskQueue is an append-only queue of batches in segment files under one
-// directory, for data InfluxDB has not taken yet. It survives restarts and
-// crashes: a record is a header (magic, length, lines, samples, CRC-32 of
-// the payload) and the payload; on open every segment is checked, a torn or
-// corrupt tail is cut off and counted as lost, and reading resumes at the
-// cursor saved after the last acknowledged batch. Delivery is at least
-// once: a batch written just before a crash, whose cursor update did not
-// reach the disk, is sent again (InfluxDB keeps one point per series and
-// timestamp, so a repeat does not duplicate data).
+// diskQueue is the durable half of the queue: an append-only log of
+// records (one sealed batch each) in segment files under one directory.
+// Every sealed batch is appended here as soon as it is sealed, whether
+// InfluxDB is up or not, so a crash of the process (kill -9) costs at most
+// the batch still being filled: the page cache keeps what was written.
+// Records are not fsynced one by one: a power loss can cost the last
+// seconds, a process crash cannot.
 //
-// Not safe for concurrent use; the hybrid queue serialises access.
+// A record is a 32-byte header (magic, payload length, lines, samples,
+// samples written to the segment before this record, CRC-32C of the
+// payload, CRC-32C of the header) and the payload. Opening checks every
+// record: a damaged one is skipped and reading resynchronises on the next
+// record that checks out; the "samples before" field of that record says
+// exactly how many samples the damage cost. A cursor file records the
+// position of the oldest record not yet written to InfluxDB.
+//
+// Not safe for concurrent use, except read, which only touches files of
+// records the caller holds; the queue serialises the rest.
 type diskQueue struct {
-	dir     string
-	segMax  int64
-	maxSize int64
-	log     *slog.Logger
+	dir    string
+	segMax int64
+	log    *slog.Logger
+	lock   *os.File
 
-	segs []*segment // oldest first; the last one is written to
-	w    *os.File   // open for appending to the last segment
-	r    *os.File   // open for reading the first segment
-	rOff int64      // read offset in the first segment
-	hdr  [recordHeader]byte
-
-	bytes, samples int64 // queued, records not yet acknowledged (bytes with headers)
-	payload        int64 // line protocol bytes queued, without headers
+	segs      []*segment // oldest first; the last one is written to
+	w         *os.File   // open for appending to the last segment
+	hdr       [recordHeader]byte
+	fileBytes int64 // bytes of every segment file: what the directory holds
 }
 
 type segment struct {
 	seq     uint64
-	size    int64 // valid bytes (a corrupt tail is excluded)
-	records []recordInfo
+	size    int64  // bytes in the file (a damaged tail included until the file goes)
+	live    int    // records neither written to InfluxDB nor dropped
+	samples uint64 // samples appended so far: the next record's "before"
 }
 
-type recordInfo struct {
-	off            int64
-	size           int64 // header + payload
+// diskRecord is a record found or written, with its place.
+type diskRecord struct {
+	seg            *segment
+	off, size      int64 // size: header + payload
 	lines, samples int
+	v1             bool // written by an earlier version, with a shorter header
 }
 
 const (
-	recordMagic  = 0x5346_5131 // "SFQ1"
-	recordHeader = 20
-	cursorFile   = "cursor"
-	segSuffix    = ".seg"
+	recordMagic    = 0x5346_5132 // "SFQ2"
+	recordMagicV1  = 0x5346_5131 // "SFQ1": written by earlier versions, still read
+	recordHeader   = 32
+	recordHeaderV1 = 20
+	cursorFile     = "cursor"
+	lockFile       = "lock"
+	segSuffix      = ".seg"
+	// MinQueueBytes is the smallest disk queue bound accepted.
+	MinQueueBytes = 1 << 20
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// errQueueEmpty is returned by peek when nothing is queued.
-var errQueueEmpty = errors.New("queue empty")
+// segmentSize derives the segment file size from the queue bound: small
+// enough that dropping the oldest whole file when the bound is hit costs
+// about a sixteenth of the queue, large enough to keep files few.
+func segmentSize(bound int64) int64 {
+	return min(max(bound/16, 64<<10), 64<<20)
+}
 
-// openDiskQueue opens (or creates) the queue in dir. It reports what it
-// found and what it had to drop as corrupt.
-func openDiskQueue(dir string, maxSize, segMax int64, log *slog.Logger) (*diskQueue, lost, error) {
+// ErrQueueLocked says another process holds the queue directory.
+var ErrQueueLocked = errors.New("queue dir is in use by another process")
+
+// openDiskQueue opens (or creates) the queue in dir, locking it against a
+// second process. It returns the records still to send, oldest first, and
+// what damage cost.
+func openDiskQueue(dir string, segMax int64, log *slog.Logger) (*diskQueue, []diskRecord, lost, error) {
 	var ls lost
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, ls, fmt.Errorf("cannot create queue dir: %w", err)
+		return nil, nil, ls, fmt.Errorf("cannot create queue dir: %w", err)
 	}
-	q := &diskQueue{dir: dir, segMax: segMax, maxSize: maxSize, log: log}
-	names, err := filepath.Glob(filepath.Join(dir, "*"+segSuffix))
+	lf, err := lockDir(filepath.Join(dir, lockFile))
+	if err != nil {
+		return nil, nil, ls, err
+	}
+	q := &diskQueue{dir: dir, segMax: segMax, log: log, lock: lf}
+	recs, ls, err := q.load()
+	if err != nil {
+		q.close()
+		return nil, nil, ls, err
+	}
+	return q, recs, ls, nil
+}
+
+func (q *diskQueue) load() ([]diskRecord, lost, error) {
+	var ls lost
+	names, err := filepath.Glob(filepath.Join(q.dir, "*"+segSuffix))
 	if err != nil {
 		return nil, ls, err
 	}
@@ -86,48 +118,50 @@ func openDiskQueue(dir string, maxSize, segMax int64, log *slog.Logger) (*diskQu
 		}
 	}
 	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
-	curSeq, curOff := q.readCursor()
+	curSeq, curOff, curOK := q.readCursor(seqs)
+	var recs []diskRecord
+	next := curSeq + 1
 	for _, seq := range seqs {
-		if seq < curSeq {
-			os.Remove(q.path(seq))
+		next = max(next, seq+1)
+		if curOK && seq < curSeq {
+			os.Remove(q.path(seq)) // written to InfluxDB before the cursor moved on
 			continue
 		}
-		s, l, err := q.scan(seq)
+		s, found, l, err := q.scan(seq)
 		if err != nil {
 			return nil, ls, err
 		}
 		ls.add(l)
-		if seq == curSeq {
-			// Records before the cursor were acknowledged.
-			for len(s.records) > 0 && s.records[0].off < curOff {
-				s.records = s.records[1:]
+		skip := 0
+		if curOK && seq == curSeq {
+			for skip < len(found) && found[skip].off < curOff {
+				skip++
+			}
+			if skip < len(found) && curOff != found[skip].off && curOff != s.size {
+				q.log.Warn("queue cursor does not point at a record; sending the whole segment again (InfluxDB keeps one point per series and time, so nothing doubles)",
+					"segment", q.path(seq), "cursor", curOff)
+				skip = 0
 			}
 		}
-		q.segs = append(q.segs, s)
-	}
-	for _, s := range q.segs {
-		for _, r := range s.records {
-			q.bytes += r.size
-			q.payload += r.size - recordHeader
-			q.samples += int64(r.samples)
+		found = found[skip:]
+		s.live = len(found)
+		if s.live == 0 {
+			os.Remove(q.path(seq))
+			continue
 		}
-	}
-	next := uint64(1)
-	if len(q.segs) > 0 {
-		next = q.segs[len(q.segs)-1].seq + 1
+		q.segs = append(q.segs, s)
+		q.fileBytes += s.size
+		recs = append(recs, found...)
 	}
 	// Always append to a fresh segment: the old last one may end in a torn
 	// record that was cut off.
 	if err := q.newSegment(next); err != nil {
 		return nil, ls, err
 	}
-	if len(q.segs) > 0 && len(q.segs[0].records) > 0 {
-		q.rOff = q.segs[0].records[0].off
-	}
-	return q, ls, nil
+	return recs, ls, nil
 }
 
-// lost counts what a corrupt queue file or the size bound cost: line
+// lost counts what a damaged queue file or the size bound cost: line
 // protocol bytes (without record headers) and samples.
 type lost struct {
 	bytes, samples int64
@@ -139,48 +173,124 @@ func (q *diskQueue) path(seq uint64) string {
 	return filepath.Join(q.dir, fmt.Sprintf("%016d%s", seq, segSuffix))
 }
 
-// scan reads a segment, keeping the records that check out. The first bad
-// record ends the segment: what follows cannot be trusted to be framed.
-func (q *diskQueue) scan(seq uint64) (*segment, lost, error) {
+// header is a parsed record header.
+type header struct {
+	size           int64 // header + payload
+	hdrLen         int64
+	lines, samples int
+	before         uint64
+	sum            uint32
+	v1             bool
+}
+
+// parseHeader reads a header at the start of b, checking its own checksum.
+func parseHeader(b []byte) (header, bool) {
+	if len(b) >= recordHeader && binary.LittleEndian.Uint32(b) == recordMagic {
+		if crc32.Checksum(b[:recordHeader-4], crcTable) != binary.LittleEndian.Uint32(b[28:]) {
+			return header{}, false
+		}
+		n := int64(binary.LittleEndian.Uint32(b[4:]))
+		return header{
+			size: recordHeader + n, hdrLen: recordHeader,
+			lines:   int(binary.LittleEndian.Uint32(b[8:])),
+			samples: int(binary.LittleEndian.Uint32(b[12:])),
+			before:  binary.LittleEndian.Uint64(b[16:]),
+			sum:     binary.LittleEndian.Uint32(b[24:]),
+		}, true
+	}
+	if len(b) >= recordHeaderV1 && binary.LittleEndian.Uint32(b) == recordMagicV1 {
+		n := int64(binary.LittleEndian.Uint32(b[4:]))
+		return header{
+			size: recordHeaderV1 + n, hdrLen: recordHeaderV1, v1: true,
+			lines:   int(binary.LittleEndian.Uint32(b[8:])),
+			samples: int(binary.LittleEndian.Uint32(b[12:])),
+			sum:     binary.LittleEndian.Uint32(b[16:]),
+		}, true
+	}
+	return header{}, false
+}
+
+// recordAt reports whether a whole, intact record starts at data[off:].
+func recordAt(data []byte, off int64) (header, bool) {
+	h, ok := parseHeader(data[off:])
+	if !ok || h.size > int64(len(data))-off {
+		return h, false
+	}
+	return h, crc32.Checksum(data[off+h.hdrLen:off+h.size], crcTable) == h.sum
+}
+
+// nextRecord finds the first offset after off where an intact record
+// starts, or -1.
+func nextRecord(data []byte, off int64) int64 {
+	for p := off + 1; p+3 < int64(len(data)); {
+		// The magic is little-endian: "2QFS" (or "1QFS") in file order.
+		i := bytes.Index(data[p+1:], []byte("QFS"))
+		if i < 0 {
+			return -1
+		}
+		start := p + int64(i)
+		if _, ok := recordAt(data, start); ok {
+			return start
+		}
+		p = start + 1
+	}
+	return -1
+}
+
+// scan reads a segment and returns the records that check out. A damaged
+// record is skipped and reading resumes at the next intact one; what was
+// skipped is counted exactly where a later record tells how many samples
+// came before it, and from the damaged header otherwise.
+func (q *diskQueue) scan(seq uint64) (*segment, []diskRecord, lost, error) {
 	var ls lost
 	data, err := os.ReadFile(q.path(seq))
 	if err != nil {
-		return nil, ls, fmt.Errorf("cannot read queue segment: %w", err)
+		return nil, nil, ls, fmt.Errorf("cannot read queue segment: %w", err)
 	}
-	s := &segment{seq: seq}
-	off := int64(0)
-	for off < int64(len(data)) {
-		rest := data[off:]
-		if len(rest) < recordHeader || binary.LittleEndian.Uint32(rest) != recordMagic {
+	s := &segment{seq: seq, size: int64(len(data))}
+	var recs []diskRecord
+	var expect uint64 // samples the records so far account for
+	damaged := 0
+	for off := int64(0); off < int64(len(data)); {
+		h, ok := recordAt(data, off)
+		if ok {
+			if !h.v1 && h.before > expect {
+				ls.samples += int64(h.before - expect) // records lost in a damaged stretch
+			}
+			if !h.v1 {
+				expect = h.before
+			}
+			expect += uint64(h.samples)
+			recs = append(recs, diskRecord{seg: s, off: off, size: h.size, lines: h.lines, samples: h.samples, v1: h.v1})
+			off += h.size
+			continue
+		}
+		damaged++
+		next := nextRecord(data, off)
+		if next < 0 {
+			// A damaged or torn tail. Its header, if intact, says what it held.
+			if hh, hok := parseHeader(data[off:]); hok {
+				ls.samples += int64(hh.samples)
+			}
+			ls.bytes += int64(len(data)) - off
 			break
 		}
-		n := int64(binary.LittleEndian.Uint32(rest[4:]))
-		lines := int(binary.LittleEndian.Uint32(rest[8:]))
-		samples := int(binary.LittleEndian.Uint32(rest[12:]))
-		sum := binary.LittleEndian.Uint32(rest[16:])
-		if int64(len(rest)) < recordHeader+n {
-			ls.samples += int64(samples) // torn write: the header survived
-			break
-		}
-		if crc32.Checksum(rest[recordHeader:recordHeader+n], crcTable) != sum {
-			ls.samples += int64(samples)
-			break
-		}
-		s.records = append(s.records, recordInfo{off: off, size: recordHeader + n, lines: lines, samples: samples})
-		off += recordHeader + n
+		ls.bytes += next - off
+		off = next
 	}
-	s.size = off
-	if off < int64(len(data)) {
-		ls.bytes = int64(len(data)) - off
-		q.log.Warn("queue segment has a corrupt or torn tail; the good part will be sent, the rest is lost",
-			"segment", q.path(seq), "lost_bytes", ls.bytes, "lost_samples_at_least", ls.samples)
+	s.samples = expect
+	if damaged > 0 {
+		q.log.Error("queue segment is damaged: skipped the damaged bytes and kept every intact record",
+			"segment", q.path(seq), "damaged_stretches", damaged, "lost_bytes", ls.bytes,
+			"lost_samples", ls.samples, "records_kept", len(recs))
 	}
-	return s, ls, nil
+	return s, recs, ls, nil
 }
 
 func (q *diskQueue) newSegment(seq uint64) error {
 	if q.w != nil {
 		q.w.Close()
+		q.w = nil
 	}
 	f, err := os.OpenFile(q.path(seq), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
 	if err != nil {
@@ -191,162 +301,173 @@ func (q *diskQueue) newSegment(seq uint64) error {
 	return nil
 }
 
-// empty reports whether nothing is queued.
-func (q *diskQueue) empty() bool { return q.bytes == 0 }
+func (q *diskQueue) active() *segment { return q.segs[len(q.segs)-1] }
 
-// append writes b at the end, rotating segments, and returns the batches'
-// worth of samples dropped from the head to stay within maxSize.
-func (q *diskQueue) append(b *batch) (dropped lost, err error) {
-	last := q.segs[len(q.segs)-1]
-	if last.size > 0 && last.size+recordHeader+int64(len(b.buf)) > q.segMax {
+// append writes a record for buf at the end, rotating segments.
+func (q *diskQueue) append(buf []byte, lines, samples int) (diskRecord, error) {
+	last := q.active()
+	size := recordHeader + int64(len(buf))
+	if last.size > 0 && last.size+size > q.segMax {
 		if err := q.newSegment(last.seq + 1); err != nil {
-			return dropped, err
+			return diskRecord{}, err
 		}
-		last = q.segs[len(q.segs)-1]
+		q.dropIfDone(last)
+		last = q.active()
 	}
-	binary.LittleEndian.PutUint32(q.hdr[0:], recordMagic)
-	binary.LittleEndian.PutUint32(q.hdr[4:], uint32(len(b.buf)))
-	binary.LittleEndian.PutUint32(q.hdr[8:], uint32(b.lines))
-	binary.LittleEndian.PutUint32(q.hdr[12:], uint32(b.samples))
-	binary.LittleEndian.PutUint32(q.hdr[16:], crc32.Checksum(b.buf, crcTable))
-	if _, err := q.w.Write(q.hdr[:]); err != nil {
-		return dropped, fmt.Errorf("cannot write queue: %w", err)
+	h := q.hdr[:]
+	binary.LittleEndian.PutUint32(h[0:], recordMagic)
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(buf)))
+	binary.LittleEndian.PutUint32(h[8:], uint32(lines))
+	binary.LittleEndian.PutUint32(h[12:], uint32(samples))
+	binary.LittleEndian.PutUint64(h[16:], last.samples)
+	binary.LittleEndian.PutUint32(h[24:], crc32.Checksum(buf, crcTable))
+	binary.LittleEndian.PutUint32(h[28:], crc32.Checksum(h[:28], crcTable))
+	if _, err := q.w.Write(h); err != nil {
+		return diskRecord{}, q.writeFailed(last, err)
 	}
-	if _, err := q.w.Write(b.buf); err != nil {
-		return dropped, fmt.Errorf("cannot write queue: %w", err)
+	if _, err := q.w.Write(buf); err != nil {
+		return diskRecord{}, q.writeFailed(last, err)
 	}
-	size := recordHeader + int64(len(b.buf))
-	last.records = append(last.records, recordInfo{off: last.size, size: size, lines: b.lines, samples: b.samples})
+	r := diskRecord{seg: last, off: last.size, size: size, lines: lines, samples: samples}
 	last.size += size
-	q.bytes += size
-	q.payload += int64(len(b.buf))
-	q.samples += int64(b.samples)
-	// Over the bound: drop whole segments from the head (never the one
-	// being written), oldest first.
-	for q.bytes > q.maxSize && len(q.segs) > 1 {
-		d := q.dropHead()
-		dropped.add(d)
-	}
-	return dropped, nil
+	last.samples += uint64(samples)
+	last.live++
+	q.fileBytes += size
+	return r, nil
 }
 
-// dropHead discards the oldest segment.
-func (q *diskQueue) dropHead() lost {
-	var d lost
-	s := q.segs[0]
-	for _, r := range s.records {
-		q.bytes -= r.size
-		d.bytes += r.size - recordHeader
-		d.samples += int64(r.samples)
+// writeFailed starts a new segment after a failed write, so a partly
+// written record never has a good one appended behind it.
+func (q *diskQueue) writeFailed(s *segment, err error) error {
+	if st, serr := q.w.Stat(); serr == nil {
+		q.fileBytes += st.Size() - s.size
+		s.size = st.Size()
 	}
-	q.payload -= d.bytes
-	q.samples -= d.samples
-	if q.r != nil {
-		q.r.Close()
-		q.r = nil
+	if nerr := q.newSegment(s.seq + 1); nerr == nil {
+		q.dropIfDone(s)
 	}
-	os.Remove(q.path(s.seq))
-	q.segs = q.segs[1:]
-	q.rOff = 0
-	if len(q.segs[0].records) > 0 {
-		q.rOff = q.segs[0].records[0].off
-	}
-	q.saveCursor()
-	return d
+	return fmt.Errorf("cannot write queue: %w", err)
 }
 
-// peek reads the oldest batch into buf.
-func (q *diskQueue) peek(buf []byte) (*batch, error) {
-	for len(q.segs) > 1 && len(q.segs[0].records) == 0 {
-		q.dropHead() // fully acknowledged segment
+// read returns the payload of r, read into buf's spare room. It touches
+// only r's file, which stays while r is live, so it may run without the
+// queue's lock.
+func (q *diskQueue) read(r diskRecord, buf []byte) ([]byte, error) {
+	f, err := os.Open(q.path(r.seg.seq))
+	if err != nil {
+		return buf, fmt.Errorf("cannot open queue segment: %w", err)
 	}
-	s := q.segs[0]
-	if len(s.records) == 0 {
-		return nil, errQueueEmpty
+	defer f.Close()
+	hdr := make([]byte, recordHeader)
+	n, _ := f.ReadAt(hdr, r.off)
+	h, ok := parseHeader(hdr[:n])
+	if !ok || h.size != r.size {
+		return buf, fmt.Errorf("queue segment %s changed under its record at %d", q.path(r.seg.seq), r.off)
 	}
-	rec := s.records[0]
-	if q.r == nil {
-		f, err := os.Open(q.path(s.seq))
-		if err != nil {
-			return nil, fmt.Errorf("cannot open queue segment: %w", err)
+	start := len(buf)
+	buf = append(buf, make([]byte, r.size-h.hdrLen)...)
+	if _, err := f.ReadAt(buf[start:], r.off+h.hdrLen); err != nil {
+		return buf[:start], fmt.Errorf("cannot read queue segment: %w", err)
+	}
+	if crc32.Checksum(buf[start:], crcTable) != h.sum {
+		return buf[:start], fmt.Errorf("queue record at %s:%d is damaged", q.path(r.seg.seq), r.off)
+	}
+	return buf, nil
+}
+
+// release marks r written or dropped; a segment file goes once none of
+// its records is live.
+func (q *diskQueue) release(r diskRecord) {
+	r.seg.live--
+	q.dropIfDone(r.seg)
+}
+
+func (q *diskQueue) dropIfDone(s *segment) {
+	if s.live > 0 || s == q.active() {
+		return
+	}
+	for i, o := range q.segs {
+		if o == s {
+			q.segs = append(q.segs[:i], q.segs[i+1:]...)
+			break
 		}
-		q.r = f
 	}
-	n := int(rec.size - recordHeader)
-	if cap(buf) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := q.r.ReadAt(buf, rec.off+recordHeader); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("cannot read queue segment: %w", err)
-	}
-	return &batch{buf: buf, lines: rec.lines, samples: rec.samples}, nil
+	q.fileBytes -= s.size
+	os.Remove(q.path(s.seq))
 }
 
-// ack removes the oldest batch and saves the cursor.
-func (q *diskQueue) ack() {
-	s := q.segs[0]
-	rec := s.records[0]
-	s.records = s.records[1:]
-	q.bytes -= rec.size
-	q.payload -= rec.size - recordHeader
-	q.samples -= int64(rec.samples)
-	q.rOff = rec.off + rec.size
-	if len(s.records) == 0 && len(q.segs) > 1 {
-		q.dropHead()
-		return
+// drained is called when nothing is queued: a large active segment that
+// holds only written data is replaced by a fresh one, so a drained queue
+// leaves little on disk.
+func (q *diskQueue) drained() {
+	last := q.active()
+	if last.live == 0 && last.size >= min(q.segMax/4, 1<<20) {
+		if err := q.newSegment(last.seq + 1); err == nil {
+			q.dropIfDone(last)
+		}
 	}
-	q.saveCursor()
 }
 
-// saveCursor records the read position (atomically, by rename).
-func (q *diskQueue) saveCursor() {
-	if len(q.segs) == 0 {
-		return
+// saveCursor records where the oldest unwritten record is (atomically, by
+// rename). Without one, the position is the end of the active segment.
+func (q *diskQueue) saveCursor(first *diskRecord) {
+	seq, off := q.active().seq, q.active().size
+	if first != nil {
+		seq, off = first.seg.seq, first.off
 	}
 	tmp := filepath.Join(q.dir, cursorFile+".tmp")
-	data := fmt.Sprintf("%d %d\n", q.segs[0].seq, q.rOff)
+	data := fmt.Sprintf("%d %d\n", seq, off)
 	if err := os.WriteFile(tmp, []byte(data), 0o640); err == nil {
 		_ = os.Rename(tmp, filepath.Join(q.dir, cursorFile))
 	}
 }
 
-func (q *diskQueue) readCursor() (uint64, int64) {
+// readCursor reads the cursor. A missing one means nothing was written
+// yet; a damaged one, or one past every segment, is reported and ignored:
+// the whole queue is sent again rather than lost.
+func (q *diskQueue) readCursor(seqs []uint64) (uint64, int64, bool) {
 	data, err := os.ReadFile(filepath.Join(q.dir, cursorFile))
-	if err != nil {
-		return 0, 0
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, 0, false
 	}
+	var seq uint64
+	var off int64
 	f := bytes.Fields(data)
-	if len(f) != 2 {
-		return 0, 0
+	if err == nil && len(f) == 2 {
+		var e1, e2 error
+		seq, e1 = strconv.ParseUint(string(f[0]), 10, 64)
+		off, e2 = strconv.ParseInt(string(f[1]), 10, 64)
+		if e1 != nil || e2 != nil || off < 0 {
+			err = errors.New("not two numbers")
+		}
+	} else if err == nil {
+		err = errors.New("not two numbers")
 	}
-	seq, err1 := strconv.ParseUint(string(f[0]), 10, 64)
-	off, err2 := strconv.ParseInt(string(f[1]), 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, 0
+	if err != nil {
+		q.log.Warn("queue cursor file is unreadable; sending the whole queue again (InfluxDB keeps one point per series and time, so nothing doubles)",
+			"file", filepath.Join(q.dir, cursorFile), "err", err)
+		return 0, 0, false
 	}
-	return seq, off
-}
-
-// sync flushes written segments to stable storage.
-func (q *diskQueue) sync() error {
-	if q.w == nil {
-		return nil
+	if len(seqs) > 0 && seq > seqs[len(seqs)-1]+1 {
+		q.log.Warn("queue cursor points past every segment; sending the whole queue again (InfluxDB keeps one point per series and time, so nothing doubles)",
+			"file", filepath.Join(q.dir, cursorFile), "cursor_segment", seq, "last_segment", seqs[len(seqs)-1])
+		return 0, 0, false
 	}
-	return q.w.Sync()
+	return seq, off, true
 }
 
 func (q *diskQueue) close() error {
-	if q.r != nil {
-		q.r.Close()
+	var err error
+	if q.w != nil {
+		err = q.w.Sync()
+		if cerr := q.w.Close(); err == nil {
+			err = cerr
+		}
+		q.w = nil
 	}
-	if q.w == nil {
-		return nil
+	if q.lock != nil {
+		unlockDir(q.lock)
+		q.lock = nil
 	}
-	err := q.w.Sync()
-	if cerr := q.w.Close(); err == nil {
-		err = cerr
-	}
-	q.w = nil
 	return err
 }

@@ -163,10 +163,11 @@ func rejectedLine(t *testing.T, srv *influxtest.Server, db string, gz bool) {
 		t.Fatal(err)
 	}
 	cfg := fastConfig()
-	cfg.BatchSize = 50
+	cfg.BatchSize = 60
 	cfg.FlushInterval = time.Hour
 	tg := testTarget()
-	st := runSink(t, cfg, w, func(s *Sink) {
+	cw := &countingWriter{w: w}
+	st := runSink(t, cfg, cw, func(s *Sink) {
 		app := s.Appender(&tg, scrape.AppendOptions{})
 		body := "# TYPE other gauge\n"
 		for i := 0; i < 49; i++ {
@@ -178,12 +179,54 @@ func rejectedLine(t *testing.T, srv *influxtest.Server, db string, gz bool) {
 		}
 		app.Commit()
 	})
-	if st.Dropped["rejected"] != 1 || st.Written != 49 {
-		t.Fatalf("rejected %d written %d, want 1 and 49", st.Dropped["rejected"], st.Written)
+	if st.Dropped["rejected"] != 1 || st.Written != 49 || st.Rejected["type_conflict"] != 1 {
+		t.Fatalf("rejected %d (type conflict %d) written %d, want 1, 1 and 49", st.Dropped["rejected"], st.Rejected["type_conflict"], st.Written)
 	}
 	if n := srv.Count(t, db, "other", "gauge"); n != 49 {
 		t.Fatalf("InfluxDB holds %d points of other, want 49", n)
 	}
+	// InfluxDB stored the good points of the partial write: nothing is
+	// sent again.
+	if cw.calls.Load() != 1 {
+		t.Errorf("%d requests for one batch with one conflicting line, want 1", cw.calls.Load())
+	}
+
+	// A key over InfluxDB's 64 KiB limit: refused by name, the rest stored.
+	// InfluxDB 1.x cuts its error header at 1 KiB, so the answer names the
+	// line by its start only and cannot say it named every line: the rest
+	// is sent once more (and stored once).
+	cw.calls.Store(0)
+	st = runSink(t, cfg, cw, func(s *Sink) {
+		app := s.Appender(&tg, scrape.AppendOptions{})
+		body := "# TYPE long gauge\n"
+		for i := 0; i < 20; i++ {
+			body += fmt.Sprintf("long{i=\"%d\"} %d\n", i, i)
+		}
+		body += "long{i=\"big\",pad=\"" + strings.Repeat("x", 70<<10) + "\"} 1\n"
+		if _, _, err := scrape.NewParser().Parse([]byte(body), "text/plain", 1700000000000, false, app); err != nil {
+			t.Fatal(err)
+		}
+		app.Commit()
+	})
+	if st.Dropped["rejected"] != 1 || st.Written != 20 || st.Rejected["parse"] != 1 {
+		t.Fatalf("long key: rejected %d (parse %d) written %d, want 1, 1, 20", st.Dropped["rejected"], st.Rejected["parse"], st.Written)
+	}
+	if n := srv.Count(t, db, "long", "gauge"); n != 20 {
+		t.Fatalf("InfluxDB holds %d points of long, want 20", n)
+	}
+	if cw.calls.Load() != 2 {
+		t.Errorf("%d requests for a batch with one over-long key, want 2", cw.calls.Load())
+	}
+}
+
+type countingWriter struct {
+	w     Writer
+	calls atomic.Int64
+}
+
+func (c *countingWriter) Write(ctx context.Context, body []byte) error {
+	c.calls.Add(1)
+	return c.w.Write(ctx, body)
 }
 
 // TestGzipWrite checks what a compressed write sends: the body gzipped, the

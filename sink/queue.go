@@ -10,80 +10,145 @@ type batch struct {
 	buf     []byte
 	lines   int
 	samples int
-	disk    bool // came from the disk queue
-	// own tells that buf belongs to this batch alone (split halves share
-	// their parent's), so it can be reused once written.
-	own bool
 }
 
-// queue holds sealed batches in order between the batcher (one pusher) and
-// the writer (one consumer). Batches stay in memory while InfluxDB keeps
-// up. With a disk queue, they go to disk instead while the writer is
-// failing, while memory holds more than memMax, and while the disk queue is
-// not empty; since the disk only receives batches once memory stops taking
-// them, whatever is in memory is older than what is on disk, and the
-// writer serves memory first: the order is kept. Without a disk queue,
-// memory is bounded by memMax by dropping the oldest batches.
-type queue struct {
-	memMax int64
-	disk   *diskQueue // nil: memory only
+// record is one sealed batch in the queue.
+type record struct {
+	buf            []byte // payload in memory; nil when it is only on disk
+	size           int64  // payload bytes
+	lines, samples int
+	disk           diskRecord // disk.seg is nil when the record is not on disk
+	inflight       bool       // taken by the writer: never dropped
+}
 
-	mu       sync.Mutex // guards the fields below and disk
-	mem      []*batch
-	memBytes int64
-	busy     *batch // head batch being written: never dropped
-	failing  bool
+// queue holds sealed batches in order between the batcher (one pusher)
+// and the writer (one consumer).
+//
+// With a disk queue every batch is appended to disk when it is sealed
+// (write-through) and kept in memory too while memory holds less than
+// memMax, so the writer rarely reads the disk back; the bound counts the
+// bytes of the segment files. Without one, batches live in memory only and
+// the bound counts their bytes. Past the bound the oldest records are
+// dropped, never one the writer has taken and never the newest.
+//
+// The writer takes runs of records from the head (merged up to a batch
+// size), and acknowledges them once InfluxDB has answered for every line;
+// only then does the disk cursor move past them.
+type queue struct {
+	memMax, bound int64
+	disk          *diskQueue // nil: memory only
+
+	mu       sync.Mutex // guards the fields below and disk (except disk.read)
+	recs     []*record  // oldest first; the taken ones form a prefix
+	memBytes int64      // payload held in memory
+	payload  int64      // payload of every record
 	closed   bool
 	notify   chan struct{} // signalled on push and close; capacity 1
 }
 
-func newQueue(memMax int64, disk *diskQueue) *queue {
-	return &queue{memMax: memMax, disk: disk, notify: make(chan struct{}, 1)}
+func newQueue(memMax, bound int64, disk *diskQueue, recovered []diskRecord) *queue {
+	q := &queue{memMax: memMax, bound: bound, disk: disk, notify: make(chan struct{}, 1)}
+	for _, d := range recovered {
+		q.recs = append(q.recs, &record{size: d.size - recordHeaderOf(d), lines: d.lines, samples: d.samples, disk: d})
+		q.payload += d.size - recordHeaderOf(d)
+	}
+	return q
 }
 
-// push appends b and returns what had to be dropped to make room: memory
-// batches (memory only), or samples from the disk queue's head. An error
-// means the disk failed; b is then kept in memory.
-func (q *queue) push(b *batch) ([]*batch, lost, error) {
+// recordHeaderOf is the header length of a recovered record (earlier
+// versions wrote a shorter one).
+func recordHeaderOf(d diskRecord) int64 {
+	if d.v1 {
+		return recordHeaderV1
+	}
+	return recordHeader
+}
+
+// push appends b. It returns what the bound made it drop, whether b's
+// buffer may be reused at once (it went to disk only), and a disk error
+// (b is then kept in memory).
+func (q *queue) push(b *batch) (dropped lost, reuse bool, err error) {
 	q.mu.Lock()
 	defer q.signal()
 	defer q.mu.Unlock()
-	if q.disk != nil && (q.failing || !q.disk.empty() || q.memBytes+int64(len(b.buf)) > q.memMax) {
-		d, err := q.disk.append(b)
-		if err == nil {
-			return nil, d, nil
+	r := &record{buf: b.buf, size: int64(len(b.buf)), lines: b.lines, samples: b.samples}
+	if q.disk != nil {
+		r.disk, err = q.disk.append(b.buf, b.lines, b.samples)
+		if err == nil && q.memBytes+r.size > q.memMax {
+			r.buf, reuse = nil, true
 		}
-		q.mem = append(q.mem, b)
-		q.memBytes += int64(len(b.buf))
-		return nil, d, err
 	}
-	var dropped []*batch
-	first := 0
-	if len(q.mem) > 0 && q.mem[0] == q.busy {
-		first = 1
+	if r.buf != nil {
+		q.memBytes += r.size
 	}
-	for len(q.mem) > first && q.memBytes+int64(len(b.buf)) > q.memMax {
-		d := q.mem[first]
-		dropped = append(dropped, d)
-		q.memBytes -= int64(len(d.buf))
-		q.mem = append(q.mem[:first], q.mem[first+1:]...)
-	}
-	q.mem = append(q.mem, b)
-	q.memBytes += int64(len(b.buf))
-	return dropped, lost{}, nil
+	q.recs = append(q.recs, r)
+	q.payload += r.size
+	return q.trim(), reuse, err
 }
 
-// pushFront puts batches back at the head, in order (the parts of a split
-// head batch).
-func (q *queue) pushFront(bs ...*batch) {
-	q.mu.Lock()
-	for _, b := range bs {
-		b.disk = false
-		q.memBytes += int64(len(b.buf))
+// over reports whether the queue is past its bounds.
+func (q *queue) over() bool {
+	if q.disk == nil {
+		return q.payload > q.bound
 	}
-	q.mem = append(bs, q.mem...)
-	q.mu.Unlock()
-	q.signal()
+	// Records the disk could not take are bounded by memory.
+	return q.disk.fileBytes > q.bound || q.memOnly() > q.memMax
+}
+
+func (q *queue) memOnly() int64 {
+	var n int64
+	if q.disk != nil && q.memBytes > q.memMax {
+		for _, r := range q.recs {
+			if r.disk.seg == nil {
+				n += r.size
+			}
+		}
+	}
+	return n
+}
+
+// trim drops the oldest records (not taken ones, not the newest) until the
+// queue is within its bound.
+func (q *queue) trim() lost {
+	var d lost
+	i := 0
+	for q.over() {
+		for i < len(q.recs)-1 && q.recs[i].inflight {
+			i++
+		}
+		if i >= len(q.recs)-1 {
+			break
+		}
+		r := q.recs[i]
+		q.recs = append(q.recs[:i], q.recs[i+1:]...)
+		q.forget(r)
+		d.bytes += r.size
+		d.samples += int64(r.samples)
+	}
+	if d.samples > 0 && q.disk != nil {
+		q.disk.saveCursor(q.firstOnDisk())
+	}
+	return d
+}
+
+// forget releases what r holds.
+func (q *queue) forget(r *record) {
+	q.payload -= r.size
+	if r.buf != nil {
+		q.memBytes -= r.size
+	}
+	if r.disk.seg != nil {
+		q.disk.release(r.disk)
+	}
+}
+
+func (q *queue) firstOnDisk() *diskRecord {
+	for _, r := range q.recs {
+		if r.disk.seg != nil {
+			return &r.disk
+		}
+	}
+	return nil
 }
 
 func (q *queue) signal() {
@@ -91,14 +156,6 @@ func (q *queue) signal() {
 	case q.notify <- struct{}{}:
 	default:
 	}
-}
-
-// setFailing tells the queue whether writes are failing; while they are,
-// new batches go to disk, where a crash cannot lose them.
-func (q *queue) setFailing(f bool) {
-	q.mu.Lock()
-	q.failing = f
-	q.mu.Unlock()
 }
 
 // close tells the consumer no more pushes come.
@@ -109,70 +166,139 @@ func (q *queue) close() {
 	q.signal()
 }
 
-// peek waits for the head batch: memory first, then disk. It returns nil
-// when the queue is closed and empty, or when ctx is done.
-func (q *queue) peek(ctx context.Context) (*batch, error) {
+// job is a run of records the writer took, as one body.
+type job struct {
+	recs           []*record
+	body           []byte
+	lines, samples int
+	// readErr: records whose payload could not be read back from disk;
+	// they are not in body.
+	unreadable []*record
+	readErr    error
+}
+
+// take waits for records and takes the oldest ones, up to maxLines lines
+// (at least one record), as one body built in buf. It returns nil when
+// the queue is closed and empty, or when ctx is done.
+func (q *queue) take(ctx context.Context, maxLines int, buf []byte) *job {
 	for {
 		q.mu.Lock()
-		if len(q.mem) > 0 {
-			b := q.mem[0]
-			q.busy = b
-			q.mu.Unlock()
-			return b, nil
-		}
-		if q.disk != nil && !q.disk.empty() {
-			b, err := q.disk.peek(nil)
-			q.mu.Unlock()
-			if err != nil {
-				return nil, err
+		if len(q.recs) > 0 {
+			j := &job{}
+			for _, r := range q.recs {
+				if len(j.recs) > 0 && j.lines+r.lines > maxLines {
+					break
+				}
+				r.inflight = true
+				j.recs = append(j.recs, r)
+				j.lines += r.lines
+				j.samples += r.samples
 			}
-			b.disk = true
-			return b, nil
+			q.mu.Unlock()
+			q.fill(j, buf)
+			return j
 		}
 		closed := q.closed
 		q.mu.Unlock()
 		if closed {
-			return nil, nil
+			return nil
 		}
 		select {
 		case <-q.notify:
 		case <-ctx.Done():
-			return nil, nil
+			return nil
 		}
 	}
 }
 
-// pop removes the head batch, the one peek returned.
-func (q *queue) pop(b *batch) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if b.disk {
-		q.disk.ack()
+// fill builds j's body: a single record in memory is used as it is,
+// others are copied into buf, reading the disk where needed. Taken
+// records are not dropped or moved, so no lock is needed.
+func (q *queue) fill(j *job, buf []byte) {
+	if len(j.recs) == 1 && j.recs[0].buf != nil {
+		j.body = j.recs[0].buf
 		return
 	}
-	q.memBytes -= int64(len(q.mem[0].buf))
-	q.mem[0] = nil
-	q.mem = q.mem[1:]
-	q.busy = nil
-}
-
-// spill moves what memory holds to disk (at shutdown). It returns the
-// batches it could not keep (all of them without a disk queue) and what the
-// disk bound made it drop.
-func (q *queue) spill() (left []*batch, dropped lost, err error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	mem := q.mem
-	q.mem, q.memBytes, q.busy = nil, 0, nil
-	if q.disk == nil {
-		return mem, dropped, nil
-	}
-	for i, b := range mem {
-		d, err := q.disk.append(b)
-		dropped.add(d)
-		if err != nil {
-			return mem[i:], dropped, err
+	buf = buf[:0]
+	for _, r := range j.recs {
+		if r.buf != nil {
+			buf = append(buf, r.buf...)
+			continue
+		}
+		var err error
+		if buf, err = q.disk.read(r.disk, buf); err != nil {
+			j.unreadable = append(j.unreadable, r)
+			j.readErr = err
+			j.lines -= r.lines
+			j.samples -= r.samples
 		}
 	}
-	return nil, dropped, q.disk.close()
+	j.body = buf
+}
+
+// ack removes j's records: InfluxDB has answered for every line of them.
+// It returns the memory buffers that may be reused.
+func (q *queue) ack(j *job) (reuse [][]byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := len(j.recs)
+	for _, r := range q.recs[:n] {
+		q.forget(r)
+		if r.buf != nil {
+			reuse = append(reuse, r.buf)
+		}
+	}
+	clear(q.recs[:n])
+	q.recs = q.recs[n:]
+	if q.disk != nil {
+		if len(q.recs) == 0 {
+			q.disk.drained()
+		}
+		q.disk.saveCursor(q.firstOnDisk())
+	}
+	return reuse
+}
+
+// untake gives j's records back untouched (shutdown came first).
+func (q *queue) untake(j *job) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, r := range j.recs {
+		r.inflight = false
+	}
+}
+
+// spill makes sure what is left survives the process (at shutdown):
+// records the disk has not got are appended now. It returns the samples it
+// and bytes it could not keep (all without a disk queue), and closes the
+// disk.
+func (q *queue) spill() (left int, leftBytes int64, err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.disk == nil {
+		for _, r := range q.recs {
+			left += r.samples
+			leftBytes += r.size
+		}
+		return left, leftBytes, nil
+	}
+	for _, r := range q.recs {
+		if r.disk.seg != nil || err != nil {
+			if r.disk.seg == nil {
+				left += r.samples
+				leftBytes += r.size
+			}
+			continue
+		}
+		r.disk, err = q.disk.append(r.buf, r.lines, r.samples)
+		if err != nil {
+			left += r.samples
+			leftBytes += r.size
+		}
+	}
+	q.disk.saveCursor(q.firstOnDisk())
+	if cerr := q.disk.close(); err == nil {
+		err = cerr
+	}
+	return left, leftBytes, err
 }

@@ -46,7 +46,6 @@ const (
 	DefaultMaxQueueBytes   = 1 << 30
 	DefaultMaxMemoryBytes  = 64 << 20
 	DefaultQueueDir        = "scrapeflux-queue"
-	segmentBytes           = 64 << 20
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultMeasurement     = "prometheus"
 )
@@ -77,6 +76,8 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxQueueBytes <= 0 {
 		errs = append(errs, fmt.Errorf("queue max bytes must be positive, got %d", c.MaxQueueBytes))
+	} else if c.QueueDir != "" && c.MaxQueueBytes < MinQueueBytes {
+		errs = append(errs, fmt.Errorf("queue max bytes must be at least %d (1MiB) with a queue dir, got %d", MinQueueBytes, c.MaxQueueBytes))
 	}
 	if c.MaxMemoryBytes <= 0 {
 		errs = append(errs, fmt.Errorf("memory max bytes must be positive, got %d", c.MaxMemoryBytes))
@@ -138,6 +139,10 @@ type Sink struct {
 	q         *queue
 	closeOnce sync.Once
 	closing   chan struct{}
+
+	// Owned by the writer goroutine.
+	health  writeHealth
+	rejects rejectLog
 }
 
 // New makes a sink writing through w. With a QueueDir, what an earlier run
@@ -155,25 +160,29 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 		bufs:    make(chan []byte, 4),
 		closing: make(chan struct{}),
 	}
-	memMax := cfg.MaxQueueBytes
-	var disk *diskQueue
-	if cfg.QueueDir != "" {
-		var ls lost
-		var err error
-		disk, ls, err = openDiskQueue(cfg.QueueDir, cfg.MaxQueueBytes, segmentBytes, log)
-		if err != nil {
-			return nil, fmt.Errorf("cannot open queue dir %s: %w", cfg.QueueDir, err)
-		}
-		memMax = cfg.MaxMemoryBytes
-		s.stats.addDropped(DropCorrupt, int(ls.samples))
-		s.stats.recovered.Add(disk.samples + ls.samples)
-		s.stats.queuedSamples.Add(disk.samples)
-		s.stats.queuedBytes.Add(disk.payload)
-		if disk.samples > 0 {
-			log.Info("queued data from an earlier run will be sent first", "samples", disk.samples, "bytes", disk.payload)
-		}
+	s.health.log, s.rejects.log = log, log
+	if cfg.QueueDir == "" {
+		s.q = newQueue(cfg.MaxQueueBytes, cfg.MaxQueueBytes, nil, nil)
+		return s, nil
 	}
-	s.q = newQueue(memMax, disk)
+	disk, recs, ls, err := openDiskQueue(cfg.QueueDir, segmentSize(cfg.MaxQueueBytes), log)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open queue dir %s: %w", cfg.QueueDir, err)
+	}
+	s.q = newQueue(cfg.MaxMemoryBytes, cfg.MaxQueueBytes, disk, recs)
+	s.stats.addDropped(DropCorrupt, int(ls.samples))
+	var samples int64
+	for _, r := range s.q.recs {
+		samples += int64(r.samples)
+	}
+	s.stats.recovered.Add(samples + ls.samples)
+	s.stats.queuedSamples.Add(samples)
+	s.stats.queuedBytes.Add(s.q.payload)
+	if samples > 0 {
+		log.Info("queued data from an earlier run will be sent first", "samples", samples, "bytes", s.q.payload)
+	}
+	// An earlier run with a larger bound may have left more.
+	s.dropLost(s.q.trim())
 	return s, nil
 }
 
@@ -185,12 +194,7 @@ func (s *Sink) Appender(t *discovery.Target, o scrape.AppendOptions) scrape.Appe
 // Ready reports whether data can go somewhere: InfluxDB takes writes, or
 // the disk queue holds them.
 func (s *Sink) Ready() bool {
-	if s.cfg.QueueDir != "" {
-		return true
-	}
-	s.q.mu.Lock()
-	defer s.q.mu.Unlock()
-	return !s.q.failing
+	return s.cfg.QueueDir != "" || !s.stats.failing.Load()
 }
 
 // Stats returns the sample counters.
@@ -227,7 +231,7 @@ func (s *Sink) put(c *chunk) error {
 
 // Run batches and writes until Close has been called and everything is
 // written, or until ShutdownTimeout after ctx is cancelled or Close is
-// called. What is left then goes to the disk queue for the next run, or
+// called. What is left then stays in the disk queue for the next run, or
 // without one is dropped and counted.
 func (s *Sink) Run(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.Background())
@@ -254,16 +258,13 @@ func (s *Sink) Run(ctx context.Context) error {
 	}()
 	s.write(wctx)
 	<-done
-	left, dropped, err := s.q.spill()
-	s.dropLost(dropped)
-	var samples int
-	for _, b := range left {
-		samples += b.samples
-		s.release(b)
-	}
+	s.rejects.report(true)
+	samples, bytes, err := s.q.spill()
+	s.stats.queuedSamples.Add(-int64(samples))
+	s.stats.queuedBytes.Add(-bytes)
 	s.stats.addDropped(DropShutdown, samples)
 	if samples > 0 {
-		s.log.Error("shutdown with data neither written nor queued on disk", "samples", samples, "batches", len(left), "err", err)
+		s.log.Error("shutdown with data neither written nor queued on disk", "samples", samples, "bytes", bytes, "err", err)
 	} else if q := s.stats.queuedSamples.Load(); q > 0 {
 		s.log.Info("data left in the disk queue for the next run", "samples", q, "dir", s.cfg.QueueDir)
 	}
@@ -273,7 +274,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	return nil
 }
 
-// dropLost counts data the disk bound pushed out.
+// dropLost counts data the queue bound pushed out.
 func (s *Sink) dropLost(d lost) {
 	if d.samples == 0 && d.bytes == 0 {
 		return
@@ -281,36 +282,36 @@ func (s *Sink) dropLost(d lost) {
 	s.stats.queuedSamples.Add(-d.samples)
 	s.stats.queuedBytes.Add(-d.bytes)
 	s.stats.addDropped(DropQueueFull, int(d.samples))
-	s.log.Warn("disk queue full, dropped its oldest data", "samples", d.samples, "bytes", d.bytes)
+	s.log.Warn("queue full, dropped its oldest data (raise --queue-max-bytes to hold longer outages)", "samples", d.samples, "bytes", d.bytes)
 }
 
 // batch owns the batch being filled: it appends committed scrapes and seals
-// the batch into the queue by size and by time. It never waits on InfluxDB.
+// the batch into the queue (and so to disk) by size and by time. It never
+// waits on InfluxDB.
 func (s *Sink) batch() {
 	tick := time.NewTicker(s.cfg.FlushInterval)
 	defer tick.Stop()
-	cur := &batch{own: true}
+	cur := &batch{}
 	seal := func() {
 		if cur.lines == 0 {
 			return
 		}
-		dropped, lostOnDisk, err := s.q.push(cur)
-		for _, d := range dropped {
-			s.stats.addDropped(DropQueueFull, d.samples)
-			s.release(d)
-			s.log.Warn("queue full, dropped oldest batch", "samples", d.samples)
-		}
-		s.dropLost(lostOnDisk)
+		dropped, reuse, err := s.q.push(cur)
+		s.dropLost(dropped)
 		if err != nil {
 			s.log.Error("cannot write to the disk queue, keeping the batch in memory", "err", err)
 		}
 		var buf []byte
-		select {
-		case buf = <-s.bufs:
-		default:
-			buf = make([]byte, 0, len(cur.buf))
+		if reuse {
+			buf = cur.buf[:0]
+		} else {
+			select {
+			case buf = <-s.bufs:
+			default:
+				buf = make([]byte, 0, len(cur.buf))
+			}
 		}
-		cur = &batch{buf: buf, own: true}
+		cur = &batch{buf: buf}
 	}
 	for {
 		select {
@@ -336,94 +337,226 @@ func (s *Sink) batch() {
 	}
 }
 
-func (s *Sink) release(b *batch) {
-	s.stats.queuedSamples.Add(-int64(b.samples))
-	s.stats.queuedBytes.Add(-int64(len(b.buf)))
+// write sends queued batches in order, merged up to BatchSize lines, until
+// the queue is closed and empty or ctx ends.
+func (s *Sink) write(ctx context.Context) {
+	var merge []byte
+	for {
+		j := s.q.take(ctx, s.cfg.BatchSize, merge)
+		if j == nil {
+			return
+		}
+		if j.readErr != nil {
+			var n int
+			for _, r := range j.unreadable {
+				n += r.samples
+			}
+			s.stats.addDropped(DropCorrupt, n)
+			s.log.Error("cannot read a record back from the disk queue; it is lost", "samples", n, "err", j.readErr)
+		}
+		if j.lines > 0 && !s.deliver(ctx, j.body, j.lines, j.samples) {
+			s.q.untake(j)
+			return
+		}
+		if len(j.recs) > 1 || j.recs[0].buf == nil {
+			merge = j.body[:0]
+		}
+		var samples, bytes int64
+		for _, r := range j.recs {
+			samples += int64(r.samples)
+			bytes += r.size
+		}
+		s.stats.queuedSamples.Add(-samples)
+		s.stats.queuedBytes.Add(-bytes)
+		for _, b := range s.q.ack(j) {
+			select {
+			case s.bufs <- b[:0]:
+			default:
+			}
+		}
+		s.rejects.report(false)
+	}
 }
 
-// write sends queued batches in order until the queue is closed and empty
-// or ctx ends.
-func (s *Sink) write(ctx context.Context) {
+// part is a run of lines of a job still to be answered for.
+type part struct {
+	buf            []byte
+	lines, samples int
+}
+
+// maxBisect bounds the extra requests spent isolating refused lines in one
+// job when InfluxDB does not name them.
+const maxBisect = 32
+
+// deliver sends body until InfluxDB has answered for every line: written,
+// or refused and counted. It reports false when ctx ended first; nothing
+// of the job is then marked done (it is sent again, and InfluxDB keeps one
+// point per series and time).
+func (s *Sink) deliver(ctx context.Context, body []byte, lines, samples int) bool {
+	parts := []part{{body, lines, samples}}
+	budget := maxBisect
 	attempt := 0
-	failing := ""
-	for {
-		b, err := s.q.peek(ctx)
-		if err != nil {
-			s.log.Error("cannot read the disk queue", "err", err)
-			if !sleepCtx(ctx, s.cfg.MaxBackoff) {
-				return
-			}
-			continue
-		}
-		if b == nil {
-			return
-		}
-		err = s.w.Write(ctx, b.buf)
-		if err == nil {
-			s.q.pop(b)
-			s.release(b)
-			s.stats.written.Add(int64(b.samples))
-			if b.own && !b.disk {
-				select {
-				case s.bufs <- b.buf[:0]:
-				default:
-				}
-			}
-			if failing != "" {
-				s.q.setFailing(false)
-				s.log.Info("writes to InfluxDB recovered", "after_attempts", attempt)
-			}
-			attempt, failing = 0, ""
-			continue
-		}
-		if ctx.Err() != nil {
-			return
+	for len(parts) > 0 {
+		p := &parts[0]
+		start := time.Now()
+		err := s.w.Write(ctx, p.buf)
+		act, wait := classify(err)
+		s.stats.observeWrite(err, act, time.Since(start))
+		if act != actDone && ctx.Err() != nil {
+			return false
 		}
 		var we *WriteError
-		isWE := errors.As(err, &we)
-		switch {
-		case isWE && (we.StatusCode == http.StatusRequestEntityTooLarge ||
-			we.StatusCode == http.StatusBadRequest || we.StatusCode == http.StatusUnprocessableEntity):
-			s.q.pop(b)
-			if b.lines > 1 {
-				// Split to find what the server refuses; the halves go back
-				// to the head of the queue so order is kept.
-				a, c := splitBatch(b)
-				s.q.pushFront(a, c)
+		errors.As(err, &we)
+		switch act {
+		case actDone:
+			s.health.ok()
+			s.stats.written.Add(int64(p.samples))
+			parts, attempt = parts[1:], 0
+			continue
+		case actPartial, actBadData:
+			s.health.ok()
+			ref := parseRefusal(we.Message)
+			if act == actPartial && ref.complete {
+				// Stored but for the refused lines: never sent again.
+				d := s.refused(p, ref, we.Message)
+				s.stats.written.Add(int64(p.samples - d))
+				parts, attempt = parts[1:], 0
 				continue
 			}
-			s.release(b)
-			s.stats.addDropped(DropRejected, b.samples)
-			s.log.Warn("InfluxDB rejected a line, dropped it", "status", we.StatusCode, "err", we.Message,
-				"line", string(bytes.TrimSpace(b.buf)))
+			// Nothing was stored, or the answer was cut short before it
+			// named every refused line: take out the lines it names and
+			// send the rest again (what was stored is stored once).
+			if act == actBadData || budget > 0 {
+				if rest, ok := s.takeOutNamed(p, ref, we.Message); ok {
+					if act == actPartial {
+						budget--
+					}
+					if rest.lines == 0 {
+						parts = parts[1:]
+					} else {
+						*p = rest
+					}
+					continue
+				}
+			}
+			if act == actPartial {
+				// Stored, and nothing more can be learnt of the rest.
+				s.stats.written.Add(int64(p.samples))
+				parts, attempt = parts[1:], 0
+				continue
+			}
+			fallthrough
+		case actTooLarge:
+			s.health.ok()
+			if p.lines <= 1 || budget == 0 {
+				s.dropRefused(p.lines, p.samples, refusalClass(we.Message), we.Message, firstLine(p.buf))
+				parts = parts[1:]
+				continue
+			}
+			budget--
+			a, c := splitPart(*p)
+			parts = append([]part{a, c}, parts[1:]...)
 			continue
 		}
 		attempt++
-		s.q.setFailing(true)
-		// Refused credentials or a missing bucket need a person: keep the
-		// data, retry slowly, say it loudly.
-		needsPerson := isWE && (we.StatusCode == http.StatusUnauthorized || we.StatusCode == http.StatusForbidden || we.StatusCode == http.StatusNotFound)
-		if msg := err.Error(); msg != failing {
-			lvl := slog.LevelWarn
-			if needsPerson {
-				lvl = slog.LevelError
-			}
-			s.log.Log(ctx, lvl, "cannot write to InfluxDB, will retry", "err", err, "queued_bytes", s.stats.queuedBytes.Load())
-			failing = msg
-		} else {
-			s.log.Debug("cannot write to InfluxDB, will retry", "err", err, "attempt", attempt)
+		s.health.fail(ctx, err, act == actNeedsPerson, s.stats.queuedBytes.Load())
+		d := backoff(attempt, s.cfg.MinBackoff, s.cfg.MaxBackoff)
+		if act == actNeedsPerson {
+			d = s.cfg.MaxBackoff
 		}
-		wait := backoff(attempt, s.cfg.MinBackoff, s.cfg.MaxBackoff)
-		if needsPerson {
-			wait = s.cfg.MaxBackoff
+		if wait > 0 {
+			d = min(wait, maxRetryAfter)
 		}
-		if isWE && we.RetryAfter > 0 {
-			wait = min(we.RetryAfter, maxRetryAfter)
-		}
-		if !sleepCtx(ctx, wait) {
-			return
+		if !sleepCtx(ctx, d) {
+			return false
 		}
 	}
+	return true
+}
+
+// refused counts what a partial write refused and returns its samples:
+// the lines the answer names exactly, and for "dropped=N" points it does
+// not name, N lines' worth at the part's average.
+func (s *Sink) refused(p *part, ref refusal, msg string) int {
+	var lines, samples int
+	example := ""
+	forLines(p.buf, func(ln []byte) {
+		if ref.names(ln) {
+			lines++
+			samples += countSamples(ln)
+			if example == "" {
+				example = string(ln)
+			}
+		}
+	})
+	if ref.dropped > 0 && p.lines > lines {
+		per := float64(p.samples-samples) / float64(p.lines-lines)
+		samples += max(ref.dropped, int(float64(ref.dropped)*per+0.5))
+		lines += ref.dropped
+	}
+	samples = min(samples, p.samples)
+	if lines > 0 {
+		s.dropRefused(lines, samples, ref.reason, msg, example)
+	}
+	return samples
+}
+
+// takeOutNamed removes from p the lines a 400 names; nothing of p was
+// stored, so the rest goes again. It reports false when the answer names
+// none of p's lines.
+func (s *Sink) takeOutNamed(p *part, ref refusal, msg string) (part, bool) {
+	if len(ref.lines) == 0 && len(ref.prefix) < minPrefix {
+		return part{}, false
+	}
+	var rest part
+	var lines, samples int
+	example := ""
+	forLines(p.buf, func(ln []byte) {
+		if ref.names(ln) {
+			lines++
+			samples += countSamples(ln)
+			if example == "" {
+				example = string(ln)
+			}
+			return
+		}
+		rest.buf = append(rest.buf, ln...)
+		rest.buf = append(rest.buf, '\n')
+		rest.lines++
+	})
+	if lines == 0 {
+		return part{}, false
+	}
+	rest.samples = p.samples - samples
+	s.dropRefused(lines, samples, ref.reason, msg, example)
+	return rest, true
+}
+
+// dropRefused counts lines InfluxDB refused, by its reason.
+func (s *Sink) dropRefused(lines, samples int, class, msg, example string) {
+	s.stats.addDropped(DropRejected, samples)
+	s.stats.addRejected(class, samples)
+	s.rejects.add(lines, samples, class, msg, example)
+}
+
+func forLines(buf []byte, fn func([]byte)) {
+	for len(buf) > 0 {
+		i := bytes.IndexByte(buf, '\n')
+		if i < 0 {
+			i = len(buf)
+		}
+		if i > 0 {
+			fn(buf[:i])
+		}
+		buf = buf[min(i+1, len(buf)):]
+	}
+}
+
+func firstLine(buf []byte) string {
+	if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+		return string(buf[:i])
+	}
+	return string(buf)
 }
 
 // sleepCtx waits d or until ctx ends; it reports whether d passed.
@@ -450,17 +583,17 @@ func backoff(attempt int, lo, hi time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// splitBatch cuts b in two at the line boundary nearest its middle.
-func splitBatch(b *batch) (*batch, *batch) {
-	half := b.lines / 2
+// splitPart cuts p in two at the line boundary nearest its middle.
+func splitPart(p part) (part, part) {
+	half := p.lines / 2
 	cut := 0
 	for i := 0; i < half; i++ {
-		cut += bytes.IndexByte(b.buf[cut:], '\n') + 1
+		cut += bytes.IndexByte(p.buf[cut:], '\n') + 1
 	}
-	a := &batch{buf: b.buf[:cut:cut], lines: half}
-	c := &batch{buf: b.buf[cut:], lines: b.lines - half}
+	a := part{buf: p.buf[:cut:cut], lines: half}
+	c := part{buf: p.buf[cut:], lines: p.lines - half}
 	a.samples = countSamples(a.buf)
-	c.samples = b.samples - a.samples
+	c.samples = p.samples - a.samples
 	return a, c
 }
 

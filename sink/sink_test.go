@@ -489,20 +489,19 @@ func TestShutdownDeadlineCountsWhatIsLeft(t *testing.T) {
 }
 
 func TestQueueDropsOldestWhenFull(t *testing.T) {
-	q := newQueue(100, nil)
-	mk := func(n int) *batch { return &batch{buf: make([]byte, n), lines: 1, samples: 1} }
-	a, b, c := mk(40), mk(40), mk(40)
-	q.push(a)
-	q.push(b)
-	if d, _, _ := q.push(c); len(d) != 1 || d[0] != a {
-		t.Fatalf("dropped %v, want the oldest batch", d)
+	q := newQueue(100, 100, nil, nil)
+	mk := func(n int) *batch { return &batch{buf: make([]byte, n), lines: 1, samples: n} }
+	q.push(mk(40))
+	q.push(mk(41))
+	if d, _, _ := q.push(mk(42)); d.samples != 40 {
+		t.Fatalf("dropped %+v, want the oldest batch (40)", d)
 	}
 	// The batch being written is never dropped.
-	if got, _ := q.peek(context.Background()); got != b {
-		t.Fatal("peek did not return the head")
+	if j := q.take(context.Background(), 1, nil); j.samples != 41 {
+		t.Fatalf("took %d, want the head (41)", j.samples)
 	}
-	if d, _, _ := q.push(mk(40)); len(d) != 1 || d[0] != c {
-		t.Fatalf("dropped %v, want the one after the busy head", d)
+	if d, _, _ := q.push(mk(43)); d.samples != 42 {
+		t.Fatalf("dropped %+v, want the one after the busy head (42)", d)
 	}
 }
 

@@ -1,6 +1,9 @@
 package sink
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // DropReason says why samples were not written.
 type DropReason int
@@ -17,7 +20,7 @@ const (
 	DropShutdown
 	// DropInvalidName: samples whose metric name line protocol cannot carry.
 	DropInvalidName
-	// DropCorrupt: samples in a disk queue file found corrupt or torn.
+	// DropCorrupt: samples in a disk queue file found damaged or torn.
 	DropCorrupt
 	// DropRelabeled: series dropped by metric_relabel_configs.
 	DropRelabeled
@@ -30,18 +33,34 @@ var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_fu
 
 func (r DropReason) String() string { return dropReasonNames[r] }
 
+// rejectClasses are InfluxDB's reasons for refusing lines, as counted.
+var rejectClasses = []string{"parse", "type_conflict", "retention", "limit", "other"}
+
 // Stats counts samples through the sink. At any quiet moment
 // Scraped + Recovered == Written + sum(Dropped) + Queued, where Recovered is
 // what an earlier run left in the disk queue.
 type Stats struct {
 	scraped, recovered, written, queuedSamples, queuedBytes atomic.Int64
 	dropped                                                 [numDropReasons]atomic.Int64
+	rejected                                                [5]atomic.Int64 // by rejectClasses
+
+	writesOK, writesFailed, consecutiveFailures atomic.Int64
+	lastWrite                                   atomic.Int64 // unix nanoseconds of the last successful write
+	writeSeconds                                atomic.Int64 // total nanoseconds spent in write requests
+	failing                                     atomic.Bool
 }
 
 // StatsSnapshot is a copy of the counters.
 type StatsSnapshot struct {
 	Scraped, Recovered, Written, QueuedSamples, QueuedBytes int64
 	Dropped                                                 map[string]int64
+	// Rejected: samples InfluxDB refused, by its reason.
+	Rejected map[string]int64
+	// Write requests by outcome, the failures since the last success, the
+	// time of the last success (zero: none yet) and the time spent writing.
+	WritesOK, WritesFailed, ConsecutiveFailures int64
+	LastWrite                                   time.Time
+	WriteTime                                   time.Duration
 }
 
 // DroppedTotal sums the drops of every reason.
@@ -59,17 +78,53 @@ func (s *Stats) addDropped(r DropReason, n int) {
 	}
 }
 
+func (s *Stats) addRejected(class string, n int) {
+	for i, c := range rejectClasses {
+		if c == class || i == len(rejectClasses)-1 {
+			s.rejected[i].Add(int64(n))
+			return
+		}
+	}
+}
+
+// observeWrite counts one write request. An answer that refuses lines is
+// an answer: InfluxDB is there and takes writes.
+func (s *Stats) observeWrite(err error, act writeAction, d time.Duration) {
+	s.writeSeconds.Add(int64(d))
+	if err == nil || act == actPartial || act == actBadData || act == actTooLarge {
+		s.writesOK.Add(1)
+		s.consecutiveFailures.Store(0)
+		s.lastWrite.Store(time.Now().UnixNano())
+		s.failing.Store(false)
+		return
+	}
+	s.writesFailed.Add(1)
+	s.consecutiveFailures.Add(1)
+	s.failing.Store(true)
+}
+
 func (s *Stats) snapshot() StatsSnapshot {
 	out := StatsSnapshot{
-		Scraped:       s.scraped.Load(),
-		Recovered:     s.recovered.Load(),
-		Written:       s.written.Load(),
-		QueuedSamples: s.queuedSamples.Load(),
-		QueuedBytes:   s.queuedBytes.Load(),
-		Dropped:       map[string]int64{},
+		Scraped:             s.scraped.Load(),
+		Recovered:           s.recovered.Load(),
+		Written:             s.written.Load(),
+		QueuedSamples:       s.queuedSamples.Load(),
+		QueuedBytes:         s.queuedBytes.Load(),
+		Dropped:             map[string]int64{},
+		Rejected:            map[string]int64{},
+		WritesOK:            s.writesOK.Load(),
+		WritesFailed:        s.writesFailed.Load(),
+		ConsecutiveFailures: s.consecutiveFailures.Load(),
+		WriteTime:           time.Duration(s.writeSeconds.Load()),
+	}
+	if t := s.lastWrite.Load(); t != 0 {
+		out.LastWrite = time.Unix(0, t)
 	}
 	for r := range s.dropped {
 		out.Dropped[DropReason(r).String()] = s.dropped[r].Load()
+	}
+	for i, c := range rejectClasses {
+		out.Rejected[c] = s.rejected[i].Load()
 	}
 	return out
 }
