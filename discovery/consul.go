@@ -250,6 +250,7 @@ func (c *Consul) Run(ctx context.Context, ch chan<- []Target) error {
 func (c *Consul) watch(ctx context.Context, what string, fn func(*api.QueryOptions) (uint64, error)) error {
 	var index uint64
 	attempt := 0
+	backwards := 0 // answers in a row whose index went backwards
 	failing := ""
 	limit := time.NewTicker(200 * time.Millisecond)
 	defer limit.Stop()
@@ -292,10 +293,21 @@ func (c *Consul) watch(ctx context.Context, what string, fn func(*api.QueryOptio
 		}
 		switch {
 		case next < index:
-			index = 0 // the index went backwards: start over
+			// The index went backwards (a restarted or misbehaving
+			// server): start over, and back off while it keeps doing so,
+			// since every such answer comes back at once.
+			index = 0
+			backwards++
+			if !sleep(ctx, backoff(backwards, c.cfg.MinBackoff, c.cfg.MaxBackoff)) {
+				return nil
+			}
+			continue
 		case next < 1:
 			index = 1
 		default:
+			if index != 0 {
+				backwards = 0 // a real advance, not the first answer after a reset
+			}
 			index = next
 		}
 	}

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -245,6 +246,61 @@ func TestConsulErrorsBackOffAndKeepNothingFalse(t *testing.T) {
 	// 2s; two loops held only by their 200ms rate limit would make 20 each.
 	if n := hits.Load(); n > 30 {
 		t.Errorf("%d requests in 2s: not backing off", n)
+	}
+}
+
+// A Consul whose index goes backwards on every answer, or that answers
+// 500 "No cluster leader": with the shipped backoff the whole discoverer
+// stays under 5 requests a second.
+func TestConsulMisbehavingServerRateBounded(t *testing.T) {
+	for _, mode := range []string{"index backwards", "no leader"} {
+		t.Run(mode, func(t *testing.T) {
+			var hits, index atomic.Int64
+			index.Store(1 << 40)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				hits.Add(1)
+				if mode == "no leader" {
+					http.Error(w, "No cluster leader", http.StatusInternalServerError)
+					return
+				}
+				w.Header().Set("X-Consul-Index", fmt.Sprint(index.Add(-1)))
+				w.Header().Set("Content-Type", "application/json")
+				switch {
+				case strings.HasPrefix(r.URL.Path, "/v1/catalog/services"):
+					fmt.Fprint(w, `{"docker-engine":["prometheus"]}`)
+				case strings.HasPrefix(r.URL.Path, "/v1/health/service/"):
+					fmt.Fprint(w, `[{"Node":{"Node":"n1","Address":"127.0.0.1"},"Service":{"Service":"docker-engine","Address":"127.0.0.1","Port":9323,"Tags":["prometheus"]},"Checks":[]}]`)
+				default:
+					fmt.Fprint(w, `[]`)
+				}
+			}))
+			defer srv.Close()
+			cfg := DefaultConsulConfig() // the shipped backoff
+			cfg.Addr = srv.URL
+			d, err := NewConsul(cfg, discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := startWatcher(t, d)
+			const window = 4 * time.Second
+			timeout := time.After(window)
+		loop:
+			for {
+				select {
+				case s := <-w.ch:
+					w.latest = s
+				case <-timeout:
+					break loop
+				}
+			}
+			t.Logf("%s: %d requests in %s", mode, hits.Load(), window)
+			if n := hits.Load(); float64(n)/window.Seconds() > 5 {
+				t.Errorf("%d requests in %s: more than 5 a second", n, window)
+			}
+			if mode == "index backwards" && len(w.latest) != 1 {
+				t.Errorf("targets %v, want the one instance despite the index", urls(w.latest))
+			}
+		})
 	}
 }
 

@@ -118,8 +118,8 @@ authentication is on.`,
 	f.IntVar(&o.sink.BatchSize, "batch-size", o.sink.BatchSize, "lines per write request (a scrape's lines are never split)")
 	f.DurationVar(&o.sink.FlushInterval, "flush-interval", o.sink.FlushInterval, "longest time a line waits before it is sent")
 	f.StringVar(&o.sink.QueueDir, "queue-dir", o.sink.QueueDir, "directory of the disk queue that holds data while InfluxDB is away, and across restarts (empty: memory only)")
-	f.Var(&o.queueBytes, "queue-max-bytes", "size bound of the disk queue (of memory without --queue-dir); oldest data dropped past it")
-	f.Var(&o.memBytes, "memory-max-bytes", "data held in memory before batches go to the disk queue")
+	f.Var(&o.queueBytes, "queue-max-bytes", "size bound of the disk queue's files, at least 1MiB (of memory without --queue-dir); oldest data dropped past it")
+	f.Var(&o.memBytes, "memory-max-bytes", "queued data also kept in memory, so the writer need not read it back from the disk queue")
 	f.DurationVar(&o.sink.ShutdownTimeout, "shutdown-timeout", o.sink.ShutdownTimeout, "time allowed to flush on shutdown")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:9273", "address of the /metrics, /healthz, /readyz and /targets server (empty: off)")
 

@@ -165,6 +165,11 @@ var (
 	descDropped  = prometheus.NewDesc("scrapeflux_samples_dropped_total", "Samples not written, by reason.", []string{"reason"}, nil)
 	descQueued   = prometheus.NewDesc("scrapeflux_queued_samples", "Samples accepted and not yet written.", nil, nil)
 	descQBytes   = prometheus.NewDesc("scrapeflux_queued_bytes", "Bytes of line protocol not yet written.", nil, nil)
+	descRejected = prometheus.NewDesc("scrapeflux_samples_rejected_total", "Samples InfluxDB refused, by its reason (parse, type_conflict, retention, limit, other).", []string{"reason"}, nil)
+	descWrites   = prometheus.NewDesc("scrapeflux_influx_writes_total", "Write requests to InfluxDB by outcome (ok: InfluxDB answered for every line, failed: retried).", []string{"outcome"}, nil)
+	descWriteDur = prometheus.NewDesc("scrapeflux_influx_write_seconds_total", "Time spent in write requests to InfluxDB.", nil, nil)
+	descLastOK   = prometheus.NewDesc("scrapeflux_influx_last_write_timestamp_seconds", "Time of the last write InfluxDB answered (0: none yet).", nil, nil)
+	descConsec   = prometheus.NewDesc("scrapeflux_influx_consecutive_failures", "Failed write attempts since the last answered one.", nil, nil)
 	descTargets  = prometheus.NewDesc("scrapeflux_targets", "Targets by health.", []string{"health"}, nil)
 	descScrapes  = prometheus.NewDesc("scrapeflux_scrapes_total", "Scrapes run.", nil, nil)
 	descFailures = prometheus.NewDesc("scrapeflux_scrape_failures_total", "Scrapes that failed.", nil, nil)
@@ -182,6 +187,18 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range st.Dropped {
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(n), reason)
 	}
+	for reason, n := range st.Rejected {
+		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(n), reason)
+	}
+	ch <- prometheus.MustNewConstMetric(descWrites, prometheus.CounterValue, float64(st.WritesOK), "ok")
+	ch <- prometheus.MustNewConstMetric(descWrites, prometheus.CounterValue, float64(st.WritesFailed), "failed")
+	ch <- prometheus.MustNewConstMetric(descWriteDur, prometheus.CounterValue, st.WriteTime.Seconds())
+	var last float64
+	if !st.LastWrite.IsZero() {
+		last = float64(st.LastWrite.UnixNano()) / 1e9
+	}
+	ch <- prometheus.MustNewConstMetric(descLastOK, prometheus.GaugeValue, last)
+	ch <- prometheus.MustNewConstMetric(descConsec, prometheus.GaugeValue, float64(st.ConsecutiveFailures))
 	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(st.QueuedSamples))
 	ch <- prometheus.MustNewConstMetric(descQBytes, prometheus.GaugeValue, float64(st.QueuedBytes))
 	health := map[scrape.Health]int{scrape.HealthUp: 0, scrape.HealthDown: 0, scrape.HealthUnknown: 0}
