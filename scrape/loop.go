@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -24,6 +25,15 @@ const (
 	HealthUnknown Health = "unknown"
 	HealthUp      Health = "up"
 	HealthDown    Health = "down"
+	// HealthSkipped: another replica owns the target.
+	HealthSkipped Health = "skipped"
+)
+
+// Roles of a target when replicas share the work.
+const (
+	RoleOwned   = "owned"   // this replica scrapes it
+	RoleLeaving = "leaving" // handed to another replica; scraped one more interval
+	RoleSkipped = "skipped" // another replica scrapes it
 )
 
 // Status is what is known about a target's last scrape.
@@ -38,6 +48,10 @@ type Status struct {
 	FailuresTotal  int64
 	SkippedTotal   int64
 	LastStartDelay time.Duration
+	// With replicas: this replica's role for the target, and the replicas
+	// that own it, best first. Empty without.
+	Role   string
+	Owners []string
 }
 
 // loop scrapes one target on its schedule.
@@ -52,6 +66,8 @@ type loop struct {
 
 	stop func()
 	done chan struct{}
+
+	leaving atomic.Int64 // unix nanoseconds when a handed-over loop stops; 0: owned
 
 	mu     sync.Mutex // guards status
 	status Status
@@ -106,7 +122,7 @@ func (l *loop) run(ctx context.Context) {
 		}
 		now := time.Now()
 		delay := now.Sub(next)
-		l.scrape(ctx, now, delay)
+		l.scrape(ctx, now, next, delay)
 		if ctx.Err() != nil {
 			return
 		}
@@ -127,9 +143,13 @@ func (l *loop) run(ctx context.Context) {
 }
 
 // scrape runs one scrape and commits its samples, or rolls them back and
-// commits only up=0 when it fails.
-func (l *loop) scrape(ctx context.Context, start time.Time, delay time.Duration) {
-	ts := start.UnixMilli()
+// commits only up=0 when it fails. Points carry the planned slot as their
+// time, not the moment the scrape began: every replica scraping the target
+// in that slot writes the same series at the same time, so InfluxDB keeps
+// one point (replicas, handovers and retries cannot duplicate data). The
+// difference is the start lag, exported as a metric.
+func (l *loop) scrape(ctx context.Context, start, slot time.Time, delay time.Duration) {
+	ts := slot.UnixMilli()
 	sctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
 	defer l.fetcher.release()
 	body, contentType, err := l.fetcher.fetch(sctx, l.timeout)
@@ -199,6 +219,21 @@ func (l *loop) report(start time.Time, dur, delay time.Duration, n int, warn, er
 	if warn != nil && prev.ScrapesTotal == 0 {
 		l.log.Warn("target sends an unexpected content type", "err", warn)
 	}
+}
+
+func (l *loop) setLeaving(t time.Time) {
+	if t.IsZero() {
+		l.leaving.Store(0)
+		return
+	}
+	l.leaving.Store(t.UnixNano())
+}
+
+func (l *loop) leavingAt() time.Time {
+	if n := l.leaving.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 func (l *loop) snapshot() Status {

@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,16 +20,22 @@ import (
 )
 
 // Pool runs one scrape loop per target and reconciles them with each
-// snapshot from discovery.
+// snapshot from discovery. With a Shard it runs loops only for the targets
+// this replica owns.
 type Pool struct {
 	cfg    Config
 	app    Appendable
 	client *http.Client
 	log    *slog.Logger
+	shard  *Shard // nil: every target is ours
 
-	mu     sync.Mutex // guards loops and synced; held while reconciling
-	loops  map[string]*loop
-	synced bool // a first snapshot has been applied
+	syncMu sync.Mutex // serialises Sync; never held by readers
+
+	mu        sync.Mutex // guards the fields below; never held while waiting
+	loops     map[string]*loop
+	skipped   map[string]Status // targets another replica owns
+	synced    bool              // a first snapshot has been applied
+	handovers int64             // targets handed to other replicas
 }
 
 // Synced reports whether discovery has delivered a first snapshot.
@@ -35,6 +43,13 @@ func (p *Pool) Synced() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.synced
+}
+
+// Handovers counts targets this pool handed to other replicas.
+func (p *Pool) Handovers() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.handovers
 }
 
 // NewHTTPClient returns the client scrape loops share: keep-alive to every
@@ -80,40 +95,73 @@ func NewPool(cfg Config, app Appendable, log *slog.Logger) (*Pool, error) {
 		return nil, err
 	}
 	return &Pool{
-		cfg:    cfg,
-		app:    app,
-		client: client,
-		log:    log,
-		loops:  map[string]*loop{},
+		cfg:     cfg,
+		app:     app,
+		client:  client,
+		log:     log,
+		loops:   map[string]*loop{},
+		skipped: map[string]Status{},
 	}, nil
 }
 
-// Run reconciles the loops with every snapshot received on ch until ctx is
-// cancelled, then stops every loop and waits for them. It returns nil on
-// cancellation.
+// Interval is the pool's scrape interval.
+func (p *Pool) Interval() time.Duration { return p.cfg.Interval }
+
+// SetShard makes the pool scrape only the targets shard says this replica
+// owns. Call it before Run.
+func (p *Pool) SetShard(s *Shard) { p.shard = s }
+
+// Run reconciles the loops with every snapshot received on ch, and with
+// every membership change of the shard, until ctx is cancelled; then it
+// stops every loop and waits for them. It returns nil on cancellation.
 func (p *Pool) Run(ctx context.Context, ch <-chan []discovery.Target) error {
 	defer p.Sync(ctx, nil)
+	var changed <-chan struct{}
+	if p.shard != nil {
+		_, changed = p.shard.Members()
+	}
+	// Fires when a target handed to another replica has been scraped for
+	// its last interval here.
+	handover := time.NewTimer(time.Hour)
+	handover.Stop()
+	defer handover.Stop()
+	var last []discovery.Target
+	have := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ts := <-ch:
-			p.Sync(ctx, ts)
-			p.mu.Lock()
-			p.synced = true
-			p.mu.Unlock()
+		case last = <-ch:
+			have = true
+		case <-changed:
+			_, changed = p.shard.Members()
+		case <-handover.C:
 		}
+		if !have {
+			continue
+		}
+		if next := p.Sync(ctx, last); !next.IsZero() {
+			handover.Reset(time.Until(next))
+		}
+		p.mu.Lock()
+		p.synced = true
+		p.mu.Unlock()
 	}
 }
 
 // Sync makes the running loops match targets: loops of removed targets are
 // stopped and waited for before loops of new ones start; loops of targets
-// still present keep running on their schedule. Loops started here stop when
-// ctx is cancelled.
-func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+// still present keep running on their schedule. A target this replica no
+// longer owns is scraped for one more interval (the new owner starts at its
+// next slot, so both scrape the slot in between and no slot is missed);
+// Sync returns when that interval ends, zero if no handover is pending.
+// Loops started here stop when ctx is cancelled.
+func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) time.Time {
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
+	now := time.Now()
 	want := make(map[string]discovery.Target, len(targets))
+	skipped := map[string]Status{}
 	for _, t := range targets {
 		if p.cfg.JobName != "" {
 			t = withTag(t, "job", p.cfg.JobName)
@@ -123,41 +171,99 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) {
 			p.log.Warn("target dropped after relabeling", "err", err)
 			continue
 		}
-		if keep {
-			want[t.Key()] = t
+		if !keep {
+			continue
 		}
+		k := t.Key()
+		if p.shard != nil {
+			if owners := p.shard.Owners(k); !slices.Contains(owners, p.shard.Self()) {
+				skipped[k] = Status{Target: t, Health: HealthSkipped, Role: RoleSkipped, Owners: owners}
+				continue
+			}
+		}
+		want[k] = t
 	}
+
+	p.mu.Lock()
 	var stopping []*loop
+	var next time.Time
 	for k, l := range p.loops {
-		if _, ok := want[k]; !ok {
-			l.stop()
-			stopping = append(stopping, l)
-			delete(p.loops, k)
+		if _, ok := want[k]; ok {
+			l.setLeaving(time.Time{})
+			continue
 		}
+		sk, other := skipped[k]
+		if other {
+			leave := l.leavingAt()
+			if leave.IsZero() {
+				leave = now.Add(p.cfg.Interval)
+				l.setLeaving(leave)
+				p.handovers++
+				p.log.Info("target handed over, scraping it one more interval", "target", l.target.Redacted(),
+					"job", l.target.Tag("job"), "owners", sk.Owners)
+			}
+			if leave.After(now) {
+				delete(skipped, k) // still ours for now: shown as leaving
+				if next.IsZero() || leave.Before(next) {
+					next = leave
+				}
+				continue
+			}
+		}
+		l.stop()
+		stopping = append(stopping, l)
+		delete(p.loops, k)
 	}
+	p.skipped = skipped
+	p.mu.Unlock()
+
 	for _, l := range stopping {
 		<-l.done
 	}
-	started := 0
+
+	var started []string
 	for k, t := range want {
-		if _, ok := p.loops[k]; ok {
+		p.mu.Lock()
+		_, ok := p.loops[k]
+		p.mu.Unlock()
+		if ok {
 			continue
 		}
 		f, err := newFetcher(p.client, t.URL, p.cfg)
 		if err != nil {
-			p.log.Warn("cannot start target", "target", t.Redacted(), "err", err)
+			p.log.Warn("cannot start target", "target", t.Redacted(), "job", t.Tag("job"), "err", err)
 			continue
 		}
 		l := newLoop(t, p.cfg, p.app.Appender(&t, p.cfg.appendOptions()), f, p.log)
 		lctx, cancel := context.WithCancel(ctx)
 		l.stop = cancel
+		p.mu.Lock()
 		p.loops[k] = l
+		p.mu.Unlock()
 		go l.run(lctx)
-		started++
+		started = append(started, t.Redacted())
 	}
-	if len(stopping) > 0 || started > 0 {
-		p.log.Info("targets updated", "started", started, "stopped", len(stopping), "total", len(p.loops))
+	if len(stopping) > 0 || len(started) > 0 {
+		var stopped []string
+		for _, l := range stopping {
+			stopped = append(stopped, l.target.Redacted())
+		}
+		p.mu.Lock()
+		total := len(p.loops)
+		p.mu.Unlock()
+		p.log.Info("targets updated", "started", len(started), "stopped", len(stopping), "total", total,
+			"started_targets", listSome(started), "stopped_targets", listSome(stopped))
 	}
+	return next
+}
+
+// listSome names up to ten targets for a log line.
+func listSome(ts []string) string {
+	sort.Strings(ts)
+	if len(ts) > 10 {
+		return strings.Join(ts[:10], ",") + fmt.Sprintf(",… (%d more)", len(ts)-10)
+	}
+	return strings.Join(ts, ",")
 }
 
 // Targets returns the status of every running loop, ordered by URL.
@@ -167,10 +273,21 @@ func (p *Pool) Targets() []Status {
 	for _, l := range p.loops {
 		ls = append(ls, l)
 	}
+	out := make([]Status, 0, len(ls)+len(p.skipped))
+	for _, st := range p.skipped {
+		out = append(out, st)
+	}
 	p.mu.Unlock()
-	out := make([]Status, 0, len(ls))
 	for _, l := range ls {
-		out = append(out, l.snapshot())
+		st := l.snapshot()
+		if p.shard != nil {
+			st.Owners = p.shard.Owners(l.target.Key())
+			st.Role = RoleOwned
+			if !l.leavingAt().IsZero() {
+				st.Role = RoleLeaving
+			}
+		}
+		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Target.URL < out[j].Target.URL })
 	return out
@@ -196,7 +313,8 @@ func ScrapeOnce(ctx context.Context, cfg Config, t discovery.Target, app Appende
 		return Status{}, err
 	}
 	l := newLoop(t, cfg, app, f, log)
-	l.scrape(ctx, time.Now(), 0)
+	now := time.Now()
+	l.scrape(ctx, now, now, 0)
 	st := l.snapshot()
 	if st.Health != HealthUp {
 		return st, fmt.Errorf("%w: %s", errScrapeFailed, st.LastError)

@@ -25,7 +25,33 @@ type fileConfig struct {
 		ScrapeInterval model.Duration `yaml:"scrape_interval"`
 		ScrapeTimeout  model.Duration `yaml:"scrape_timeout"`
 	} `yaml:"global"`
-	Jobs []jobConfig `yaml:"jobs"`
+	Jobs    []jobConfig        `yaml:"jobs"`
+	Cluster *clusterFileConfig `yaml:"cluster"`
+}
+
+// clusterFileConfig is the cluster: section, read at start (a reload does
+// not change membership); flags win over it.
+type clusterFileConfig struct {
+	Name              string         `yaml:"name"`
+	ReplicationFactor int            `yaml:"replication_factor"`
+	Service           string         `yaml:"service"`
+	TTL               model.Duration `yaml:"ttl"`
+}
+
+// readClusterSection returns the cluster: section of the config file, nil
+// without one. Other sections are checked by loadConfig.
+func readClusterSection(path string) (*clusterFileConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read config: %w", err)
+	}
+	var fc struct {
+		Cluster *clusterFileConfig `yaml:"cluster"`
+	}
+	if err := yaml.Unmarshal(data, &fc); err != nil {
+		return nil, nil // loadConfig reports it, with its line
+	}
+	return fc.Cluster, nil
 }
 
 type jobConfig struct {

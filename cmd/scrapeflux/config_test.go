@@ -46,3 +46,16 @@ func TestCheckConfig(t *testing.T) {
 		t.Errorf("shipped example configs/scrapeflux.yml: %v", err)
 	}
 }
+
+func TestConfigClusterSection(t *testing.T) {
+	c, err := readClusterSection("testdata/config/good.yml")
+	if err != nil || c == nil {
+		t.Fatalf("cluster section: %v, %v", c, err)
+	}
+	if c.Name != "central" || c.ReplicationFactor != 2 || c.TTL.String() != "3s" {
+		t.Errorf("cluster section read as %+v", *c)
+	}
+	if c, _ := readClusterSection("../../configs/scrapeflux.yml"); c != nil {
+		t.Errorf("the shipped example runs a single instance, has cluster %+v", *c)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
 	"github.com/scrapeflux/scrapeflux/scrape"
@@ -18,6 +19,7 @@ import (
 type jobs struct {
 	ctx     context.Context
 	app     scrape.Appendable
+	shard   *scrape.Shard // nil: not a replica
 	log     *slog.Logger
 	mu      sync.Mutex // guards running and serialises apply
 	running map[string]*runningJob
@@ -30,8 +32,8 @@ type runningJob struct {
 	done        chan struct{}
 }
 
-func newJobs(ctx context.Context, app scrape.Appendable, log *slog.Logger) *jobs {
-	return &jobs{ctx: ctx, app: app, log: log, running: map[string]*runningJob{}}
+func newJobs(ctx context.Context, app scrape.Appendable, shard *scrape.Shard, log *slog.Logger) *jobs {
+	return &jobs{ctx: ctx, app: app, shard: shard, log: log, running: map[string]*runningJob{}}
 }
 
 func fingerprint(s jobSpec) string {
@@ -94,6 +96,9 @@ func (j *jobs) start(s jobSpec) (*runningJob, error) {
 	if err != nil {
 		return nil, err
 	}
+	if j.shard != nil {
+		pool.SetShard(j.shard)
+	}
 	ctx, cancel := context.WithCancel(j.ctx)
 	r := &runningJob{fingerprint: fingerprint(s), pool: pool, cancel: cancel, done: make(chan struct{})}
 	ch := make(chan []discovery.Target)
@@ -137,6 +142,28 @@ func (j *jobs) Ready() bool {
 		}
 	}
 	return len(j.running) > 0
+}
+
+// maxInterval is the longest scrape interval of the running jobs.
+func (j *jobs) maxInterval() time.Duration {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var d time.Duration
+	for _, r := range j.running {
+		d = max(d, r.pool.Interval())
+	}
+	return d
+}
+
+// Handovers counts targets handed to other replicas by the running jobs.
+func (j *jobs) Handovers() int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var n int64
+	for _, r := range j.running {
+		n += r.pool.Handovers()
+	}
+	return n
 }
 
 // Targets returns the status of every target of every job.

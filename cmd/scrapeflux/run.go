@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -40,10 +43,14 @@ type runOptions struct {
 	consulMeta     []string
 	consulOn       bool
 	overrides      func(*scrape.Config)
+
+	cluster     discovery.ClusterConfig
+	replication int
 }
 
 func newCmdRun(g *globalOptions) *cobra.Command {
 	o := &runOptions{globalOptions: g, sink: sink.DefaultConfig(), consul: discovery.DefaultConsulConfig()}
+	o.cluster = discovery.ClusterConfig{Service: discovery.DefaultClusterService, TTL: discovery.DefaultClusterTTL, DeregisterAfter: time.Minute}
 	o.bodyLimit = scrape.DefaultBodyLimit
 	o.queueBytes = byteSize(o.sink.MaxQueueBytes)
 	o.memBytes = byteSize(o.sink.MaxMemoryBytes)
@@ -90,6 +97,27 @@ authentication is on.`,
 			if !cmd.Flags().Changed("timeout") {
 				o.scrape.Timeout = min(o.scrape.Timeout, o.scrape.Interval)
 			}
+			if o.configFile != "" {
+				c, err := readClusterSection(o.configFile)
+				if err != nil {
+					return err
+				}
+				if c != nil {
+					fl := cmd.Flags()
+					if !fl.Changed("cluster") {
+						o.cluster.Name = c.Name
+					}
+					if !fl.Changed("replication-factor") && c.ReplicationFactor != 0 {
+						o.replication = c.ReplicationFactor
+					}
+					if !fl.Changed("cluster-service") && c.Service != "" {
+						o.cluster.Service = c.Service
+					}
+					if !fl.Changed("cluster-ttl") && c.TTL != 0 {
+						o.cluster.TTL = time.Duration(c.TTL)
+					}
+				}
+			}
 			// Named services need not carry the tag unless it is asked for.
 			if len(o.consulServices) > 0 && !cmd.Flags().Changed("consul-tag") {
 				o.consul.Tag = ""
@@ -133,6 +161,12 @@ authentication is on.`,
 	f.StringSliceVar(&o.consul.MetaTags, "consul-meta-tags", nil, "service meta keys to add to every point as tags")
 	f.BoolVar(&o.consul.AllowStale, "consul-allow-stale", o.consul.AllowStale, "let any Consul server answer (spares the leader)")
 	f.DurationVar(&o.consul.WaitTime, "consul-wait", o.consul.WaitTime, "wait time of Consul blocking queries")
+
+	f.StringVar(&o.cluster.Name, "cluster", "", "run as a replica of this cluster: replicas register in Consul (--consul-addr) and share the targets")
+	f.IntVar(&o.replication, "replication-factor", 1, "with --cluster: replicas scraping each target (1 shards the work, 2 survives the loss of a replica without a gap)")
+	f.StringVar(&o.cluster.Service, "cluster-service", o.cluster.Service, "with --cluster: Consul service name replicas register under")
+	f.StringVar(&o.cluster.ID, "cluster-id", "", "with --cluster: this replica's ID, unique in the cluster (default: hostname-pid)")
+	f.DurationVar(&o.cluster.TTL, "cluster-ttl", o.cluster.TTL, "with --cluster: TTL of the replica's Consul check; a dead replica's targets move after about this long")
 	return cmd
 }
 
@@ -177,6 +211,22 @@ func (o *runOptions) validate() error {
 	for _, u := range o.targets {
 		if _, err := discovery.NewTarget(u, o.job); err != nil {
 			errs = append(errs, fmt.Errorf("--target: %w", err))
+		}
+	}
+	if o.cluster.Name != "" {
+		if o.cluster.ID == "" {
+			host, _ := os.Hostname()
+			o.cluster.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		}
+		if host, port, err := net.SplitHostPort(o.listen); err == nil {
+			o.cluster.Address = host
+			o.cluster.Port, _ = strconv.Atoi(port)
+		}
+		if err := o.cluster.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--cluster: %w", err))
+		}
+		if o.replication < 1 {
+			errs = append(errs, fmt.Errorf("--replication-factor %d: want 1 or more", o.replication))
 		}
 	}
 	if len(o.targets) == 0 && !o.consulOn && o.configFile == "" {
@@ -243,7 +293,21 @@ func runRun(ctx context.Context, o *runOptions) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	g, gctx := errgroup.WithContext(ctx)
-	js := newJobs(gctx, snk, log)
+	var shard *scrape.Shard
+	var cluster *discovery.Cluster
+	if o.cluster.Name != "" {
+		cc := o.consul
+		if err := o.consulFlags.apply(&cc); err != nil {
+			return err
+		}
+		if cluster, err = discovery.NewCluster(o.cluster, cc, log.With("component", "cluster")); err != nil {
+			return err
+		}
+		shard = scrape.NewShard(o.cluster.ID, o.replication)
+	}
+	// Loops stop when js.stop says so, not at the signal: a replica leaving
+	// the cluster scrapes one more interval first.
+	js := newJobs(context.WithoutCancel(gctx), snk, shard, log)
 	reloads := &reloader{log: log, jobs: js, load: func() ([]jobSpec, error) {
 		if err := o.validate(); err != nil {
 			return nil, err
@@ -254,7 +318,7 @@ func runRun(ctx context.Context, o *runOptions) error {
 		}
 		return specs, err
 	}}
-	web := &webServer{addr: o.listen, pprof: o.pprof, targets: js, sink: snk, reload: reloads, log: log.With("component", "web")}
+	web := &webServer{addr: o.listen, pprof: o.pprof, targets: js, sink: snk, shard: shard, reload: reloads, log: log.With("component", "web")}
 	if err := web.listen(); err != nil {
 		return err
 	}
@@ -264,14 +328,33 @@ func runRun(ctx context.Context, o *runOptions) error {
 	}
 	reloads.ok()
 	g.Go(func() error { return web.run(gctx) })
+	clusterDone := make(chan struct{})
+	if cluster != nil {
+		g.Go(func() error {
+			defer close(clusterDone)
+			return cluster.Run(gctx, shard.SetMembers)
+		})
+	} else {
+		close(clusterDone)
+	}
 	g.Go(func() error {
 		// Producers stop first; then the sink drains.
 		<-gctx.Done()
+		if cluster != nil {
+			// Out of the member list now: the others start this replica's
+			// targets at their next slot; scraping them one more interval
+			// here means no slot is missed, even with one owner per target.
+			<-clusterDone
+			grace := js.maxInterval()
+			log.Info("left the cluster; scraping one more interval so targets move without a gap", "for", grace.String())
+			t := time.NewTimer(grace)
+			<-t.C
+		}
 		js.stop()
 		snk.Close()
 		return nil
 	})
-	g.Go(func() error { return snk.Run(gctx) })
+	g.Go(func() error { return snk.Run(context.WithoutCancel(gctx)) })
 	g.Go(func() error { return reloads.onSIGHUP(gctx) })
 	log.Info("scrapeflux started", "version", version, "jobs", len(specs), "config", o.configFile,
 		"influx_url", o.influx.URL, "listen", web.boundAddr())

@@ -28,9 +28,11 @@ type webServer struct {
 	pprof   bool
 	targets interface {
 		Targets() []scrape.Status
+		Handovers() int64
 		Ready() bool
 	}
 	sink   *sink.Sink
+	shard  *scrape.Shard // nil: not a replica
 	reload *reloader
 	log    *slog.Logger
 	ln     net.Listener
@@ -61,7 +63,7 @@ func (w *webServer) run(ctx context.Context) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&selfCollector{targets: w.targets, sink: w.sink}, w.reload)
+		&selfCollector{targets: w.targets, sink: w.sink, shard: w.shard}, w.reload)
 	reg.MustRegister(discovery.Collectors()...)
 	reg.MustRegister(scrape.Collectors()...)
 	mux := http.NewServeMux()
@@ -115,6 +117,8 @@ func (w *webServer) run(ctx context.Context) error {
 
 type targetRow struct {
 	URL, Job, Instance, Node, Health, LastError string
+	Role                                        string   `json:",omitempty"`
+	Owners                                      []string `json:",omitempty"`
 	LastScrape                                  time.Time
 	DurationSeconds                             float64
 	Samples                                     int
@@ -124,10 +128,10 @@ type targetRow struct {
 var targetsPage = template.Must(template.New("targets").Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>scrapeflux targets</title>
 <style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
-.up{background:#dfd}.down{background:#fdd}</style></head><body>
+.up{background:#dfd}.down{background:#fdd}.skipped{color:#888}</style></head><body>
 <h1>Targets ({{len .}})</h1>
-<table id="targets"><thead><tr><th>Job</th><th>Instance</th><th>Node</th><th>State</th><th>Last scrape</th><th>Duration</th><th>Samples</th><th>Last error</th></tr></thead><tbody>
-{{range .}}<tr class="{{.Health}}"><td>{{.Job}}</td><td><a href="{{.URL}}">{{.Instance}}</a></td><td>{{.Node}}</td><td class="state">{{.Health}}</td>
+<table id="targets"><thead><tr><th>Job</th><th>Instance</th><th>Node</th><th>State</th><th>Replica</th><th>Last scrape</th><th>Duration</th><th>Samples</th><th>Last error</th></tr></thead><tbody>
+{{range .}}<tr class="{{.Health}}"><td>{{.Job}}</td><td><a href="{{.URL}}">{{.Instance}}</a></td><td>{{.Node}}</td><td class="state">{{.Health}}</td><td class="role">{{.Role}}{{if .Owners}} ({{range $i, $o := .Owners}}{{if $i}}, {{end}}{{$o}}{{end}}){{end}}</td>
 <td>{{if .LastScrape.IsZero}}never{{else}}{{.LastScrape.Format "2006-01-02 15:04:05"}}{{end}}</td><td>{{printf "%.3fs" .DurationSeconds}}</td><td>{{.Samples}}</td><td>{{.LastError}}</td></tr>
 {{end}}</tbody></table></body></html>`))
 
@@ -139,6 +143,7 @@ func (w *webServer) targetsPage(rw http.ResponseWriter, r *http.Request) {
 			Health: string(st.Health), LastError: st.LastError, LastScrape: st.LastScrape,
 			DurationSeconds: st.LastDuration.Seconds(), Samples: st.LastSamples,
 			Scrapes: st.ScrapesTotal, Failures: st.FailuresTotal,
+			Role: st.Role, Owners: st.Owners,
 		})
 	}
 	if r.URL.Query().Get("format") == "json" {
@@ -154,8 +159,12 @@ func (w *webServer) targetsPage(rw http.ResponseWriter, r *http.Request) {
 
 // selfCollector exposes the pool's and sink's counters at collection time.
 type selfCollector struct {
-	targets interface{ Targets() []scrape.Status }
-	sink    *sink.Sink
+	targets interface {
+		Targets() []scrape.Status
+		Handovers() int64
+	}
+	sink  *sink.Sink
+	shard *scrape.Shard
 }
 
 var (
@@ -170,6 +179,10 @@ var (
 	descWriteDur = prometheus.NewDesc("scrapeflux_influx_write_seconds_total", "Time spent in write requests to InfluxDB.", nil, nil)
 	descLastOK   = prometheus.NewDesc("scrapeflux_influx_last_write_timestamp_seconds", "Time of the last write InfluxDB answered (0: none yet).", nil, nil)
 	descConsec   = prometheus.NewDesc("scrapeflux_influx_consecutive_failures", "Failed write attempts since the last answered one.", nil, nil)
+	descMembers  = prometheus.NewDesc("scrapeflux_cluster_members", "Live replicas of the cluster as this replica sees them (itself included).", nil, nil)
+	descMChanges = prometheus.NewDesc("scrapeflux_cluster_membership_changes_total", "Changes of the cluster's member list seen.", nil, nil)
+	descHandover = prometheus.NewDesc("scrapeflux_cluster_handovers_total", "Targets handed over to other replicas.", nil, nil)
+	descRoles    = prometheus.NewDesc("scrapeflux_cluster_targets", "Targets by this replica's role: owned, leaving (handed over, scraped one more interval), skipped (another replica's).", []string{"role"}, nil)
 	descTargets  = prometheus.NewDesc("scrapeflux_targets", "Targets by health.", []string{"health"}, nil)
 	descScrapes  = prometheus.NewDesc("scrapeflux_scrapes_total", "Scrapes run.", nil, nil)
 	descFailures = prometheus.NewDesc("scrapeflux_scrape_failures_total", "Scrapes that failed.", nil, nil)
@@ -202,9 +215,14 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(st.QueuedSamples))
 	ch <- prometheus.MustNewConstMetric(descQBytes, prometheus.GaugeValue, float64(st.QueuedBytes))
 	health := map[scrape.Health]int{scrape.HealthUp: 0, scrape.HealthDown: 0, scrape.HealthUnknown: 0}
+	roles := map[string]int{scrape.RoleOwned: 0, scrape.RoleLeaving: 0, scrape.RoleSkipped: 0}
 	var scrapes, failures, skipped int64
 	var lag time.Duration
 	for _, t := range c.targets.Targets() {
+		roles[t.Role]++
+		if t.Role == scrape.RoleSkipped {
+			continue
+		}
 		health[t.Health]++
 		scrapes += t.ScrapesTotal
 		failures += t.FailuresTotal
@@ -218,4 +236,13 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(failures))
 	ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(skipped))
 	ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, lag.Seconds())
+	if c.shard != nil {
+		members, _ := c.shard.Members()
+		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(len(members)))
+		ch <- prometheus.MustNewConstMetric(descMChanges, prometheus.CounterValue, float64(c.shard.Changes()))
+		ch <- prometheus.MustNewConstMetric(descHandover, prometheus.CounterValue, float64(c.targets.Handovers()))
+		for _, r := range []string{scrape.RoleOwned, scrape.RoleLeaving, scrape.RoleSkipped} {
+			ch <- prometheus.MustNewConstMetric(descRoles, prometheus.GaugeValue, float64(roles[r]), r)
+		}
+	}
 }
