@@ -122,6 +122,18 @@ func NewConsul(cfg ConsulConfig, log *slog.Logger) (*Consul, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	c, err := NewAPIClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Consul{cfg: cfg, client: c, log: log}, nil
+}
+
+// NewAPIClient makes the Consul API client every part of scrapeflux uses:
+// address, TLS and token from cfg, and a transport that holds at most
+// cfg.Fetchers+2 connections (Consul allows 200 per client address,
+// shared with everything else on the host).
+func NewAPIClient(cfg ConsulConfig) (*api.Client, error) {
 	acfg := api.DefaultNonPooledConfig()
 	acfg.Address = cfg.Addr
 	acfg.Scheme = cfg.Scheme
@@ -133,14 +145,13 @@ func NewConsul(cfg ConsulConfig, log *slog.Logger) (*Consul, error) {
 	acfg.Datacenter = cfg.Datacenter
 	acfg.WaitTime = cfg.WaitTime
 	acfg.TLSConfig = api.TLSConfig{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, InsecureSkipVerify: cfg.InsecureSkipVerify}
+	conns := max(cfg.Fetchers, 1) + 2
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConnsPerHost: cfg.Fetchers + 2,
-		// The bound that matters: Consul allows 200 connections per client
-		// address, shared with everything else on this host.
-		MaxConnsPerHost: cfg.Fetchers + 2,
-		IdleConnTimeout: 90 * time.Second,
+		MaxIdleConnsPerHost: conns,
+		MaxConnsPerHost:     conns,
+		IdleConnTimeout:     90 * time.Second,
 	}
 	hc, err := api.NewHttpClient(tr, acfg.TLSConfig)
 	if err != nil {
@@ -153,7 +164,7 @@ func NewConsul(cfg ConsulConfig, log *slog.Logger) (*Consul, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot create Consul client: %w", err)
 	}
-	return &Consul{cfg: cfg, client: c, log: log}, nil
+	return c, nil
 }
 
 // Run watches Consul and sends snapshots until ctx is cancelled. On errors

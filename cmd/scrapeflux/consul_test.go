@@ -180,3 +180,57 @@ func TestConsulEndToEnd(t *testing.T) {
 	waitUntil(t, "engine 1 back after Consul returned", 20*time.Second, func() bool { return points(1) > p1 })
 	d.stop(t)
 }
+
+// TestRegisterKeep: register --keep stays running, registers again after
+// Consul removed the service and after the agent restarted empty, checks
+// the endpoint with a TCP connect (not a full GET of /metrics), and
+// deregisters when stopped.
+func TestRegisterKeep(t *testing.T) {
+	agent := consultest.Start(t, consultest.Options{})
+	fleet, err := scrapetest.StartFleet(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fleet.Close()
+	host, port := hostPort(fleet.URLs[0])
+	d := startDaemon(t, "register", "--consul-addr", agent.Addr, "--address", host, "--port", strconv.Itoa(port),
+		"--keep", "--keep-interval", "200ms", "--check-interval", "1s", "--id", "engine-1")
+	registered := func() bool {
+		svc, _, err := agent.Client().Agent().Service("engine-1", nil)
+		return err == nil && svc != nil
+	}
+	waitUntil(t, "first registration", 10*time.Second, registered)
+	checks, err := agent.Client().Agent().Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range checks {
+		if c.ServiceID == "engine-1" && c.Type != "tcp" {
+			t.Errorf("check type %q, want tcp", c.Type)
+		}
+	}
+	// The check must not GET /metrics: the engine sees only scrapeflux.
+	before := fleet.Targets[0].Scrapes()
+	time.Sleep(2500 * time.Millisecond)
+	if n := fleet.Targets[0].Scrapes() - before; n != 0 {
+		t.Errorf("the health check fetched /metrics %d times in 2.5s", n)
+	}
+
+	if err := agent.Client().Agent().ServiceDeregister("engine-1"); err != nil {
+		t.Fatal(err)
+	}
+	took := waitUntil(t, "registered again after removal", 10*time.Second, registered)
+	t.Logf("registered again %s after Consul removed it", took)
+
+	agent.Restart(t)
+	took = waitUntil(t, "registered again after the agent restarted", 20*time.Second, registered)
+	t.Logf("registered again %s after the agent restarted", took)
+
+	d.stop(t)
+	if registered() {
+		t.Error("still registered after register --keep stopped")
+	}
+	if !strings.Contains(d.stderr, "registered again") {
+		t.Errorf("re-registration not logged:\n%s", d.stderr)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -15,6 +16,39 @@ import (
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+// fullVersion is the version set at build time, else the module version
+// go install recorded, else the VCS revision go build recorded.
+func fullVersion() string {
+	if version != "dev" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return version
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "-dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev != "" {
+		return "dev-" + rev + dirty
+	}
+	return version
+}
 
 func main() {
 	if err := newCmdRoot(os.Stdout, os.Stderr).Execute(); err != nil {
@@ -68,8 +102,11 @@ line protocol and writes it in batches to InfluxDB 1.8+ or 2.x.`,
 		newCmdRegister(g),
 		newCmdCheck(g),
 		newCmdSimulate(g),
+		newCmdHealth(g),
 		newCmdVersion(g),
 	)
+	root.Version = fullVersion()
+	root.SetVersionTemplate("scrapeflux {{.Version}}\n")
 	return root
 }
 
@@ -79,7 +116,7 @@ func newCmdVersion(g *globalOptions) *cobra.Command {
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := fmt.Fprintf(g.stdout, "scrapeflux %s\n", version)
+			_, err := fmt.Fprintf(g.stdout, "scrapeflux %s\n", fullVersion())
 			return err
 		},
 	}

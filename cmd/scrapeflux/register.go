@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -29,6 +32,9 @@ type registerOptions struct {
 	checkTimeout    time.Duration
 	deregisterAfter time.Duration
 	deregister      bool
+	check           string
+	keep            bool
+	keepInterval    time.Duration
 }
 
 func newCmdRegister(g *globalOptions) *cobra.Command {
@@ -42,13 +48,33 @@ with an HTTP health check against that endpoint, so that a central
 scrapeflux run --consul finds it. Registering again updates the entry (it is
 idempotent); --deregister removes it.
 
+With --keep it stays running and keeps the registration alive: when the
+local agent restarts or Consul removed the service (its check failed for
+longer than --deregister-after), it registers it again within
+--keep-interval; on SIGTERM or SIGINT it deregisters and exits. Run it as
+a small global service on every node of a swarm, or as a systemd unit.
+
+The health check is a TCP connect to the endpoint by default: Consul then
+knows the engine is listening without fetching its whole /metrics every
+--check-interval (an HTTP check doubles the engine's /metrics load when
+scrapeflux scrapes at the same interval). A target that answers but fails
+is still seen: scrapeflux writes up=0 for it. --check http restores the
+full GET.
+
 The same can be done with Consul's own service definition: see
 configs/consul/docker-engine.json.`,
 		Example: `  scrapeflux register --address 10.0.0.11            # Docker engine with metrics-addr 10.0.0.11:9323
+  scrapeflux register --address 10.0.0.11 --keep     # stay registered until stopped
   scrapeflux register --address 10.0.0.11 --deregister`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runRegister(cmd.Context(), o)
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return runRegister(ctx, o)
 		},
 	}
 	f := cmd.Flags()
@@ -66,6 +92,9 @@ configs/consul/docker-engine.json.`,
 	f.DurationVar(&o.checkTimeout, "check-timeout", 5*time.Second, "timeout of the HTTP health check")
 	f.DurationVar(&o.deregisterAfter, "deregister-after", 10*time.Minute, "Consul removes the service after its check has failed this long (0: never)")
 	f.BoolVar(&o.deregister, "deregister", false, "remove the registration instead")
+	f.StringVar(&o.check, "check", "tcp", "health check: tcp (connect to the endpoint), http (GET the whole endpoint) or none")
+	f.BoolVar(&o.keep, "keep", false, "keep running: register again whenever the registration is lost, deregister on SIGTERM")
+	f.DurationVar(&o.keepInterval, "keep-interval", 10*time.Second, "with --keep: how often the registration is checked")
 	return cmd
 }
 
@@ -94,16 +123,20 @@ func runRegister(ctx context.Context, o *registerOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.check != "tcp" && o.check != "http" && o.check != "none" {
+		return fmt.Errorf("--check %q: want tcp, http or none", o.check)
+	}
+	if o.keep && o.keepInterval <= 0 {
+		return fmt.Errorf("--keep-interval %s: want a positive duration", o.keepInterval)
+	}
 	cc := discovery.DefaultConsulConfig()
 	if err := o.consulFlags.apply(&cc); err != nil {
 		return err
 	}
-	cfg := api.DefaultNonPooledConfig()
-	cfg.Address, cfg.Scheme, cfg.Token, cfg.Datacenter = cc.Addr, cc.Scheme, cc.Token, cc.Datacenter
-	cfg.TLSConfig = api.TLSConfig{CAFile: cc.CAFile, CertFile: cc.CertFile, KeyFile: cc.KeyFile}
-	client, err := api.NewClient(cfg)
+	cc.Fetchers = 1
+	client, err := discovery.NewAPIClient(cc)
 	if err != nil {
-		return fmt.Errorf("cannot create Consul client: %w", err)
+		return err
 	}
 	agent := client.Agent()
 	id := o.serviceID()
@@ -126,15 +159,20 @@ func runRegister(ctx context.Context, o *registerOptions) error {
 	if checkHost == "" {
 		checkHost = "127.0.0.1"
 	}
-	check := &api.AgentServiceCheck{
-		Name:     o.service + " metrics endpoint",
-		HTTP:     o.scheme + "://" + net.JoinHostPort(checkHost, strconv.Itoa(o.port)) + o.path,
-		Method:   "GET",
-		Interval: o.checkInterval.String(),
-		Timeout:  o.checkTimeout.String(),
+	var check *api.AgentServiceCheck
+	endpoint := net.JoinHostPort(checkHost, strconv.Itoa(o.port))
+	switch o.check {
+	case "tcp":
+		check = &api.AgentServiceCheck{Name: o.service + " metrics port", TCP: endpoint}
+	case "http":
+		check = &api.AgentServiceCheck{Name: o.service + " metrics endpoint", HTTP: o.scheme + "://" + endpoint + o.path, Method: "GET"}
 	}
-	if o.deregisterAfter > 0 {
-		check.DeregisterCriticalServiceAfter = o.deregisterAfter.String()
+	if check != nil {
+		check.Interval = o.checkInterval.String()
+		check.Timeout = o.checkTimeout.String()
+		if o.deregisterAfter > 0 {
+			check.DeregisterCriticalServiceAfter = o.deregisterAfter.String()
+		}
 	}
 	reg := &api.AgentServiceRegistration{
 		ID: id, Name: o.service, Address: o.address, Port: o.port, Tags: o.tags, Meta: meta, Check: check,
@@ -142,6 +180,68 @@ func runRegister(ctx context.Context, o *registerOptions) error {
 	if err := agent.ServiceRegister(reg); err != nil {
 		return fmt.Errorf("cannot register %s: %w", id, err)
 	}
-	fmt.Fprintf(o.stdout, "registered %s (%s, checked at %s every %s)\n", id, o.service, check.HTTP, check.Interval)
-	return nil
+	how := "without a check"
+	if check != nil {
+		how = fmt.Sprintf("checked (%s) at %s every %s", o.check, endpoint, check.Interval)
+	}
+	fmt.Fprintf(o.stdout, "registered %s (%s, %s)\n", id, o.service, how)
+	if !o.keep {
+		return nil
+	}
+	return keepRegistered(ctx, o, agent, reg)
+}
+
+// keepRegistered re-registers reg whenever the local agent no longer has
+// it, until ctx ends; then it deregisters.
+func keepRegistered(ctx context.Context, o *registerOptions, agent *api.Agent, reg *api.AgentServiceRegistration) error {
+	log, err := o.logger()
+	if err != nil {
+		return err
+	}
+	log = log.With("service_id", reg.ID)
+	tick := time.NewTicker(o.keepInterval)
+	defer tick.Stop()
+	failing := ""
+	for {
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := agent.ServiceDeregisterOpts(reg.ID, (&api.QueryOptions{}).WithContext(dctx)); err != nil {
+				return fmt.Errorf("cannot deregister %s on the way out: %w", reg.ID, err)
+			}
+			fmt.Fprintf(o.stdout, "deregistered %s\n", reg.ID)
+			return nil
+		case <-tick.C:
+		}
+		q := (&api.QueryOptions{}).WithContext(ctx)
+		svc, _, err := agent.Service(reg.ID, q)
+		if err == nil && svc != nil {
+			if failing != "" {
+				log.Info("local Consul agent reachable again, registration in place")
+				failing = ""
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			continue
+		}
+		var se api.StatusError
+		if err != nil && !(errors.As(err, &se) && se.Code == 404) {
+			if err.Error() != failing {
+				log.Warn("cannot reach the local Consul agent; will register again when it is back", "err", err)
+				failing = err.Error()
+			}
+			continue
+		}
+		if err := agent.ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
+			if err.Error() != failing {
+				log.Warn("registration lost and cannot register again yet", "err", err)
+				failing = err.Error()
+			}
+			continue
+		}
+		failing = ""
+		log.Info("registration was lost (agent restarted or Consul removed it); registered again")
+	}
 }

@@ -50,6 +50,7 @@ type runOptions struct {
 
 func newCmdRun(g *globalOptions) *cobra.Command {
 	o := &runOptions{globalOptions: g, sink: sink.DefaultConfig(), consul: discovery.DefaultConsulConfig()}
+	o.sink.QueueDir = defaultQueueDir()
 	o.cluster = discovery.ClusterConfig{Service: discovery.DefaultClusterService, TTL: discovery.DefaultClusterTTL, DeregisterAfter: time.Minute}
 	o.bodyLimit = scrape.DefaultBodyLimit
 	o.queueBytes = byteSize(o.sink.MaxQueueBytes)
@@ -145,11 +146,11 @@ authentication is on.`,
 	f.DurationVar(&o.influx.Timeout, "influx-timeout", 10*time.Second, "timeout of one write request")
 	f.IntVar(&o.sink.BatchSize, "batch-size", o.sink.BatchSize, "lines per write request (a scrape's lines are never split)")
 	f.DurationVar(&o.sink.FlushInterval, "flush-interval", o.sink.FlushInterval, "longest time a line waits before it is sent")
-	f.StringVar(&o.sink.QueueDir, "queue-dir", o.sink.QueueDir, "directory of the disk queue that holds data while InfluxDB is away, and across restarts (empty: memory only)")
+	f.StringVar(&o.sink.QueueDir, "queue-dir", o.sink.QueueDir, "directory of the disk queue that holds data while InfluxDB is away, and across restarts (empty: memory only; default: env "+envQueueDir+", else $STATE_DIRECTORY/queue, else the user cache dir)")
 	f.Var(&o.queueBytes, "queue-max-bytes", "size bound of the disk queue's files, at least 1MiB (of memory without --queue-dir); oldest data dropped past it")
 	f.Var(&o.memBytes, "memory-max-bytes", "queued data also kept in memory, so the writer need not read it back from the disk queue")
 	f.DurationVar(&o.sink.ShutdownTimeout, "shutdown-timeout", o.sink.ShutdownTimeout, "time allowed to flush on shutdown")
-	f.StringVar(&o.listen, "listen", "127.0.0.1:9273", "address of the /metrics, /healthz, /readyz and /targets server (empty: off)")
+	f.StringVar(&o.listen, "listen", defaultListen(), "address of the /metrics, /healthz, /readyz and /targets server (empty: off; env "+envListen+"; in a container use 0.0.0.0:9273)")
 
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --listen")
 	f.BoolVar(&o.consulOn, "consul", false, "discover targets in Consul (implied by --consul-service)")

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// Defaults that follow where scrapeflux runs: a container or a systemd
+// unit sets them through the environment.
+const (
+	envListen   = "SCRAPEFLUX_LISTEN"
+	envQueueDir = "SCRAPEFLUX_QUEUE_DIR"
+)
+
+func defaultListen() string {
+	if v := os.Getenv(envListen); v != "" {
+		return v
+	}
+	return "127.0.0.1:9273"
+}
+
+// defaultQueueDir never depends on the working directory: the
+// environment's choice, else systemd's StateDirectory=, else the user's
+// cache directory.
+func defaultQueueDir() string {
+	if v := os.Getenv(envQueueDir); v != "" {
+		return v
+	}
+	if v := os.Getenv("STATE_DIRECTORY"); v != "" {
+		return filepath.Join(strings.Split(v, ":")[0], "queue")
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "scrapeflux", "queue")
+	}
+	return filepath.Join(os.TempDir(), "scrapeflux-queue")
+}
+
+type healthOptions struct {
+	*globalOptions
+	url     string
+	timeout time.Duration
+}
+
+// newCmdHealth probes a running scrapeflux, for container health checks
+// that have no shell or curl.
+func newCmdHealth(g *globalOptions) *cobra.Command {
+	o := &healthOptions{globalOptions: g}
+	cmd := &cobra.Command{
+		Use:   "health",
+		Short: "Probe a running scrapeflux's /healthz (for container health checks)",
+		Long: `health asks a running scrapeflux whether it is alive and exits 0 if it
+answers 200, 1 otherwise. It needs no shell, so a scratch image's
+HEALTHCHECK can run it. The default URL follows --listen's default
+(env ` + envListen + `), with a wildcard address replaced by 127.0.0.1.`,
+		Example: `  scrapeflux health
+  scrapeflux health --url http://127.0.0.1:9273/readyz`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runHealth(cmd.Context(), o)
+		},
+	}
+	cmd.Flags().StringVar(&o.url, "url", probeURL(defaultListen()), "URL to probe")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", 3*time.Second, "how long to wait for the answer")
+	return cmd
+}
+
+// probeURL turns a listen address into a URL this host can reach.
+func probeURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "http://127.0.0.1:9273/healthz"
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/healthz"
+}
+
+func runHealth(ctx context.Context, o *healthOptions) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.url, nil)
+	if err != nil {
+		return fmt.Errorf("--url %q: %w", o.url, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("scrapeflux at %s is not answering: %w", o.url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("scrapeflux at %s answered %d: %s", o.url, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintf(o.stdout, "%s: %s\n", o.url, strings.TrimSpace(string(body)))
+	return nil
+}
