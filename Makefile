@@ -12,17 +12,37 @@ export SCRAPEFLUX_BIN := $(BIN)
 export SCRAPEFLUX_ARTIFACTS := $(CURDIR)/test-artifacts
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build servers chromium test vet unit fuzz bench demo clean
+PREFIX   ?= /usr/local
+IMAGE    ?= scrapeflux:latest
+
+.PHONY: all build install image servers chromium buildah test vet unit fuzz bench demo clean
 
 all: build
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/scrapeflux ./cmd/scrapeflux
 
+# Installs the binary into $(PREFIX)/bin (`go install
+# github.com/scrapeflux/scrapeflux/cmd/scrapeflux@latest` does the same
+# from the module).
+install: build
+	install -D -m 0755 bin/scrapeflux $(DESTDIR)$(PREFIX)/bin/scrapeflux
+
+# The container image (configs/docker/Dockerfile): docker build when a
+# Docker engine runs, else buildah, which needs no engine.
+image:
+	bash configs/docker/build.sh $(IMAGE)
+
 servers: $(BIN)/influxd $(BIN)/consul
 
 $(BIN)/influxd $(BIN)/consul:
 	bash .ci/build-servers.sh
+
+# The image test builds and runs the image with buildah.
+buildah:
+	@command -v buildah >/dev/null 2>&1 || { \
+	  echo "installing Debian's buildah for the container image test"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah; }
 
 # Headless Chromium loads the /targets page in an integration test.
 chromium:
@@ -35,10 +55,11 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 # Unit and integration tests (real InfluxDB and Consul on loopback, headless
-# Chromium), with the race detector, then every fuzz target for $(FUZZTIME).
+# Chromium, the container image built and run with buildah), with the race
+# detector, then every fuzz target for $(FUZZTIME).
 # The /targets screenshot lands in test-artifacts/. Packages run one at a
 # time (-p 1): the integration tests time real schedules on two cores.
-test: servers chromium vet unit fuzz
+test: servers chromium buildah vet unit fuzz
 
 unit:
 	@mkdir -p $(SCRAPEFLUX_ARTIFACTS)

@@ -180,7 +180,7 @@ func (c *Consul) Run(ctx context.Context, ch chan<- []Target) error {
 	g, gctx := errgroup.WithContext(ctx)
 	var services serviceSet
 	g.Go(func() error {
-		return c.watch(gctx, "catalog services", func(q *api.QueryOptions) (uint64, error) {
+		return c.watch(gctx, queryCatalog, func(q *api.QueryOptions) (uint64, error) {
 			m, meta, err := c.client.Catalog().Services(q)
 			if err != nil {
 				return 0, err
@@ -193,7 +193,7 @@ func (c *Consul) Run(ctx context.Context, ch chan<- []Target) error {
 		})
 	})
 	g.Go(func() error {
-		return c.watch(gctx, "health state", func(q *api.QueryOptions) (uint64, error) {
+		return c.watch(gctx, queryHealth, func(q *api.QueryOptions) (uint64, error) {
 			_, meta, err := c.client.Health().State(api.HealthAny, q)
 			if err != nil {
 				return 0, err
@@ -354,7 +354,7 @@ func (c *Consul) refresh(ctx context.Context, names []string) ([]Target, error) 
 			q := (&api.QueryOptions{AllowStale: c.cfg.AllowStale, Datacenter: c.cfg.Datacenter, NodeMeta: c.cfg.NodeMeta}).WithContext(gctx)
 			start := time.Now()
 			entries, _, err := c.client.Health().Service(name, c.cfg.Tag, c.cfg.Health == "passing", q)
-			consulQueryDuration.observe("health service", time.Since(start), err)
+			consulQueryDuration.observe(queryInstance, time.Since(start), err)
 			if err != nil {
 				return fmt.Errorf("cannot read service %s: %w", name, err)
 			}

@@ -9,7 +9,6 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -289,69 +288,6 @@ func TestRoundTripInfluxDB(t *testing.T) {
 				t.Errorf("v1: %d lines written, InfluxDB holds %d series", lines, stored)
 			}
 		})
-	}
-}
-
-// TestGrafanaDashboardMatchesLayout checks that every measurement and field
-// the shipped dashboard queries is one scrapeflux writes for a Docker
-// engine in layout v1 (or one of the per-scrape series).
-func TestGrafanaDashboardMatchesLayout(t *testing.T) {
-	data, err := os.ReadFile("../configs/grafana/docker-engine.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Query string `json:"query"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(data, &dash); err != nil {
-		t.Fatal(err)
-	}
-	written := map[string]map[string]bool{} // measurement -> fields
-	for _, name := range []string{"docker-engine-18.09.3-ce.v1.lp", "docker-engine-18.09.3-ce-swarm-manager.v1.lp"} {
-		lp, err := os.ReadFile(filepath.Join("testdata", "golden", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(strings.TrimSpace(string(lp)), "\n") {
-			_, fields, err := parseLine(line + "\n")
-			if err != nil {
-				t.Fatal(err)
-			}
-			m := line[:strings.IndexAny(line, ", ")]
-			if written[m] == nil {
-				written[m] = map[string]bool{}
-			}
-			for _, f := range fields {
-				written[m][f.key] = true
-			}
-		}
-	}
-	for _, m := range []string{"up", "scrape_duration_seconds", "scrape_samples_scraped"} {
-		written[m] = map[string]bool{"gauge": true}
-	}
-	from := regexp.MustCompile(`FROM "([^"]+)"`)
-	field := regexp.MustCompile(`\("([^"]+)"\)`)
-	if len(dash.Panels) == 0 {
-		t.Fatal("no panels")
-	}
-	for _, p := range dash.Panels {
-		for _, tg := range p.Targets {
-			m := from.FindStringSubmatch(tg.Query)
-			if m == nil || written[m[1]] == nil {
-				t.Errorf("panel %q queries a measurement scrapeflux does not write: %s", p.Title, tg.Query)
-				continue
-			}
-			for _, f := range field.FindAllStringSubmatch(tg.Query, -1) {
-				if !written[m[1]][f[1]] {
-					t.Errorf("panel %q reads field %q, not written on %s", p.Title, f[1], m[1])
-				}
-			}
-		}
 	}
 }
 

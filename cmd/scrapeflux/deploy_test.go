@@ -2,16 +2,22 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/compose-spec/compose-go/v2/types"
+
 	"github.com/scrapeflux/scrapeflux/discovery/consultest"
+	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
 	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
@@ -142,5 +148,167 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	}
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// buildah runs buildah with the storage the image build uses.
+func buildah(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("buildah", append([]string{"--storage-driver", "vfs"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("buildah %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestContainerImage builds the image from configs/docker (buildah, no
+// Docker engine needed) and runs the binary inside it: version, a real
+// scrape of a loopback target, and the daemon as the image's non-root
+// user writing to InfluxDB with its queue on the volume, probed by the
+// image's HEALTHCHECK command.
+func TestContainerImage(t *testing.T) {
+	if _, err := exec.LookPath("buildah"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("buildah not found: .ci/run installs it (apt-get install buildah)")
+		}
+		t.Skip("buildah not found (apt-get install buildah); CI runs this test")
+	}
+	tag := "localhost/scrapeflux:test-" + strconv.Itoa(os.Getpid())
+	build := exec.Command("bash", "../../configs/docker/build.sh", tag)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("image build: %v\n%s", err, out)
+	}
+	defer exec.Command("buildah", "--storage-driver", "vfs", "rmi", "-f", tag).Run()
+	ctr := buildah(t, "from", tag)
+	defer exec.Command("buildah", "--storage-driver", "vfs", "rm", ctr).Run()
+	inside := func(args ...string) (string, error) {
+		cmd := exec.Command("buildah", append([]string{"--storage-driver", "vfs", "run", "--isolation", "chroot", ctr, "--", "/usr/local/bin/scrapeflux"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := inside("version"); err != nil || !strings.HasPrefix(out, "scrapeflux ") {
+		t.Fatalf("version in the image: %v\n%s", err, out)
+	}
+	cfg := buildah(t, "inspect", "--format", "{{.Docker.Config.User}} {{.Docker.Config.Healthcheck.Test}} {{.Docker.Config.Env}}", tag)
+	for _, want := range []string{"65532:65532", "scrapeflux health", "SCRAPEFLUX_LISTEN=0.0.0.0:9273", "SCRAPEFLUX_QUEUE_DIR=/var/lib/scrapeflux"} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("image config lacks %q: %s", want, cfg)
+		}
+	}
+
+	fleet, err := scrapetest.StartFleet(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fleet.Close()
+	out, err := inside("scrape", fleet.URLs[0])
+	if err != nil || !strings.Contains(out, "engine_daemon_engine_cpus_cpus,instance=") || !strings.Contains(out, "up,instance=") {
+		t.Fatalf("scrape in the image: %v\n%.2000s", err, out)
+	}
+
+	srv := influxtest.Start(t)
+	srv.CreateDB(t, "img")
+	listen := "127.0.0.1:" + strconv.Itoa(influxtest.FreePort(t))
+	daemon := exec.Command("buildah", "--storage-driver", "vfs", "run", "--isolation", "chroot", ctr, "--",
+		"/usr/local/bin/scrapeflux", "run", "--target", fleet.URLs[0], "--interval", "500ms",
+		"--influx-url", srv.URL, "--influx-bucket", "img", "--flush-interval", "100ms", "--listen", listen)
+	daemon.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	logs := &lockedBuffer{}
+	daemon.Stdout, daemon.Stderr = logs, logs
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		syscall.Kill(-daemon.Process.Pid, syscall.SIGKILL)
+		daemon.Wait()
+	}()
+	waitUntil(t, "the image's health check passes", 20*time.Second, func() bool {
+		_, err := inside("health", "--url", "http://"+listen+"/healthz", "--timeout", "1s")
+		return err == nil
+	})
+	waitUntil(t, "points from the daemon in the image", 20*time.Second, func() bool {
+		return srv.Count(t, "img", "up", "gauge") >= 2
+	})
+	if strings.Contains(logs.String(), "cannot open queue dir") {
+		t.Errorf("the non-root user cannot use the queue volume:\n%s", logs)
+	}
+}
+
+// TestSwarmStack loads configs/swarm/stack.yml with compose-go, the loader
+// Docker Compose itself uses, and checks what the README promises of it.
+func TestSwarmStack(t *testing.T) {
+	dir, _ := filepath.Abs("../../configs/swarm")
+	details := types.ConfigDetails{
+		WorkingDir:  dir,
+		ConfigFiles: []types.ConfigFile{{Filename: filepath.Join(dir, "stack.yml")}},
+		Environment: types.Mapping{},
+	}
+	p, err := loader.LoadWithContext(context.Background(), details, func(o *loader.Options) {
+		o.SetProjectName("scrapeflux", true)
+		o.SkipConsistencyCheck = false
+	})
+	if err != nil {
+		t.Fatalf("stack.yml does not load: %v", err)
+	}
+	for _, name := range []string{"consul", "influxdb", "grafana", "scrapeflux", "scrapeflux-node"} {
+		if _, ok := p.Services[name]; !ok {
+			t.Errorf("service %s missing", name)
+		}
+	}
+	for name, s := range p.Services {
+		if s.HealthCheck == nil {
+			t.Errorf("service %s has no healthcheck section", name)
+		}
+		if s.Deploy == nil {
+			t.Errorf("service %s has no deploy section", name)
+		}
+	}
+	node := p.Services["scrapeflux-node"]
+	if node.Deploy == nil || node.Deploy.Mode != "global" {
+		t.Errorf("node side is not mode: global")
+	}
+	if !strings.Contains(strings.Join(node.Command, " "), "register --keep") {
+		t.Errorf("node side runs %q, want register --keep", node.Command)
+	}
+	sf := p.Services["scrapeflux"]
+	cmd := strings.Join(sf.Command, " ")
+	for _, want := range []string{"--cluster=", "--replication-factor=2", "--influx-token-file=/run/secrets/influx_token"} {
+		if !strings.Contains(cmd, want) {
+			t.Errorf("scrapeflux command lacks %s: %s", want, cmd)
+		}
+	}
+	if sf.Deploy == nil || sf.Deploy.Replicas == nil || *sf.Deploy.Replicas < 2 {
+		t.Errorf("scrapeflux central is not replicated")
+	}
+	if sf.Deploy != nil && sf.Deploy.Placement.MaxReplicas != 1 {
+		t.Errorf("two replicas could share a node's queue volume")
+	}
+	if len(sf.Volumes) != 1 || sf.Volumes[0].Target != "/var/lib/scrapeflux" {
+		t.Errorf("queue volume: %+v", sf.Volumes)
+	}
+	if len(sf.Secrets) != 1 || sf.Secrets[0].Source != "influx_token" {
+		t.Errorf("secrets: %+v", sf.Secrets)
+	}
+	if hc := sf.HealthCheck; hc == nil || strings.Join(hc.Test, " ") != "CMD /usr/local/bin/scrapeflux health" {
+		t.Errorf("scrapeflux healthcheck: %+v", hc)
+	}
+	if sf.Environment["SCRAPEFLUX_LISTEN"] == nil || *sf.Environment["SCRAPEFLUX_LISTEN"] != "0.0.0.0:9273" {
+		t.Errorf("scrapeflux does not listen on all interfaces in its container")
+	}
+	// Grafana gets the datasource and both dashboards from files that exist.
+	graf := p.Services["grafana"]
+	targets := map[string]bool{}
+	for _, c := range graf.Configs {
+		targets[c.Target] = true
+	}
+	for _, want := range []string{"/etc/grafana/provisioning/datasources/influxdb.yml", "/var/lib/grafana/dashboards/docker-engine.json", "/var/lib/grafana/dashboards/scrapeflux.json"} {
+		if !targets[want] {
+			t.Errorf("grafana lacks config %s", want)
+		}
+	}
+	for name, c := range p.Configs {
+		if _, err := os.Stat(c.File); err != nil {
+			t.Errorf("config %s: %v", name, err)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
@@ -81,7 +82,7 @@ configs/consul/docker-engine.json.`,
 	o.consulFlags.register(f)
 	f.StringVar(&o.service, "service", "docker-engine", "Consul service name (becomes the job tag)")
 	f.StringVar(&o.id, "id", "", "service ID (default: <service>-<address>-<port>)")
-	f.StringVar(&o.address, "address", "", "address scrapeflux reaches the endpoint at (default: the node's address in Consul)")
+	f.StringVar(&o.address, "address", os.Getenv("SCRAPEFLUX_NODE_ADDRESS"), "address scrapeflux reaches the endpoint at (env SCRAPEFLUX_NODE_ADDRESS; default: the node's address in Consul)")
 	f.StringVar(&o.checkAddress, "check-address", "", "address the local agent checks (default: --address, else 127.0.0.1)")
 	f.IntVar(&o.port, "port", 9323, "port of the metrics endpoint")
 	f.StringVar(&o.path, "path", "/metrics", "path of the metrics endpoint")
