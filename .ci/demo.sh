@@ -63,7 +63,7 @@ wait_http "http://127.0.0.1:$CONSUL_PORT/v1/status/leader" Consul
 echo "== starting $ENGINES simulated Docker engines from port $ENGINE_PORT"
 $SF simulate --targets "$ENGINES" --base-port "$ENGINE_PORT" --list "$work/targets.txt" >/dev/null & pids+=($!)
 for _ in $(seq 100); do [ -s "$work/targets.txt" ] && break; sleep 0.1; done
-echo "== registering them in Consul with scrapeflux register (HTTP health check each)"
+echo "== registering them in Consul with scrapeflux register (TCP health check each)"
 port=$ENGINE_PORT
 while read -r u; do
   $SF register --consul-addr "127.0.0.1:$CONSUL_PORT" --address 127.0.0.1 --port "$port" \

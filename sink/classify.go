@@ -80,8 +80,12 @@ func hint(err error) string {
 	switch c := we.StatusCode; {
 	case c == http.StatusUnauthorized || c == http.StatusForbidden:
 		return "InfluxDB refused the credentials: check the token file (--influx-token-file) and the user's write permission; data stays queued"
+	case c == http.StatusNotFound && strings.Contains(we.Message, "database not found"):
+		return "the InfluxDB 1.x database does not exist: create it (CREATE DATABASE), or let scrapeflux create it (--influx-create-database, on by default); data stays queued"
+	case c == http.StatusNotFound && strings.Contains(we.Message, "bucket"):
+		return "the InfluxDB 2.x bucket does not exist: create it (influx bucket create) or check --influx-bucket and --influx-org; data stays queued"
 	case c == http.StatusNotFound:
-		return "database or bucket not found: create it (or check --influx-bucket); data stays queued"
+		return "not found: check --influx-url, --influx-bucket (and --influx-org for 2.x); data stays queued"
 	case c >= 500 || c == http.StatusTooManyRequests || c == http.StatusRequestTimeout:
 		return "InfluxDB is failing or overloaded; data stays queued and is retried"
 	default:

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +36,13 @@ type InfluxConfig struct {
 	// verification (explicitly, for tests and emergencies).
 	CAFile             string
 	InsecureSkipVerify bool
+}
+
+// database is the 1.x database named by the bucket (database or
+// database/retention-policy).
+func (c *InfluxConfig) database() string {
+	db, _, _ := strings.Cut(c.Bucket, "/")
+	return db
 }
 
 // Validate rejects a config that cannot work, naming the field.
@@ -199,6 +207,39 @@ func (w *InfluxWriter) writeGzip(ctx context.Context, body []byte) error {
 	}
 	return nil
 }
+
+// CreateDatabase creates the bucket's database, for InfluxDB 1.x, which
+// answers 404 "database not found" to writes into a missing one (as
+// Telegraf does unless skip_database_creation is set). InfluxDB 2.x has
+// no such statement; its buckets are made by an operator.
+func (w *InfluxWriter) CreateDatabase(ctx context.Context) error {
+	w.mu.RLock()
+	token := w.cfg.Token
+	w.mu.RUnlock()
+	u := strings.TrimRight(w.cfg.URL, "/") + "/query"
+	form := url.Values{"q": {"CREATE DATABASE " + strconv.Quote(w.cfg.database())}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if token != "" {
+		req.Header.Set("Authorization", "Token "+token)
+	}
+	resp, err := w.opts.HTTPClient().Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot create database %q: %w", w.cfg.database(), err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK || bytes.Contains(body, []byte(`"error"`)) {
+		return fmt.Errorf("cannot create database %q: InfluxDB answered %d: %s", w.cfg.database(), resp.StatusCode, bytes.TrimSpace(body))
+	}
+	return nil
+}
+
+// Database is the database CreateDatabase makes.
+func (w *InfluxWriter) Database() string { return w.cfg.database() }
 
 // Close releases the client's connections.
 func (w *InfluxWriter) Close() {

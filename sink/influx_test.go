@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -269,4 +270,70 @@ func TestGzipWrite(t *testing.T) {
 			t.Errorf("write %d: got %.80q, want %.80q", i/4, g, want[i%4])
 		}
 	}
+}
+
+// TestCreatesMissingDatabase: InfluxDB 1.8 answers 404 "database not
+// found"; with CreateDatabase the sink creates it and the data lands,
+// without it the data stays queued and the log says what to do.
+func TestCreatesMissingDatabase(t *testing.T) {
+	srv := influxtest.Start(t)
+	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: "fresh/autogen", Timeout: 5 * time.Second, Gzip: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cfg := fastConfig()
+	cfg.CreateDatabase = true
+	st := runSink(t, cfg, w, func(s *Sink) { push(t, s, 5) })
+	if st.Written != 5 {
+		t.Fatalf("written %d, want 5 into the created database", st.Written)
+	}
+	if n := srv.Count(t, "fresh", "m", "gauge"); n != 5 {
+		t.Fatalf("InfluxDB holds %d points, want 5", n)
+	}
+
+	w2, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: "missing", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	var logs lockedLog
+	cfg.CreateDatabase = false
+	cfg.ShutdownTimeout = 200 * time.Millisecond
+	s, err := New(cfg, w2, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- s.Run(context.Background()) }()
+	push(t, s, 3)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "database does not exist") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.Close()
+	<-done
+	if !strings.Contains(logs.String(), "database does not exist: create it") {
+		t.Errorf("the log does not say to create the database:\n%s", logs.String())
+	}
+	if st := s.Stats(); st.Written != 0 || st.Dropped["rejected"] != 0 {
+		t.Errorf("written %d rejected %d without the database", st.Written, st.Dropped["rejected"])
+	}
+}
+
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

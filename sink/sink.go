@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,15 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait between write retries.
 	MinBackoff, MaxBackoff time.Duration
+	// CreateDatabase: when InfluxDB 1.x answers that the database does not
+	// exist, create it (if the Writer can) and write again.
+	CreateDatabase bool
+}
+
+// DatabaseCreator is a Writer that can create its InfluxDB 1.x database.
+type DatabaseCreator interface {
+	CreateDatabase(ctx context.Context) error
+	Database() string
 }
 
 // Defaults of Config.
@@ -161,6 +171,7 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 		closing: make(chan struct{}),
 	}
 	s.health.log, s.rejects.log = log, log
+	s.stats.since.Store(time.Now().UnixNano())
 	if cfg.QueueDir == "" {
 		s.q = newQueue(cfg.MaxQueueBytes, cfg.MaxQueueBytes, nil, nil)
 		return s, nil
@@ -396,6 +407,7 @@ func (s *Sink) deliver(ctx context.Context, body []byte, lines, samples int) boo
 	parts := []part{{body, lines, samples}}
 	budget := maxBisect
 	attempt := 0
+	created := false // one attempt to create a missing database per job
 	for len(parts) > 0 {
 		p := &parts[0]
 		start := time.Now()
@@ -457,6 +469,17 @@ func (s *Sink) deliver(ctx context.Context, body []byte, lines, samples int) boo
 			a, c := splitPart(*p)
 			parts = append([]part{a, c}, parts[1:]...)
 			continue
+		}
+		if we != nil && we.StatusCode == http.StatusNotFound && strings.Contains(we.Message, "database not found") && s.cfg.CreateDatabase && !created {
+			if dc, ok := s.w.(DatabaseCreator); ok {
+				created = true
+				if cerr := dc.CreateDatabase(ctx); cerr == nil {
+					s.log.Info("InfluxDB had no database "+strconv.Quote(dc.Database())+"; created it", "database", dc.Database())
+					continue
+				} else {
+					err = fmt.Errorf("%w; and %w", err, cerr)
+				}
+			}
 		}
 		attempt++
 		s.health.fail(ctx, err, act == actNeedsPerson, s.stats.queuedBytes.Load())

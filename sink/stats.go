@@ -48,6 +48,8 @@ type Stats struct {
 	lastWrite                                   atomic.Int64 // unix nanoseconds of the last successful write
 	writeSeconds                                atomic.Int64 // total nanoseconds spent in write requests
 	failing                                     atomic.Bool
+	lastError                                   atomic.Pointer[string] // of the last failed write, with what to do
+	since                                       atomic.Int64           // unix nanoseconds the sink was made
 }
 
 // StatsSnapshot is a copy of the counters.
@@ -61,6 +63,23 @@ type StatsSnapshot struct {
 	WritesOK, WritesFailed, ConsecutiveFailures int64
 	LastWrite                                   time.Time
 	WriteTime                                   time.Duration
+	// LastWriteError is the last failed write's error and what to do;
+	// Since is when the sink was made.
+	LastWriteError string
+	Since          time.Time
+}
+
+// Undelivered is how long nothing could be written while writes fail:
+// since the last answered write (or the start), zero while they succeed.
+func (s StatsSnapshot) Undelivered(now time.Time) time.Duration {
+	if s.ConsecutiveFailures == 0 {
+		return 0
+	}
+	from := s.LastWrite
+	if from.IsZero() {
+		from = s.Since
+	}
+	return now.Sub(from)
 }
 
 // DroppedTotal sums the drops of every reason.
@@ -101,6 +120,8 @@ func (s *Stats) observeWrite(err error, act writeAction, d time.Duration) {
 	s.writesFailed.Add(1)
 	s.consecutiveFailures.Add(1)
 	s.failing.Store(true)
+	msg := err.Error() + " (" + hint(err) + ")"
+	s.lastError.Store(&msg)
 }
 
 func (s *Stats) snapshot() StatsSnapshot {
@@ -116,6 +137,10 @@ func (s *Stats) snapshot() StatsSnapshot {
 		WritesFailed:        s.writesFailed.Load(),
 		ConsecutiveFailures: s.consecutiveFailures.Load(),
 		WriteTime:           time.Duration(s.writeSeconds.Load()),
+	}
+	out.Since = time.Unix(0, s.since.Load())
+	if e := s.lastError.Load(); e != nil && out.ConsecutiveFailures > 0 {
+		out.LastWriteError = *e
 	}
 	if t := s.lastWrite.Load(); t != 0 {
 		out.LastWrite = time.Unix(0, t)

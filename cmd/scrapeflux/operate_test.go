@@ -334,3 +334,64 @@ func TestReloadRereadsInfluxToken(t *testing.T) {
 		t.Error("token in the logs")
 	}
 }
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestWriteFailuresVisible: InfluxDB 1.8 with authentication refuses the
+// token. /readyz turns not ready once writes have failed past the
+// threshold and says what to do, /metrics counts the failures, and the log
+// says it once (not per attempt) with what to do.
+func TestWriteFailuresVisible(t *testing.T) {
+	srv := influxtest.StartWithAuth(t, "admin", "right")
+	srv.CreateDB(t, "e2e")
+	fleet, err := scrapetest.StartFleet(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fleet.Close()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte("admin:wrong\n"), 0o600)
+	listen := fmt.Sprintf("127.0.0.1:%d", influxtest.FreePort(t))
+	d := startDaemon(t, "run", "--target", fleet.URLs[0], "--interval", "300ms", "--flush-interval", "50ms",
+		"--influx-url", srv.URL, "--influx-bucket", "e2e", "--influx-token-file", tokenFile,
+		"--ready-write-timeout", "1s", "--shutdown-timeout", "1s", "--listen", listen, "--queue-dir", t.TempDir())
+	var body string
+	waitUntil(t, "/readyz reports the failing writes", 15*time.Second, func() bool {
+		var code int
+		code, body = httpGet(t, "http://"+listen+"/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "no write to InfluxDB")
+	})
+	for _, want := range []string{"401", "check the token file"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/readyz does not say %q: %s", want, body)
+		}
+	}
+	_, metrics := httpGet(t, "http://"+listen+"/metrics")
+	for _, want := range []string{`scrapeflux_influx_writes_total{outcome="failed"}`, "scrapeflux_influx_consecutive_failures", "scrapeflux_influx_last_write_timestamp_seconds 0"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(metrics, `scrapeflux_influx_consecutive_failures 0`) {
+		t.Error("consecutive failures shown as 0")
+	}
+	d.stop(t)
+	if n := strings.Count(d.stderr, "cannot write to InfluxDB"); n != 1 {
+		t.Errorf("%d failure lines, want 1 while the failure lasts under a minute:\n%s", n, d.stderr)
+	}
+	if !strings.Contains(d.stderr, "check the token file") {
+		t.Errorf("the log does not say what to do:\n%s", d.stderr)
+	}
+	if strings.Contains(d.stderr, "wrong") {
+		t.Error("the password is in the log")
+	}
+}

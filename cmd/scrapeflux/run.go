@@ -46,6 +46,7 @@ type runOptions struct {
 
 	cluster     discovery.ClusterConfig
 	replication int
+	readyWrite  time.Duration
 }
 
 func newCmdRun(g *globalOptions) *cobra.Command {
@@ -144,6 +145,7 @@ authentication is on.`,
 	f.BoolVar(&o.influx.InsecureSkipVerify, "influx-insecure-skip-verify", false, "do not verify InfluxDB's certificate (unsafe)")
 	f.BoolVar(&o.influx.Gzip, "influx-gzip", true, "gzip write requests at the fastest level: about a tenth of the bytes for 10-15% more CPU (--influx-gzip=false sends them plain)")
 	f.DurationVar(&o.influx.Timeout, "influx-timeout", 10*time.Second, "timeout of one write request")
+	f.BoolVar(&o.sink.CreateDatabase, "influx-create-database", true, "InfluxDB 1.x: create the database when it does not exist (as Telegraf does)")
 	f.IntVar(&o.sink.BatchSize, "batch-size", o.sink.BatchSize, "lines per write request (a scrape's lines are never split)")
 	f.DurationVar(&o.sink.FlushInterval, "flush-interval", o.sink.FlushInterval, "longest time a line waits before it is sent")
 	f.StringVar(&o.sink.QueueDir, "queue-dir", o.sink.QueueDir, "directory of the disk queue that holds data while InfluxDB is away, and across restarts (empty: memory only; default: env "+envQueueDir+", else $STATE_DIRECTORY/queue, else the user cache dir)")
@@ -152,6 +154,7 @@ authentication is on.`,
 	f.DurationVar(&o.sink.ShutdownTimeout, "shutdown-timeout", o.sink.ShutdownTimeout, "time allowed to flush on shutdown")
 	f.StringVar(&o.listen, "listen", defaultListen(), "address of the /metrics, /healthz, /readyz and /targets server (empty: off; env "+envListen+"; in a container use 0.0.0.0:9273)")
 
+	f.DurationVar(&o.readyWrite, "ready-write-timeout", time.Minute, "/readyz reports not ready once writes to InfluxDB have failed this long (0: never)")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --listen")
 	f.BoolVar(&o.consulOn, "consul", false, "discover targets in Consul (implied by --consul-service)")
 	o.consulFlags.register(f)
@@ -319,7 +322,7 @@ func runRun(ctx context.Context, o *runOptions) error {
 		}
 		return specs, err
 	}}
-	web := &webServer{addr: o.listen, pprof: o.pprof, targets: js, sink: snk, shard: shard, reload: reloads, log: log.With("component", "web")}
+	web := &webServer{addr: o.listen, pprof: o.pprof, targets: js, sink: snk, shard: shard, readyWrite: o.readyWrite, reload: reloads, log: log.With("component", "web")}
 	if err := web.listen(); err != nil {
 		return err
 	}

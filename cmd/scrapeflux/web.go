@@ -33,6 +33,8 @@ type webServer struct {
 	}
 	sink   *sink.Sink
 	shard  *scrape.Shard // nil: not a replica
+	// readyWrite: /readyz fails once writes have failed this long.
+	readyWrite time.Duration
 	reload *reloader
 	log    *slog.Logger
 	ln     net.Listener
@@ -76,6 +78,11 @@ func (w *webServer) run(ctx context.Context) error {
 		}
 		if !w.sink.Ready() {
 			http.Error(rw, "InfluxDB is failing and there is no disk queue to hold data", http.StatusServiceUnavailable)
+			return
+		}
+		if st := w.sink.Stats(); w.readyWrite > 0 && st.Undelivered(time.Now()) > w.readyWrite {
+			http.Error(rw, fmt.Sprintf("no write to InfluxDB for %s (%d failed attempts; data is queued): %s",
+				st.Undelivered(time.Now()).Round(time.Second), st.ConsecutiveFailures, st.LastWriteError), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(rw, "ready")

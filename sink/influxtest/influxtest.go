@@ -22,6 +22,8 @@ import (
 type Server struct {
 	URL string
 	Dir string
+	// User and Password are the admin's, with authentication on.
+	User, Password string
 	cmd *exec.Cmd
 	log *os.File
 }
@@ -71,6 +73,7 @@ bind-address = "127.0.0.1:%d"
   trace-logging-enabled = false
 [http]
   bind-address = "127.0.0.1:%[3]d"
+  auth-enabled = %[4]t
   log-enabled = false
   flux-enabled = false
 [monitor]
@@ -84,19 +87,32 @@ bind-address = "127.0.0.1:%d"
 `
 
 // Start runs influxd until the test ends.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { return start(t, "", "") }
+
+// StartWithAuth runs influxd with authentication on and one admin user;
+// Query and CreateDB use its credentials.
+func StartWithAuth(t testing.TB, user, password string) *Server {
+	return start(t, user, password)
+}
+
+func start(t testing.TB, user, password string) *Server {
 	t.Helper()
 	bin := Binary(t, "influxd")
 	dir := t.TempDir()
 	s := &Server{Dir: dir}
 	port := FreePort(t)
 	cfg := filepath.Join(dir, "influxdb.conf")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(config, FreePort(t), dir, port)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(config, FreePort(t), dir, port, user != "")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s.URL = "http://127.0.0.1:" + strconv.Itoa(port)
 	s.start(t, bin, cfg)
 	t.Cleanup(s.Stop)
+	if user != "" {
+		// With no user yet, InfluxDB lets anyone create the first admin.
+		s.Query(t, "", fmt.Sprintf("CREATE USER %q WITH PASSWORD '%s' WITH ALL PRIVILEGES", user, password))
+		s.User, s.Password = user, password
+	}
 	return s
 }
 
@@ -169,7 +185,12 @@ func (s *Server) Query(t testing.TB, db, q string) []Result {
 // TryQuery is Query returning its error.
 func (s *Server) TryQuery(db, q string) ([]Result, error) {
 	v := url.Values{"db": {db}, "q": {q}, "epoch": {"ms"}}
-	resp, err := http.PostForm(s.URL+"/query", v)
+	u := s.URL + "/query"
+	if s.User != "" {
+		// InfluxDB reads credentials from the URL, not the form.
+		u += "?" + url.Values{"u": {s.User}, "p": {s.Password}}.Encode()
+	}
+	resp, err := http.PostForm(u, v)
 	if err != nil {
 		return nil, fmt.Errorf("cannot query: %w", err)
 	}
