@@ -31,13 +31,13 @@ type webServer struct {
 		Handovers() int64
 		Ready() bool
 	}
-	sink   *sink.Sink
-	shard  *scrape.Shard // nil: not a replica
+	sink  *sink.Sink
+	shard *scrape.Shard // nil: not a replica
 	// readyWrite: /readyz fails once writes have failed this long.
 	readyWrite time.Duration
-	reload *reloader
-	log    *slog.Logger
-	ln     net.Listener
+	reload     *reloader
+	log        *slog.Logger
+	ln         net.Listener
 }
 
 func (w *webServer) listen() error {

@@ -24,8 +24,8 @@ type Server struct {
 	Dir string
 	// User and Password are the admin's, with authentication on.
 	User, Password string
-	cmd *exec.Cmd
-	log *os.File
+	cmd            *exec.Cmd
+	log            *os.File
 }
 
 // BinDir is where the Makefile puts the servers it builds.
