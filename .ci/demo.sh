@@ -82,7 +82,7 @@ $SF run --consul --consul-addr "127.0.0.1:$CONSUL_PORT" --consul-meta-tags node_
 pids+=($sf)
 sleep "$SECONDS_TO_RUN"
 echo "   targets page says:"
-curl -fsS "http://$LISTEN/targets?format=json" | sed 's/},{/}\n{/g' | sed -E 's/.*"Instance":"([^"]*)".*"Health":"([^"]*)".*"Samples":([0-9]+).*/     \1  \2  samples=\3/'
+curl -fsS "http://$LISTEN/targets?format=json" | sed 's/},{"url"/}\n{"url"/g' | sed -E 's/.*"instance":"([^"]*)".*"health":"([^"]*)".*"samples":([0-9]+).*/     \1  \2  samples=\3/'
 kill -TERM $sf; wait $sf || true
 echo "   scrapeflux log:"; sed 's/^/     /' "$work/scrapeflux.log"
 

@@ -5,7 +5,6 @@ package discovery
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"net/url"
@@ -87,6 +86,9 @@ func (t *Target) Tag(key string) string {
 // NewTarget builds a target for rawURL with job and instance tags plus the
 // extra tags given. instance defaults to the URL's host:port.
 func NewTarget(rawURL, job string, extra ...Tag) (Target, error) {
+	if !strings.Contains(rawURL, "://") {
+		return Target{}, fmt.Errorf("target URL %q has no scheme: write http://%s (or https://)", rawURL, rawURL)
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return Target{}, fmt.Errorf("cannot parse target URL %q: %w", rawURL, err)
@@ -124,10 +126,6 @@ type Discoverer interface {
 type Static struct {
 	Targets []Target
 }
-
-// ErrNoTargets is returned when neither static targets nor a dynamic
-// discoverer were configured.
-var ErrNoTargets = errors.New("no targets: give --target or a discovery source")
 
 // NewStatic builds a static discoverer from URLs, all under one job.
 func NewStatic(job string, urls []string) (*Static, error) {

@@ -55,9 +55,14 @@ type Sample struct {
 	Family []byte
 	Type   model.MetricType
 	Value  float64
-	// Timestamp in milliseconds since the epoch: the scrape's start, or the
+	// Timestamp in milliseconds since the epoch: the scrape's slot, or the
 	// exposed timestamp when the loop honours timestamps.
 	Timestamp int64
+	// Synthetic marks the series a loop writes of its own (up,
+	// scrape_duration_seconds, scrape_samples_scraped): metric relabeling
+	// does not apply to them, as in Prometheus, so a keep rule cannot hide
+	// a dead target.
+	Synthetic bool
 
 	src  labelSource
 	lset labels.Labels

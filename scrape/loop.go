@@ -48,6 +48,7 @@ type Status struct {
 	FailuresTotal  int64
 	SkippedTotal   int64
 	LastStartDelay time.Duration
+	Interval       time.Duration
 	// With replicas: this replica's role for the target, and the replicas
 	// that own it, best first. Empty without.
 	Role   string
@@ -72,28 +73,36 @@ type loop struct {
 	mu     sync.Mutex // guards status
 	status Status
 
+	// Owned by the loop's goroutine: when the target went down, and the
+	// last log line about it.
+	downSince, lastReport time.Time
+
 	// Synthetic series (up, scrape_duration_seconds,
 	// scrape_samples_scraped), built once per loop.
 	synth [3]Sample
 }
 
 func newLoop(t discovery.Target, cfg Config, app Appender, f *fetcher, log *slog.Logger) *loop {
-	return &loop{
+	l := &loop{
 		target:  t,
 		cfg:     cfg,
 		app:     app,
 		fetcher: f,
 		parser:  NewParser(),
-		log:     log.With("target", t.Redacted()),
+		log:     log.With("target", t.Redacted(), "job", t.Tag("job")),
 		timeout: strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64),
 		done:    make(chan struct{}),
-		status:  Status{Target: t, Health: HealthUnknown},
+		status:  Status{Target: t, Health: HealthUnknown, Interval: cfg.Interval},
 		synth: [3]Sample{
 			SyntheticSample(labels.FromStrings(labels.MetricName, "up"), model.MetricTypeGauge, 0, 0),
 			SyntheticSample(labels.FromStrings(labels.MetricName, "scrape_duration_seconds"), model.MetricTypeGauge, 0, 0),
 			SyntheticSample(labels.FromStrings(labels.MetricName, "scrape_samples_scraped"), model.MetricTypeGauge, 0, 0),
 		},
 	}
+	for i := range l.synth {
+		l.synth[i].Synthetic = true
+	}
+	return l
 }
 
 // offset is when, within each interval, this target is scraped: spread by
@@ -188,8 +197,12 @@ func (l *loop) scrape(ctx context.Context, start, slot time.Time, delay time.Dur
 	l.report(start, dur, delay, n, warn, err)
 }
 
-// report records the outcome and logs changes only: a failure once when it
-// starts or changes, at debug while it repeats, and the recovery.
+// targetReportEvery is how often a target that stays down is logged again.
+const targetReportEvery = 5 * time.Minute
+
+// report records the outcome and logs it: a failure when it starts or its
+// error changes, again every targetReportEvery while it lasts (debug in
+// between), and the recovery.
 func (l *loop) report(start time.Time, dur, delay time.Duration, n int, warn, err error) {
 	l.mu.Lock()
 	prev := l.status
@@ -209,15 +222,20 @@ func (l *loop) report(start time.Time, dur, delay time.Duration, n int, warn, er
 	l.mu.Unlock()
 
 	switch {
-	case err != nil && prev.LastError == err.Error():
-		l.log.Debug("scrape still failing", "err", err)
-	case err != nil:
+	case err != nil && prev.Health != HealthDown:
+		l.downSince, l.lastReport = start, start
 		l.log.Warn("scrape failed", "err", err)
+	case err != nil && (prev.LastError != err.Error() || start.Sub(l.lastReport) >= targetReportEvery):
+		// Said again at a steady cadence while the target stays down.
+		l.lastReport = start
+		l.log.Warn("scrape still failing", "err", err, "down_for", start.Sub(l.downSince).Round(time.Second).String())
+	case err != nil:
+		l.log.Debug("scrape still failing", "err", err)
 	case prev.Health == HealthDown:
-		l.log.Info("scrape recovered", "samples", n)
+		l.log.Info("scrape recovered", "samples", n, "down_for", start.Sub(l.downSince).Round(time.Second).String())
 	}
 	if warn != nil && prev.ScrapesTotal == 0 {
-		l.log.Warn("target sends an unexpected content type", "err", warn)
+		l.log.Warn("target sends an unexpected content type; read as the Prometheus text format", "err", warn)
 	}
 }
 

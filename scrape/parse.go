@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
@@ -47,6 +48,9 @@ func (p *Parser) Parse(body []byte, contentType string, scrapeTS int64, honorTS 
 	return p.ParseLimit(body, contentType, scrapeTS, honorTS, 0, app)
 }
 
+// ErrNotMetrics fails a scrape whose answer is plainly not metrics.
+var ErrNotMetrics = errors.New("not metrics")
+
 // ErrSampleLimit fails a scrape with more samples than allowed.
 var ErrSampleLimit = errors.New("sample limit exceeded")
 
@@ -57,6 +61,9 @@ func (p *Parser) ParseLimit(body []byte, contentType string, scrapeTS int64, hon
 	// of series that went away are not kept forever.
 	if p.scrapes++; p.scrapes%32 == 0 {
 		p.st = labels.NewSymbolTable()
+	}
+	if mt, _, _ := strings.Cut(contentType, ";"); strings.EqualFold(strings.TrimSpace(mt), "text/html") {
+		return 0, nil, fmt.Errorf("%w: the target answered with a web page (text/html), not metrics: check the URL's path", ErrNotMetrics)
 	}
 	tp, warn := textparse.New(body, contentType, p.st, textparse.ParserOptions{
 		OpenMetricsSkipSTSeries: true,

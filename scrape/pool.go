@@ -31,11 +31,12 @@ type Pool struct {
 
 	syncMu sync.Mutex // serialises Sync; never held by readers
 
-	mu        sync.Mutex // guards the fields below; never held while waiting
-	loops     map[string]*loop
-	skipped   map[string]Status // targets another replica owns
-	synced    bool              // a first snapshot has been applied
-	handovers int64             // targets handed to other replicas
+	mu         sync.Mutex // guards the fields below; never held while waiting
+	loops      map[string]*loop
+	skipped    map[string]Status // targets another replica owns
+	synced     bool              // a first snapshot has been applied
+	discovered int               // targets in the latest snapshot
+	handovers  int64             // targets handed to other replicas
 }
 
 // Synced reports whether discovery has delivered a first snapshot.
@@ -126,7 +127,7 @@ func (p *Pool) Run(ctx context.Context, ch <-chan []discovery.Target) error {
 	handover.Stop()
 	defer handover.Stop()
 	var last []discovery.Target
-	have := false
+	have, warnedEmpty := false, false
 	for {
 		select {
 		case <-ctx.Done():
@@ -143,10 +144,27 @@ func (p *Pool) Run(ctx context.Context, ch <-chan []discovery.Target) error {
 		if next := p.Sync(ctx, last); !next.IsZero() {
 			handover.Reset(time.Until(next))
 		}
+		switch {
+		case len(last) == 0 && !warnedEmpty:
+			p.log.Warn("discovery found no targets: check the Consul service names, tag and node meta filters (--consul-service, --consul-tag, --consul-node-meta) or the job's targets")
+			warnedEmpty = true
+		case len(last) > 0 && warnedEmpty:
+			p.log.Info("discovery found targets", "targets", len(last))
+			warnedEmpty = false
+		}
 		p.mu.Lock()
 		p.synced = true
+		p.discovered = len(last)
 		p.mu.Unlock()
 	}
+}
+
+// Discovered is the number of targets in the latest snapshot from
+// discovery, before sharding and target relabeling.
+func (p *Pool) Discovered() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.discovered
 }
 
 // Sync makes the running loops match targets: loops of removed targets are
@@ -177,7 +195,7 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) time.Time {
 		k := t.Key()
 		if p.shard != nil {
 			if owners := p.shard.Owners(k); !slices.Contains(owners, p.shard.Self()) {
-				skipped[k] = Status{Target: t, Health: HealthSkipped, Role: RoleSkipped, Owners: owners}
+				skipped[k] = Status{Target: t, Health: HealthSkipped, Role: RoleSkipped, Owners: owners, Interval: p.cfg.Interval}
 				continue
 			}
 		}

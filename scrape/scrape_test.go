@@ -483,3 +483,27 @@ func TestTargetRelabeling(t *testing.T) {
 		t.Errorf("relabeled target %+v", out)
 	}
 }
+
+// A target that stays down is logged when it goes down, again every five
+// minutes while it stays down, and when it recovers.
+func TestDeadTargetLoggedAtACadence(t *testing.T) {
+	var buf bytes.Buffer
+	tg, _ := discovery.NewTarget("http://127.0.0.1:1/metrics", "docker-engine")
+	l := newLoop(tg, testConfig(), &recorder{}, nil, slog.New(slog.NewTextHandler(&buf, nil)))
+	t0 := time.Unix(1_000_000, 0)
+	err := errors.New("connection refused")
+	for i := 0; i <= 11; i++ { // down for 11 minutes, a scrape a minute
+		l.report(t0.Add(time.Duration(i)*time.Minute), 0, 0, 0, nil, err)
+	}
+	l.report(t0.Add(12*time.Minute), 0, 0, 5, nil, nil)
+	out := buf.String()
+	if n := strings.Count(out, "level=WARN"); n != 3 {
+		t.Errorf("%d warnings over 11 minutes down, want 3 (at 0, 5 and 10 minutes):\n%s", n, out)
+	}
+	if !strings.Contains(out, "scrape recovered") || !strings.Contains(out, "down_for=12m0s") {
+		t.Errorf("recovery not logged with the downtime:\n%s", out)
+	}
+	if !strings.Contains(out, "job=docker-engine") {
+		t.Errorf("log lines do not carry the target's job:\n%s", out)
+	}
+}

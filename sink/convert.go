@@ -236,7 +236,7 @@ func (c *converter) Append(s *scrape.Sample) error {
 		c.sc = sc
 	}
 	act := actKeep
-	if c.decisions != nil {
+	if c.decisions != nil && !s.Synthetic {
 		var err error
 		if act, err = c.decide(sc, s); err != nil {
 			return err
@@ -623,7 +623,7 @@ func (c *converter) generalKey(sc *scratch, s *scrape.Sample) (drop bool, err er
 	}
 	name := string(s.Name)
 	family := string(s.Family)
-	if len(c.app.MetricRelabelConfigs) > 0 {
+	if len(c.app.MetricRelabelConfigs) > 0 && !s.Synthetic {
 		if sc.lb == nil {
 			sc.lb = labels.NewBuilder(labels.EmptyLabels())
 		}

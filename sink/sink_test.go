@@ -619,3 +619,42 @@ func TestUnauthorizedKeepsData(t *testing.T) {
 		t.Fatalf("written %d dropped %d after %d calls, want 10, 0, 3", st.Written, st.DroppedTotal(), fw.calls)
 	}
 }
+
+// A keep rule (Telegraf's namepass, translated) keeps the loop's own
+// series: up and its two siblings are never relabeled, as in Prometheus.
+func TestMetricRelabelingSparesSyntheticSeries(t *testing.T) {
+	var cfgs []*relabel.Config
+	if err := yaml.Unmarshal([]byte(`
+- source_labels: [__name__]
+  regex: engine_.*
+  action: keep
+`), &cfgs); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cfgs {
+		if err := c.Validate(model.UTF8Validation); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _ := New(fastConfig(), &fakeWriter{}, discard)
+	tg := testTarget()
+	c := s.Appender(&tg, scrape.AppendOptions{MetricRelabelConfigs: cfgs}).(*converter)
+	var got string
+	c.emit = func(ch *chunk) error { got = string(ch.buf); return nil }
+	body := []byte("# TYPE engine_x gauge\nengine_x 1\n# TYPE other gauge\nother 2\n")
+	if _, _, err := scrape.NewParser().Parse(body, "text/plain", 1000, false, c); err != nil {
+		t.Fatal(err)
+	}
+	up := scrape.SyntheticSample(labels.FromStrings("__name__", "up"), model.MetricTypeGauge, 1, 1000)
+	up.Synthetic = true
+	if err := c.Append(&up); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	want := "engine_x,instance=127.0.0.1:9323,job=docker gauge=1 1000\nup,instance=127.0.0.1:9323,job=docker gauge=1 1000\n"
+	if got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}

@@ -115,6 +115,9 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 	if err != nil {
 		return nil, fmt.Errorf("cannot read config: %w", err)
 	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, fmt.Errorf("%s is empty: a config file needs at least a jobs: list (see configs/scrapeflux.yml)", path)
+	}
 	var fc fileConfig
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)

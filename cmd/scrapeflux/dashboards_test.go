@@ -71,9 +71,9 @@ var panelExpectations = map[string]map[string]expect{
 	},
 	"scrapeflux.json": {
 		"Targets by health":                              {min: 2, per: []string{"instance", "health"}, nonzero: true},
-		"Scrapes and failures per second":                {min: 2, per: []string{"instance"}, nonzero: true},
+		"Scrapes and failures per second, by job":        {min: 4, per: []string{"instance", "exported_job"}, nonzero: true},
 		"Scrape start lag (max)":                         {min: 1, per: []string{"instance"}},
-		"Skipped intervals per second":                   {min: 1, per: []string{"instance"}},
+		"Skipped intervals per second":                   {min: 2, per: []string{"instance", "exported_job"}},
 		"Samples scraped and written per second":         {min: 2, per: []string{"instance"}, nonzero: true},
 		"Samples dropped per second, by reason":          {min: 8, per: []string{"instance", "reason"}},
 		"Queue":                                          {min: 2, per: []string{"instance"}},

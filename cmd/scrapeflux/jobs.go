@@ -76,7 +76,9 @@ func (j *jobs) apply(specs []jobSpec) (started, stopped, kept int, err error) {
 }
 
 func (j *jobs) start(s jobSpec) (*runningJob, error) {
-	log := j.log.With("job", s.Name)
+	// The job of a config entry; Consul targets carry their service name
+	// as their job tag, which their own log lines show.
+	log := j.log.With("config_job", s.Name)
 	var sources []discovery.Discoverer
 	if len(s.Static) > 0 {
 		st, err := discovery.NewStatic(s.Name, s.Static)
@@ -164,6 +166,25 @@ func (j *jobs) Handovers() int64 {
 		n += r.pool.Handovers()
 	}
 	return n
+}
+
+// jobSummary is one running job as the targets page shows it.
+type jobSummary struct {
+	Name       string `json:"name"`
+	Synced     bool   `json:"synced"`
+	Discovered int    `json:"discovered"`
+}
+
+// Summaries describes the running jobs, by name.
+func (j *jobs) Summaries() []jobSummary {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	out := make([]jobSummary, 0, len(j.running))
+	for name, r := range j.running {
+		out = append(out, jobSummary{Name: name, Synced: r.pool.Synced(), Discovered: r.pool.Discovered()})
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out
 }
 
 // Targets returns the status of every target of every job.

@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,9 +48,9 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"run", "--target", "http://127.0.0.1:1/metrics", "--influx-bucket", "b", "--interval", "5s", "--timeout", "10s"}, "timeout 10s must not exceed interval 5s"},
-		{[]string{"run", "--influx-bucket", "b"}, "no targets"},
+		{[]string{"run", "--influx-bucket", "b"}, "no targets: give --target URL (repeatable), --consul to discover them in Consul, or --config FILE"},
 		{[]string{"run", "--target", "http://127.0.0.1:1/metrics", "--influx-bucket", "b", "--interval", "2s", "--timeout", "3s"}, "timeout 3s must not exceed interval 2s"},
-		{[]string{"run", "--target", "http://127.0.0.1:1/metrics"}, "influx bucket must be set"},
+		{[]string{"run", "--target", "http://127.0.0.1:1/metrics"}, "--influx-bucket must be set"},
 		{[]string{"run", "--target", "ftp://x/metrics", "--influx-bucket", "b"}, "scheme must be http or https"},
 		{[]string{"run", "--target", "http://127.0.0.1:1/", "--influx-bucket", "b", "--layout", "v3"}, `unknown layout "v3"`},
 		{[]string{"run", "--target", "http://127.0.0.1:1/", "--influx-bucket", "b", "--body-limit", "lots"}, "want a size"},
@@ -63,6 +65,46 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		_, _, err := execute(context.Background(), tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// TestMessagesSayWhatToDo: each message names the flag or the fix.
+func TestMessagesSayWhatToDo(t *testing.T) {
+	html := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		io.WriteString(w, "<html><body>Login</body></html>")
+	}))
+	defer html.Close()
+	empty := filepath.Join(t.TempDir(), "empty.yml")
+	os.WriteFile(empty, []byte("\n"), 0o644)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"scrape", "127.0.0.1:29323/metrics"}, `has no scheme: write http://127.0.0.1:29323/metrics`},
+		{[]string{"scrape", html.URL + "/metrics"}, "the target answered with a web page (text/html), not metrics: check the URL's path"},
+		{[]string{"scrape", "--timeout", "0", "http://127.0.0.1:1/metrics"}, "--timeout must be positive, got 0s"},
+		{[]string{"run", "--target", "http://127.0.0.1:1/metrics"}, "--influx-bucket must be set"},
+		{[]string{"run", "--influx-bucket", "b"}, "--consul to discover them in Consul"},
+		{[]string{"check", "config", empty}, "is empty: a config file needs at least a jobs: list"},
+		{[]string{"simulate", "--capture", "nosuch"}, `--capture "nosuch" is not a capture: choose from `},
+		{[]string{"run", "--consul-health", "passin", "--target", "http://127.0.0.1:1/metrics", "--influx-bucket", "b"}, "--consul-health needs --consul"},
+	}
+	for _, tc := range cases {
+		_, _, err := execute(context.Background(), tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v:\n got %v\nwant %q", tc.args, err, tc.want)
+		}
+	}
+	out, _, err := execute(context.Background(), "--version")
+	if err != nil || !strings.HasPrefix(out, "scrapeflux ") {
+		t.Errorf("--version: %q, %v", out, err)
+	}
+	help, _, _ := execute(context.Background(), "run", "--help")
+	for _, ln := range strings.Split(help, "\n") {
+		if strings.Contains(ln, "--timeout ") && strings.Count(ln, "default") != 1 {
+			t.Errorf("--timeout help names its default %d times: %s", strings.Count(ln, "default"), ln)
 		}
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -47,6 +49,8 @@ type runOptions struct {
 	cluster     discovery.ClusterConfig
 	replication int
 	readyWrite  time.Duration
+	// consulOnly: flags given that only mean something with --consul.
+	consulOnly []string
 }
 
 func newCmdRun(g *globalOptions) *cobra.Command {
@@ -97,7 +101,12 @@ authentication is on.`,
 			}
 			// Without --timeout, a short --interval shortens the timeout too.
 			if !cmd.Flags().Changed("timeout") {
-				o.scrape.Timeout = min(o.scrape.Timeout, o.scrape.Interval)
+				o.scrape.Timeout = min(scrape.DefaultTimeout, o.scrape.Interval)
+			}
+			for _, name := range []string{"consul-health", "consul-tag", "consul-node-meta", "consul-meta-tags", "consul-allow-stale", "consul-wait"} {
+				if cmd.Flags().Changed(name) {
+					o.consulOnly = append(o.consulOnly, name)
+				}
 			}
 			if o.configFile != "" {
 				c, err := readClusterSection(o.configFile)
@@ -132,7 +141,7 @@ authentication is on.`,
 	f.StringArrayVar(&o.targets, "target", nil, "URL of a /metrics endpoint to scrape (repeatable)")
 	f.StringVar(&o.job, "job", "static", "job tag of the --target targets")
 	f.DurationVar(&o.scrape.Interval, "interval", scrape.DefaultInterval, "time between two scrapes of a target")
-	f.DurationVar(&o.scrape.Timeout, "timeout", scrape.DefaultTimeout, "timeout of one scrape; must not exceed --interval (default: 10s or --interval if shorter)")
+	f.DurationVar(&o.scrape.Timeout, "timeout", 0, "timeout of one scrape, at most --interval (default 10s, or --interval if shorter)")
 	f.Var(&o.bodyLimit, "body-limit", "largest body accepted from a target, after decompression")
 	f.BoolVar(&o.scrape.HonorTimestamps, "honor-timestamps", false, "keep timestamps targets expose instead of the scrape time")
 	f.StringVar(&o.layout, "layout", "v1", "InfluxDB layout: v1 (measurement per metric) or v2 (one measurement, field per metric)")
@@ -196,8 +205,15 @@ func (o *runOptions) validate() error {
 	if o.influx.Token, err = readSecret(o.tokenFile, "INFLUX_TOKEN"); err != nil {
 		errs = append(errs, fmt.Errorf("--influx-token-file: %w", err))
 	}
-	if err := o.influx.Validate(); err != nil {
+	if o.influx.Bucket == "" {
+		errs = append(errs, errors.New("--influx-bucket must be set: the InfluxDB 2.x bucket, or the 1.x database (database/retention-policy)"))
+	} else if err := o.influx.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if !o.consulOn {
+		for _, f := range o.consulOnly {
+			errs = append(errs, fmt.Errorf("--%s needs --consul (or --consul-service): without it nothing is discovered in Consul", f))
+		}
 	}
 	o.consulOn = o.consulOn || len(o.consulServices) > 0
 	if o.consulOn {
@@ -234,7 +250,7 @@ func (o *runOptions) validate() error {
 		}
 	}
 	if len(o.targets) == 0 && !o.consulOn && o.configFile == "" {
-		errs = append(errs, discovery.ErrNoTargets)
+		errs = append(errs, errors.New("no targets: give --target URL (repeatable), --consul to discover them in Consul, or --config FILE"))
 	}
 	return errors.Join(errs...)
 }
@@ -365,6 +381,18 @@ func runRun(ctx context.Context, o *runOptions) error {
 	err = g.Wait()
 	st := snk.Stats()
 	log.Info("scrapeflux stopped", "samples_scraped", st.Scraped, "samples_written", st.Written,
-		"samples_dropped", st.DroppedTotal(), "samples_queued", st.QueuedSamples)
+		"samples_dropped", st.DroppedTotal(), "dropped_by_reason", droppedByReason(st.Dropped), "samples_queued", st.QueuedSamples)
 	return err
+}
+
+// droppedByReason lists the nonzero drop counts, "reason=n,...".
+func droppedByReason(d map[string]int64) string {
+	var parts []string
+	for r, n := range d {
+		if n > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", r, n))
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
 }

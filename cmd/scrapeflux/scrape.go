@@ -65,7 +65,10 @@ func runScrape(ctx context.Context, o *scrapeOptions) error {
 	if o.conv.Layout, err = sink.ParseLayout(o.layout); err != nil {
 		return fmt.Errorf("--layout: %w", err)
 	}
-	o.cfg.Interval = o.cfg.Timeout
+	if o.cfg.Timeout <= 0 {
+		return fmt.Errorf("--timeout must be positive, got %s", o.cfg.Timeout)
+	}
+	o.cfg.Interval = o.cfg.Timeout // one scrape: no schedule
 	o.cfg.BodyLimit = int64(o.bodyLimit)
 	t, err := discovery.NewTarget(o.url, o.job)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -52,6 +53,11 @@ Captures: ` + strings.Join(scrapetest.CaptureNames(), ", "),
 func runSimulate(ctx context.Context, o *simulateOptions) error {
 	if o.targets <= 0 {
 		return fmt.Errorf("--targets must be positive, got %d", o.targets)
+	}
+	for _, c := range o.captures {
+		if !slices.Contains(scrapetest.CaptureNames(), c) {
+			return fmt.Errorf("--capture %q is not a capture: choose from %s", c, strings.Join(scrapetest.CaptureNames(), ", "))
+		}
 	}
 	fleet, err := scrapetest.StartFleet(o.targets, o.basePort, o.captures...)
 	if err != nil {

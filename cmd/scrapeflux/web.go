@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +29,7 @@ type webServer struct {
 		Targets() []scrape.Status
 		Handovers() int64
 		Ready() bool
+		Summaries() []jobSummary
 	}
 	sink  *sink.Sink
 	shard *scrape.Shard // nil: not a replica
@@ -122,48 +122,6 @@ func (w *webServer) run(ctx context.Context) error {
 	}
 }
 
-type targetRow struct {
-	URL, Job, Instance, Node, Health, LastError string
-	Role                                        string   `json:",omitempty"`
-	Owners                                      []string `json:",omitempty"`
-	LastScrape                                  time.Time
-	DurationSeconds                             float64
-	Samples                                     int
-	Scrapes, Failures                           int64
-}
-
-var targetsPage = template.Must(template.New("targets").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>scrapeflux targets</title>
-<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
-.up{background:#dfd}.down{background:#fdd}.skipped{color:#888}</style></head><body>
-<h1>Targets ({{len .}})</h1>
-<table id="targets"><thead><tr><th>Job</th><th>Instance</th><th>Node</th><th>State</th><th>Replica</th><th>Last scrape</th><th>Duration</th><th>Samples</th><th>Last error</th></tr></thead><tbody>
-{{range .}}<tr class="{{.Health}}"><td>{{.Job}}</td><td><a href="{{.URL}}">{{.Instance}}</a></td><td>{{.Node}}</td><td class="state">{{.Health}}</td><td class="role">{{.Role}}{{if .Owners}} ({{range $i, $o := .Owners}}{{if $i}}, {{end}}{{$o}}{{end}}){{end}}</td>
-<td>{{if .LastScrape.IsZero}}never{{else}}{{.LastScrape.Format "2006-01-02 15:04:05"}}{{end}}</td><td>{{printf "%.3fs" .DurationSeconds}}</td><td>{{.Samples}}</td><td>{{.LastError}}</td></tr>
-{{end}}</tbody></table></body></html>`))
-
-func (w *webServer) targetsPage(rw http.ResponseWriter, r *http.Request) {
-	var rows []targetRow
-	for _, st := range w.targets.Targets() {
-		rows = append(rows, targetRow{
-			URL: st.Target.Redacted(), Job: st.Target.Tag("job"), Instance: st.Target.Tag("instance"), Node: st.Target.Tag("node"),
-			Health: string(st.Health), LastError: st.LastError, LastScrape: st.LastScrape,
-			DurationSeconds: st.LastDuration.Seconds(), Samples: st.LastSamples,
-			Scrapes: st.ScrapesTotal, Failures: st.FailuresTotal,
-			Role: st.Role, Owners: st.Owners,
-		})
-	}
-	if r.URL.Query().Get("format") == "json" {
-		rw.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(rw).Encode(rows)
-		return
-	}
-	rw.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := targetsPage.Execute(rw, rows); err != nil {
-		w.log.Debug("cannot render targets page", "err", err)
-	}
-}
-
 // selfCollector exposes the pool's and sink's counters at collection time.
 type selfCollector struct {
 	targets interface {
@@ -191,9 +149,10 @@ var (
 	descHandover = prometheus.NewDesc("scrapeflux_cluster_handovers_total", "Targets handed over to other replicas.", nil, nil)
 	descRoles    = prometheus.NewDesc("scrapeflux_cluster_targets", "Targets by this replica's role: owned, leaving (handed over, scraped one more interval), skipped (another replica's).", []string{"role"}, nil)
 	descTargets  = prometheus.NewDesc("scrapeflux_targets", "Targets by health.", []string{"health"}, nil)
-	descScrapes  = prometheus.NewDesc("scrapeflux_scrapes_total", "Scrapes run.", nil, nil)
-	descFailures = prometheus.NewDesc("scrapeflux_scrape_failures_total", "Scrapes that failed.", nil, nil)
-	descSkipped  = prometheus.NewDesc("scrapeflux_scrapes_skipped_total", "Scrape intervals skipped because a scrape overran.", nil, nil)
+	descScrapes  = prometheus.NewDesc("scrapeflux_scrapes_total", "Scrapes run, by job (of the targets running now).", []string{"job"}, nil)
+	descFailures = prometheus.NewDesc("scrapeflux_scrape_failures_total", "Scrapes that failed, by job (of the targets running now).", []string{"job"}, nil)
+	descSkipped  = prometheus.NewDesc("scrapeflux_scrapes_skipped_total", "Scrape intervals skipped because a scrape overran, by job (of the targets running now).", []string{"job"}, nil)
+	descBuild    = prometheus.NewDesc("scrapeflux_build_info", "The running build: version and Go version.", []string{"version", "goversion"}, nil)
 	descLag      = prometheus.NewDesc("scrapeflux_scrape_start_lag_max_seconds", "Largest lag of a scrape's start behind its schedule among the last scrapes of every target.", nil, nil)
 )
 
@@ -223,25 +182,33 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descQBytes, prometheus.GaugeValue, float64(st.QueuedBytes))
 	health := map[scrape.Health]int{scrape.HealthUp: 0, scrape.HealthDown: 0, scrape.HealthUnknown: 0}
 	roles := map[string]int{scrape.RoleOwned: 0, scrape.RoleLeaving: 0, scrape.RoleSkipped: 0}
-	var scrapes, failures, skipped int64
+	type counts struct{ scrapes, failures, skipped int64 }
+	perJob := map[string]*counts{}
 	var lag time.Duration
 	for _, t := range c.targets.Targets() {
 		roles[t.Role]++
+		job := t.Target.Tag("job")
+		if perJob[job] == nil {
+			perJob[job] = &counts{}
+		}
 		if t.Role == scrape.RoleSkipped {
 			continue
 		}
 		health[t.Health]++
-		scrapes += t.ScrapesTotal
-		failures += t.FailuresTotal
-		skipped += t.SkippedTotal
+		perJob[job].scrapes += t.ScrapesTotal
+		perJob[job].failures += t.FailuresTotal
+		perJob[job].skipped += t.SkippedTotal
 		lag = max(lag, t.LastStartDelay)
 	}
 	for h, n := range health {
 		ch <- prometheus.MustNewConstMetric(descTargets, prometheus.GaugeValue, float64(n), string(h))
 	}
-	ch <- prometheus.MustNewConstMetric(descScrapes, prometheus.CounterValue, float64(scrapes))
-	ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(failures))
-	ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(skipped))
+	for job, n := range perJob {
+		ch <- prometheus.MustNewConstMetric(descScrapes, prometheus.CounterValue, float64(n.scrapes), job)
+		ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(n.failures), job)
+		ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(n.skipped), job)
+	}
+	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, fullVersion(), runtime.Version())
 	ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, lag.Seconds())
 	if c.shard != nil {
 		members, _ := c.shard.Members()

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/scrapeflux/scrapeflux/scrape"
+)
+
+// The /targets page: plain server-rendered HTML an operator keeps open for
+// a swarm of thousands of engines. Filtering (state, job, search) and
+// paging happen on the server, so a page holds at most pageSize rows
+// however many targets there are; it refreshes itself every 10 seconds
+// with the same filters. ?format=json gives every matching target.
+
+const pageSize = 200
+
+// targetRow is one target on the page and in the JSON.
+type targetRow struct {
+	URL             string            `json:"url"`
+	Job             string            `json:"job"`
+	Instance        string            `json:"instance"`
+	Tags            map[string]string `json:"tags"`
+	Health          string            `json:"health"`
+	Role            string            `json:"role,omitempty"`
+	Owners          []string          `json:"owners,omitempty"`
+	IntervalSeconds float64           `json:"interval_seconds"`
+	LastScrape      *time.Time        `json:"last_scrape"`
+	LastScrapeAgo   string            `json:"-"`
+	DurationSeconds float64           `json:"duration_seconds"`
+	Samples         int               `json:"samples"`
+	Scrapes         int64             `json:"scrapes"`
+	Failures        int64             `json:"failures"`
+	LastError       string            `json:"last_error"`
+}
+
+// jobRow counts one job's targets by state.
+type jobRow struct {
+	Name                       string
+	Up, Down, Unknown, Skipped int
+	Discovered                 int
+	NoTargets                  bool
+	Link, DownLink             template.URL
+}
+
+// pageStatus is the header: where data goes and where targets come from.
+type pageStatus struct {
+	Writer, WriterClass string
+	LastWrite           string
+	LastError           string
+	QueuedSamples       int64
+	QueuedBytes         int64
+	Dropped             string
+	Members             []string
+	Self                string
+}
+
+type pageData struct {
+	Status                    pageStatus
+	Jobs                      []jobRow
+	Rows                      []targetRow
+	Total, Matching           int
+	State, Job, Query         string
+	Page, Pages               int
+	Prev, Next                template.URL
+	First, Last               int
+	Up, Down, Skipped         int
+	AllLink, UpLink, DownLink template.URL
+	States                    []string
+}
+
+func ago(t, now time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	default:
+		return fmt.Sprintf("%.1fh ago", d.Hours())
+	}
+}
+
+func rowOf(st scrape.Status, now time.Time) targetRow {
+	tags := make(map[string]string, len(st.Target.Tags))
+	for _, tg := range st.Target.Tags {
+		tags[tg.Key] = tg.Value
+	}
+	r := targetRow{
+		URL: st.Target.Redacted(), Job: st.Target.Tag("job"), Instance: st.Target.Tag("instance"), Tags: tags,
+		Health: string(st.Health), Role: st.Role, Owners: st.Owners,
+		IntervalSeconds: st.Interval.Seconds(), LastScrapeAgo: ago(st.LastScrape, now),
+		DurationSeconds: st.LastDuration.Seconds(), Samples: st.LastSamples,
+		Scrapes: st.ScrapesTotal, Failures: st.FailuresTotal, LastError: st.LastError,
+	}
+	if !st.LastScrape.IsZero() {
+		ls := st.LastScrape
+		r.LastScrape = &ls
+	}
+	return r
+}
+
+// matches applies the page's filters: state (up, down, unknown, skipped),
+// job, and a search over URL, tags and the last error.
+func matches(r *targetRow, state, job, q string) bool {
+	if state != "" && r.Health != state {
+		return false
+	}
+	if job != "" && r.Job != job {
+		return false
+	}
+	if q == "" {
+		return true
+	}
+	if strings.Contains(strings.ToLower(r.URL), q) || strings.Contains(strings.ToLower(r.LastError), q) {
+		return true
+	}
+	for k, v := range r.Tags {
+		if strings.Contains(strings.ToLower(k+"="+v), q) {
+			return true
+		}
+	}
+	return false
+}
+
+func pageLink(state, job, q string, page int) template.URL {
+	v := url.Values{}
+	if state != "" {
+		v.Set("state", state)
+	}
+	if job != "" {
+		v.Set("job", job)
+	}
+	if q != "" {
+		v.Set("q", q)
+	}
+	if page > 1 {
+		v.Set("page", strconv.Itoa(page))
+	}
+	if len(v) == 0 {
+		return "/targets"
+	}
+	return template.URL("/targets?" + v.Encode())
+}
+
+func (w *webServer) targetsPage(rw http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	qv := r.URL.Query()
+	state, job := qv.Get("state"), qv.Get("job")
+	search := strings.ToLower(strings.TrimSpace(qv.Get("q")))
+	all := w.targets.Targets()
+	rows := make([]targetRow, 0, len(all))
+	jobs := map[string]*jobRow{}
+	for _, sum := range w.targets.Summaries() {
+		// Jobs by the name their targets carry; a config job whose
+		// discovery found nothing still shows, by its config name.
+		jobs[sum.Name] = &jobRow{Name: sum.Name, Discovered: sum.Discovered, NoTargets: sum.Synced && sum.Discovered == 0}
+	}
+	var d pageData
+	for _, st := range all {
+		row := rowOf(st, now)
+		jr := jobs[row.Job]
+		if jr == nil {
+			jr = &jobRow{Name: row.Job}
+			jobs[row.Job] = jr
+		}
+		switch st.Health {
+		case scrape.HealthUp:
+			jr.Up++
+			d.Up++
+		case scrape.HealthDown:
+			jr.Down++
+			d.Down++
+		case scrape.HealthSkipped:
+			jr.Skipped++
+			d.Skipped++
+		default:
+			jr.Unknown++
+		}
+		if matches(&row, state, job, search) {
+			rows = append(rows, row)
+		}
+	}
+	if qv.Get("format") == "json" {
+		rw.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(rw).Encode(rows) // [] when empty, never null
+		return
+	}
+	d.Total, d.Matching = len(all), len(rows)
+	d.State, d.Job, d.Query = state, job, qv.Get("q")
+	d.Pages = max(1, (len(rows)+pageSize-1)/pageSize)
+	d.Page, _ = strconv.Atoi(qv.Get("page"))
+	d.Page = min(max(d.Page, 1), d.Pages)
+	from := (d.Page - 1) * pageSize
+	to := min(from+pageSize, len(rows))
+	d.Rows = rows[from:to]
+	d.First, d.Last = from+1, to
+	if d.Page > 1 {
+		d.Prev = pageLink(state, job, d.Query, d.Page-1)
+	}
+	if d.Page < d.Pages {
+		d.Next = pageLink(state, job, d.Query, d.Page+1)
+	}
+	d.AllLink, d.UpLink, d.DownLink = pageLink("", job, d.Query, 1), pageLink("up", job, d.Query, 1), pageLink("down", job, d.Query, 1)
+	for _, jr := range jobs {
+		jr.Link, jr.DownLink = pageLink("", jr.Name, "", 1), pageLink("down", jr.Name, "", 1)
+		d.Jobs = append(d.Jobs, *jr)
+	}
+	sort.Slice(d.Jobs, func(a, b int) bool { return d.Jobs[a].Name < d.Jobs[b].Name })
+	d.Status = w.pageStatus(now)
+	d.States = []string{"up", "down", "unknown", "skipped"}
+	rw.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := targetsTemplate.Execute(rw, d); err != nil {
+		w.log.Debug("cannot render targets page", "err", err)
+	}
+}
+
+func (w *webServer) pageStatus(now time.Time) pageStatus {
+	st := w.sink.Stats()
+	ps := pageStatus{Writer: "ok", WriterClass: "up", LastWrite: ago(st.LastWrite, now),
+		QueuedSamples: st.QueuedSamples, QueuedBytes: st.QueuedBytes, Dropped: droppedByReason(st.Dropped)}
+	if u := st.Undelivered(now); u > 0 {
+		ps.Writer = fmt.Sprintf("failing for %s (%d attempts)", u.Round(time.Second), st.ConsecutiveFailures)
+		ps.WriterClass, ps.LastError = "down", st.LastWriteError
+	} else if st.LastWrite.IsZero() {
+		ps.Writer, ps.WriterClass = "no write yet", "unknown"
+	}
+	if w.shard != nil {
+		ps.Members, _ = w.shard.Members()
+		ps.Self = w.shard.Self()
+	}
+	return ps
+}
+
+var targetsTemplate = template.Must(template.New("targets").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="10"><title>scrapeflux targets</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top;font-size:13px}
+th{background:#f4f4f4}.up{background:#e6f6e6}.down{background:#fbe3e3}.unknown{background:#f6f6e0}.skipped{color:#888}
+.tags{color:#555;font-size:12px}.err{color:#a00;max-width:40em;word-break:break-all}.url{font-size:12px;word-break:break-all}
+header{display:flex;gap:2em;flex-wrap:wrap}header div{padding:.3em .6em;border-radius:4px}
+form{margin:.5em 0}nav a{margin-right:1em}
+</style></head><body>
+<h1>scrapeflux targets</h1>
+<header id="status">
+<div class="{{.Status.WriterClass}}"><b>InfluxDB writes:</b> <span id="writer">{{.Status.Writer}}</span>, last {{.Status.LastWrite}}{{if .Status.LastError}}<br><span class="err">{{.Status.LastError}}</span>{{end}}</div>
+<div><b>Queue:</b> {{.Status.QueuedSamples}} samples, {{.Status.QueuedBytes}} bytes{{if .Status.Dropped}}; dropped {{.Status.Dropped}}{{end}}</div>
+{{if .Status.Self}}<div><b>Cluster:</b> this replica {{.Status.Self}}, members {{range $i, $m := .Status.Members}}{{if $i}}, {{end}}{{$m}}{{end}}</div>{{end}}
+</header>
+<h2>Jobs</h2>
+<table id="jobs"><thead><tr><th>Job</th><th>Up</th><th>Down</th><th>Unknown</th><th>Other replicas'</th><th>Discovery</th></tr></thead><tbody>
+{{range .Jobs}}<tr{{if .NoTargets}} class="down"{{end}}><td><a href="{{.Link}}">{{.Name}}</a></td><td>{{.Up}}</td><td>{{if .Down}}<a href="{{.DownLink}}">{{.Down}}</a>{{else}}0{{end}}</td><td>{{.Unknown}}</td><td>{{.Skipped}}</td>
+<td>{{if .NoTargets}}<b>no targets found</b>: check the Consul service, tag and node-meta filters{{else if .Discovered}}{{.Discovered}} discovered{{end}}</td></tr>
+{{end}}</tbody></table>
+<h2>Targets: {{.Up}} up, {{.Down}} down{{if .Skipped}}, {{.Skipped}} scraped by other replicas{{end}}, {{.Total}} in all</h2>
+<nav><a href="{{.AllLink}}">all</a><a href="{{.UpLink}}">up</a><a href="{{.DownLink}}">down</a></nav>
+<form method="get" action="/targets">
+<select name="state"><option value="">any state</option>{{range $s := .States}}<option value="{{$s}}"{{if eq $s $.State}} selected{{end}}>{{$s}}</option>{{end}}</select>
+{{if .Job}}<input type="hidden" name="job" value="{{.Job}}">{{end}}
+<input type="search" name="q" value="{{.Query}}" placeholder="search URL, tags, error" size="30">
+<button type="submit">filter</button></form>
+<p id="matching">{{.Matching}} matching{{if .Job}} in job {{.Job}}{{end}}{{if .Matching}}, showing {{.First}}-{{.Last}} (page {{.Page}} of {{.Pages}}){{end}}
+{{if .Prev}}<a href="{{.Prev}}">previous</a>{{end}} {{if .Next}}<a href="{{.Next}}">next</a>{{end}}</p>
+<table id="targets"><thead><tr><th>Job</th><th>Target</th><th>State</th><th>Last scrape</th><th>Every</th><th>Duration</th><th>Samples</th><th>Scrapes / failures</th><th>Last error</th></tr></thead><tbody>
+{{range .Rows}}<tr class="{{.Health}}"><td>{{.Job}}</td><td><a class="url" href="{{.URL}}">{{.URL}}</a><div class="tags">{{range $k, $v := .Tags}}{{$k}}={{$v}} {{end}}</div></td>
+<td class="state">{{.Health}}{{if .Role}}<div class="tags">{{.Role}}{{if .Owners}}: {{range $i, $o := .Owners}}{{if $i}}, {{end}}{{$o}}{{end}}{{end}}</div>{{end}}</td>
+<td>{{.LastScrapeAgo}}</td><td>{{.IntervalSeconds}}s</td><td>{{printf "%.3fs" .DurationSeconds}}</td><td>{{.Samples}}</td><td>{{.Scrapes}} / {{.Failures}}</td><td class="err">{{.LastError}}</td></tr>
+{{end}}</tbody></table></body></html>`))
