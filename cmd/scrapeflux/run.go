@@ -210,7 +210,7 @@ func (o *runOptions) validate() error {
 	} else if err := o.influx.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if !o.consulOn {
+	if !o.consulOn && o.configFile == "" {
 		for _, f := range o.consulOnly {
 			errs = append(errs, fmt.Errorf("--%s needs --consul (or --consul-service): without it nothing is discovered in Consul", f))
 		}
