@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/relabel"
+
+	"github.com/scrapeflux/scrapeflux/discovery"
 )
 
 // Config is what every scrape loop of a pool shares.
@@ -36,6 +38,12 @@ type Config struct {
 	RelabelConfigs []*relabel.Config
 	// MetricRelabelConfigs rewrite or drop series before they are written.
 	MetricRelabelConfigs []*relabel.Config
+	// Tags are added to every target's identity tags (global tags, as
+	// Telegraf's [global_tags]); they win over the target's own.
+	Tags []discovery.Tag
+	// URLTag, when set, names a tag holding the target's URL (password
+	// redacted), as Telegraf's prometheus input writes its url tag.
+	URLTag string
 	// TLS and authentication towards targets. Secrets are the resolved
 	// values (read from files by the caller).
 	TLS               TLSConfig

@@ -184,6 +184,9 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) time.Time {
 		if p.cfg.JobName != "" {
 			t = withTag(t, "job", p.cfg.JobName)
 		}
+		for _, tg := range p.cfg.Tags {
+			t = withTag(t, tg.Key, tg.Value)
+		}
 		t, keep, err := relabelTarget(t, p.cfg.RelabelConfigs)
 		if err != nil {
 			p.log.Warn("target dropped after relabeling", "err", err)
@@ -191,6 +194,9 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) time.Time {
 		}
 		if !keep {
 			continue
+		}
+		if p.cfg.URLTag != "" {
+			t = withTag(t, p.cfg.URLTag, t.Redacted())
 		}
 		k := t.Key()
 		if p.shard != nil {

@@ -190,7 +190,7 @@ func TestContainerImage(t *testing.T) {
 		t.Fatalf("version in the image: %v\n%s", err, out)
 	}
 	cfg := buildah(t, "inspect", "--format", "{{.Docker.Config.User}} {{.Docker.Config.Healthcheck.Test}} {{.Docker.Config.Env}}", tag)
-	for _, want := range []string{"65532:65532", "scrapeflux health", "SCRAPEFLUX_LISTEN=0.0.0.0:9273", "SCRAPEFLUX_QUEUE_DIR=/var/lib/scrapeflux"} {
+	for _, want := range []string{"65532:65532", "scrapeflux health", "SCRAPEFLUX_LISTEN=0.0.0.0:9274", "SCRAPEFLUX_QUEUE_DIR=/var/lib/scrapeflux"} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("image config lacks %q: %s", want, cfg)
 		}
@@ -292,7 +292,7 @@ func TestSwarmStack(t *testing.T) {
 	if hc := sf.HealthCheck; hc == nil || strings.Join(hc.Test, " ") != "CMD /usr/local/bin/scrapeflux health" {
 		t.Errorf("scrapeflux healthcheck: %+v", hc)
 	}
-	if sf.Environment["SCRAPEFLUX_LISTEN"] == nil || *sf.Environment["SCRAPEFLUX_LISTEN"] != "0.0.0.0:9273" {
+	if sf.Environment["SCRAPEFLUX_LISTEN"] == nil || *sf.Environment["SCRAPEFLUX_LISTEN"] != "0.0.0.0:9274" {
 		t.Errorf("scrapeflux does not listen on all interfaces in its container")
 	}
 	// Grafana gets the datasource and both dashboards from files that exist.

@@ -25,7 +25,7 @@ func defaultListen() string {
 	if v := os.Getenv(envListen); v != "" {
 		return v
 	}
-	return "127.0.0.1:9273"
+	return "127.0.0.1:9274"
 }
 
 // defaultQueueDir never depends on the working directory: the
@@ -62,7 +62,7 @@ answers 200, 1 otherwise. It needs no shell, so a scratch image's
 HEALTHCHECK can run it. The default URL follows --listen's default
 (env ` + envListen + `), with a wildcard address replaced by 127.0.0.1.`,
 		Example: `  scrapeflux health
-  scrapeflux health --url http://127.0.0.1:9273/readyz`,
+  scrapeflux health --url http://127.0.0.1:9274/readyz`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runHealth(cmd.Context(), o)
@@ -77,7 +77,7 @@ HEALTHCHECK can run it. The default URL follows --listen's default
 func probeURL(listen string) string {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
-		return "http://127.0.0.1:9273/healthz"
+		return "http://127.0.0.1:9274/healthz"
 	}
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"

@@ -395,3 +395,37 @@ func TestWriteFailuresVisible(t *testing.T) {
 		t.Error("the password is in the log")
 	}
 }
+
+// TestTelegrafStyleFlags: --tag adds a tag to every point, --url-tag
+// writes the target URL as Telegraf's url tag, and --bearer-token-file
+// authenticates the --target targets.
+func TestTelegrafStyleFlags(t *testing.T) {
+	srv := influxtest.Start(t)
+	srv.CreateDB(t, "tg")
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer engine-token" {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		io.WriteString(w, "# TYPE engine_x gauge\nengine_x 7\n")
+	}))
+	defer target.Close()
+	tokenFile := filepath.Join(t.TempDir(), "bearer")
+	os.WriteFile(tokenFile, []byte("engine-token\n"), 0o600)
+	d := startDaemon(t, "run", "--target", target.URL+"/metrics", "--interval", "300ms", "--flush-interval", "50ms",
+		"--tag", "env=prod", "--tag", "dc=eu1", "--url-tag", "url", "--bearer-token-file", tokenFile,
+		"--influx-url", srv.URL, "--influx-bucket", "tg", "--listen", "", "--queue-dir", t.TempDir())
+	waitUntil(t, "points of engine_x", 10*time.Second, func() bool { return srv.Count(t, "tg", "engine_x", "gauge") > 0 })
+	d.stop(t)
+	res := srv.Query(t, "tg", `SELECT last(gauge) FROM engine_x GROUP BY *`)
+	if len(res) != 1 {
+		t.Fatalf("series: %+v", res)
+	}
+	tags := res[0].Tags
+	if tags["env"] != "prod" || tags["dc"] != "eu1" || tags["url"] != target.URL+"/metrics" {
+		t.Errorf("tags %v, want env=prod dc=eu1 url=%s/metrics", tags, target.URL)
+	}
+	if strings.Contains(d.stderr, "engine-token") {
+		t.Error("bearer token in the logs")
+	}
+}

@@ -51,6 +51,10 @@ type runOptions struct {
 	readyWrite  time.Duration
 	// consulOnly: flags given that only mean something with --consul.
 	consulOnly []string
+
+	tags              []string
+	bearerTokenFile   string
+	basicAuthPassFile string
 }
 
 func newCmdRun(g *globalOptions) *cobra.Command {
@@ -98,6 +102,13 @@ authentication is on.`,
 				if fl.Changed("body-limit") {
 					c.BodyLimit = int64(o.bodyLimit)
 				}
+				// Global tags and the url tag apply to the config's jobs too.
+				if len(o.scrape.Tags) > 0 {
+					c.Tags = o.scrape.Tags
+				}
+				if o.scrape.URLTag != "" {
+					c.URLTag = o.scrape.URLTag
+				}
 			}
 			// Without --timeout, a short --interval shortens the timeout too.
 			if !cmd.Flags().Changed("timeout") {
@@ -143,6 +154,16 @@ authentication is on.`,
 	f.DurationVar(&o.scrape.Interval, "interval", scrape.DefaultInterval, "time between two scrapes of a target")
 	f.DurationVar(&o.scrape.Timeout, "timeout", 0, "timeout of one scrape, at most --interval (default 10s, or --interval if shorter)")
 	f.Var(&o.bodyLimit, "body-limit", "largest body accepted from a target, after decompression")
+	f.StringArrayVar(&o.tags, "tag", nil, "key=value tag added to every point of every target (repeatable), like Telegraf's global_tags")
+	f.StringVar(&o.scrape.URLTag, "url-tag", "", "name of a tag holding each target's URL, like Telegraf's url tag (empty: none)")
+	f.StringVar(&o.bearerTokenFile, "bearer-token-file", "", "file holding a bearer token sent to the --target/--consul targets")
+	f.StringVar(&o.scrape.BasicAuthUser, "basic-auth-user", "", "basic auth user for the --target/--consul targets (password: --basic-auth-password-file)")
+	f.StringVar(&o.basicAuthPassFile, "basic-auth-password-file", "", "file holding the basic auth password for the --target/--consul targets")
+	f.StringVar(&o.scrape.TLS.CAFile, "tls-ca-file", "", "CA file to verify the --target/--consul targets")
+	f.StringVar(&o.scrape.TLS.CertFile, "tls-cert-file", "", "client certificate file for the --target/--consul targets")
+	f.StringVar(&o.scrape.TLS.KeyFile, "tls-key-file", "", "client key file for the --target/--consul targets")
+	f.StringVar(&o.scrape.TLS.ServerName, "tls-server-name", "", "server name to verify in the targets' certificates")
+	f.BoolVar(&o.scrape.TLS.InsecureSkipVerify, "tls-insecure-skip-verify", false, "do not verify the targets' certificates (unsafe)")
 	f.BoolVar(&o.scrape.HonorTimestamps, "honor-timestamps", false, "keep timestamps targets expose instead of the scrape time")
 	f.StringVar(&o.layout, "layout", "v1", "InfluxDB layout: v1 (measurement per metric) or v2 (one measurement, field per metric)")
 	f.StringVar(&o.sink.Convert.Measurement, "measurement", sink.DefaultMeasurement, "measurement of layout v2")
@@ -161,7 +182,7 @@ authentication is on.`,
 	f.Var(&o.queueBytes, "queue-max-bytes", "size bound of the disk queue's files, at least 1MiB (of memory without --queue-dir); oldest data dropped past it")
 	f.Var(&o.memBytes, "memory-max-bytes", "queued data also kept in memory, so the writer need not read it back from the disk queue")
 	f.DurationVar(&o.sink.ShutdownTimeout, "shutdown-timeout", o.sink.ShutdownTimeout, "time allowed to flush on shutdown")
-	f.StringVar(&o.listen, "listen", defaultListen(), "address of the /metrics, /healthz, /readyz and /targets server (empty: off; env "+envListen+"; in a container use 0.0.0.0:9273)")
+	f.StringVar(&o.listen, "listen", defaultListen(), "address of the /metrics, /healthz, /readyz and /targets server (empty: off; env "+envListen+"; in a container use 0.0.0.0:9274)")
 
 	f.DurationVar(&o.readyWrite, "ready-write-timeout", time.Minute, "/readyz reports not ready once writes to InfluxDB have failed this long (0: never)")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --listen")
@@ -192,6 +213,21 @@ func (o *runOptions) validate() error {
 	}
 	o.sink.Convert.Layout = layout
 	o.scrape.BodyLimit = int64(o.bodyLimit)
+	o.scrape.Tags = nil
+	if kv, err := parseKV("--tag", o.tags); err != nil {
+		errs = append(errs, err)
+	} else {
+		for k, v := range kv {
+			o.scrape.Tags = append(o.scrape.Tags, discovery.Tag{Key: k, Value: v})
+		}
+		sort.Slice(o.scrape.Tags, func(i, j int) bool { return o.scrape.Tags[i].Key < o.scrape.Tags[j].Key })
+	}
+	if o.scrape.BearerToken, err = readSecret(o.bearerTokenFile, ""); err != nil {
+		errs = append(errs, fmt.Errorf("--bearer-token-file: %w", err))
+	}
+	if o.scrape.BasicAuthPassword, err = readSecret(o.basicAuthPassFile, ""); err != nil {
+		errs = append(errs, fmt.Errorf("--basic-auth-password-file: %w", err))
+	}
 	o.sink.MaxQueueBytes = int64(o.queueBytes)
 	o.sink.MaxMemoryBytes = int64(o.memBytes)
 	if err := o.scrape.Validate(); err != nil {
