@@ -39,6 +39,9 @@ type AppendOptions struct {
 	MetricRelabelConfigs []*relabel.Config
 	// LabelLimit fails the scrape when a series has more labels (0: none).
 	LabelLimit int
+	// Layout and Measurement, when set, override the store's defaults for
+	// this job; the Appendable validates and interprets them.
+	Layout, Measurement string
 }
 
 // Sample is one sample as exposed by a target, handed to an Appender.

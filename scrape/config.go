@@ -41,6 +41,9 @@ type Config struct {
 	// Tags are added to every target's identity tags (global tags, as
 	// Telegraf's [global_tags]); they win over the target's own.
 	Tags []discovery.Tag
+	// Layout and Measurement override the sink's for this job (see
+	// AppendOptions); empty: the process-wide setting.
+	Layout, Measurement string
 	// URLTag, when set, names a tag holding the target's URL (password
 	// redacted), as Telegraf's prometheus input writes its url tag.
 	URLTag string

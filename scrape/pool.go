@@ -318,7 +318,7 @@ func (p *Pool) Targets() []Status {
 }
 
 func (c *Config) appendOptions() AppendOptions {
-	return AppendOptions{MetricRelabelConfigs: c.MetricRelabelConfigs, LabelLimit: c.LabelLimit}
+	return AppendOptions{MetricRelabelConfigs: c.MetricRelabelConfigs, LabelLimit: c.LabelLimit, Layout: c.Layout, Measurement: c.Measurement}
 }
 
 // ScrapeOnce scrapes t once with cfg and feeds app, for the one-shot

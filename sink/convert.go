@@ -219,6 +219,14 @@ func newConverter(s *Sink, t *discovery.Target, o scrape.AppendOptions) *convert
 		b = append(b, '=')
 		c.identTags = append(c.identTags, appendEscaped(b, t.Value, false))
 	}
+	// A job's own layout; validated with ParseLayout when the job was
+	// configured, so an error here cannot happen.
+	if l, err := ParseLayout(o.Layout); o.Layout != "" && err == nil {
+		c.opts.Layout = l
+	}
+	if o.Measurement != "" {
+		c.opts.Measurement = o.Measurement
+	}
 	m := trimBackslash(c.opts.Measurement)
 	c.measurement = appendEscaped(nil, m, true)
 	c.direct = c.opts.Layout == LayoutV1 || m != ""

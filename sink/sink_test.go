@@ -658,3 +658,20 @@ func TestMetricRelabelingSparesSyntheticSeries(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 }
+
+// A job's own layout wins over the sink's (Telegraf's metric_version per
+// input).
+func TestPerJobLayout(t *testing.T) {
+	s, _ := New(fastConfig(), &fakeWriter{}, discard) // layout v1
+	tg := testTarget()
+	c := s.Appender(&tg, scrape.AppendOptions{Layout: "v2", Measurement: "engines"}).(*converter)
+	var got string
+	c.emit = func(ch *chunk) error { got = string(ch.buf); return nil }
+	if _, _, err := scrape.NewParser().Parse([]byte("# TYPE x gauge\nx 1\n"), "text/plain", 1000, false, c); err != nil {
+		t.Fatal(err)
+	}
+	c.Commit()
+	if want := "engines,instance=127.0.0.1:9323,job=docker x=1 1000\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}

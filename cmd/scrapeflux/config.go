@@ -16,6 +16,7 @@ import (
 
 	"github.com/scrapeflux/scrapeflux/discovery"
 	"github.com/scrapeflux/scrapeflux/scrape"
+	"github.com/scrapeflux/scrapeflux/sink"
 )
 
 // fileConfig is the --config file: several jobs, each with its targets and
@@ -62,6 +63,8 @@ type jobConfig struct {
 	SampleLimit          int               `yaml:"sample_limit"`
 	LabelLimit           int               `yaml:"label_limit"`
 	BodySizeLimit        string            `yaml:"body_size_limit"`
+	Layout               string            `yaml:"layout"`
+	Measurement          string            `yaml:"measurement"`
 	StaticTargets        []string          `yaml:"static_targets"`
 	Consul               *consulJobConfig  `yaml:"consul"`
 	TLS                  scrape.TLSConfig  `yaml:"tls_config"`
@@ -166,6 +169,13 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 			RelabelConfigs:       j.RelabelConfigs,
 			MetricRelabelConfigs: j.MetricRelabelConfigs,
 			TLS:                  j.TLS,
+			Layout:               j.Layout,
+			Measurement:          j.Measurement,
+		}
+		if j.Layout != "" {
+			if _, err := sink.ParseLayout(j.Layout); err != nil {
+				fail(i, "layout", "%v", err)
+			}
 		}
 		if j.ScrapeInterval != 0 {
 			sc.Interval = time.Duration(j.ScrapeInterval)

@@ -24,6 +24,7 @@ func TestCheckConfig(t *testing.T) {
 		"bad-tls-ca.yml":                  "bad-tls-ca.yml:4: jobs[0] (a): tls_config: tls_config: cannot read ca_file",
 		"bad-duration.yml":                `bad-duration.yml: not a valid duration string: "often"`,
 		"bad-no-jobs.yml":                 "bad-no-jobs.yml: jobs: at least one job is needed",
+		"bad-layout.yml":                  `bad-layout.yml:4: jobs[0] (a): layout: unknown layout "v3"`,
 	}
 	for file, want := range cases {
 		t.Run(file, func(t *testing.T) {
