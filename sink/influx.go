@@ -36,6 +36,10 @@ type InfluxConfig struct {
 	// verification (explicitly, for tests and emergencies).
 	CAFile             string
 	InsecureSkipVerify bool
+	// CertFile and KeyFile are a client certificate for InfluxDB (or a
+	// proxy in front of it) that verifies clients; read again for every
+	// new connection, so a renewed certificate is used without a restart.
+	CertFile, KeyFile string
 }
 
 // database is the 1.x database named by the bucket (database or
@@ -58,6 +62,13 @@ func (c *InfluxConfig) Validate() error {
 	}
 	if c.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("influx timeout must be positive, got %s", c.Timeout))
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, errors.New("influx cert file and key file go together"))
+	} else if c.CertFile != "" {
+		if _, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile); err != nil {
+			errs = append(errs, fmt.Errorf("influx client certificate: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -85,6 +96,16 @@ func NewInfluxWriter(cfg InfluxConfig) (*InfluxWriter, error) {
 		return nil, err
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.InsecureSkipVerify}
+	if cfg.CertFile != "" {
+		certFile, keyFile := cfg.CertFile, cfg.KeyFile
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c, err := tls.LoadX509KeyPair(certFile, keyFile)
+			if err != nil {
+				return nil, fmt.Errorf("cannot load the influx client certificate: %w", err)
+			}
+			return &c, nil
+		}
+	}
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {

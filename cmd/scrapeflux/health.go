@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -46,8 +48,12 @@ func defaultQueueDir() string {
 
 type healthOptions struct {
 	*globalOptions
-	url     string
-	timeout time.Duration
+	url      string
+	timeout  time.Duration
+	user     string
+	passFile string
+	caFile   string
+	insecure bool
 }
 
 // newCmdHealth probes a running scrapeflux, for container health checks
@@ -70,6 +76,10 @@ HEALTHCHECK can run it. The default URL follows --listen's default
 	}
 	cmd.Flags().StringVar(&o.url, "url", probeURL(defaultListen()), "URL to probe")
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 3*time.Second, "how long to wait for the answer")
+	cmd.Flags().StringVar(&o.user, "basic-auth-user", "", "user, when --web-config asks for basic auth")
+	cmd.Flags().StringVar(&o.passFile, "basic-auth-password-file", "", "file holding that user's password")
+	cmd.Flags().StringVar(&o.caFile, "ca-file", "", "CA file to verify an https --url")
+	cmd.Flags().BoolVar(&o.insecure, "insecure-skip-verify", false, "do not verify an https --url's certificate")
 	return cmd
 }
 
@@ -95,7 +105,26 @@ func runHealth(ctx context.Context, o *healthOptions) error {
 	if err != nil {
 		return fmt.Errorf("--url %q: %w", o.url, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	if o.user != "" {
+		pass, err := readSecret(o.passFile, "")
+		if err != nil {
+			return fmt.Errorf("--basic-auth-password-file: %w", err)
+		}
+		req.SetBasicAuth(o.user, pass)
+	}
+	tc := &tls.Config{InsecureSkipVerify: o.insecure}
+	if o.caFile != "" {
+		pem, err := os.ReadFile(o.caFile)
+		if err != nil {
+			return fmt.Errorf("--ca-file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--ca-file %s holds no PEM certificate", o.caFile)
+		}
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("scrapeflux at %s is not answering: %w", o.url, err)
 	}

@@ -103,7 +103,7 @@ func TestConfigRelabelAndReload(t *testing.T) {
 	}
 	writeCfg("1s")
 	listen := fmt.Sprintf("127.0.0.1:%d", influxtest.FreePort(t))
-	d := startDaemon(t, "run", "--config", cfgFile, "--consul-addr", agent.Addr, "--consul-wait", "5s",
+	d := startDaemon(t, "run", "--web-enable-reload", "--config", cfgFile, "--consul-addr", agent.Addr, "--consul-wait", "5s",
 		"--flush-interval", "100ms", "--influx-url", srv.URL, "--influx-bucket", "cfg",
 		"--listen", listen, "--queue-dir", t.TempDir())
 	defer d.cancel()
@@ -313,7 +313,7 @@ func TestReloadRereadsInfluxToken(t *testing.T) {
 	listen := fmt.Sprintf("127.0.0.1:%d", influxtest.FreePort(t))
 	d := startDaemon(t, "run", "--target", fleet.URLs[0], "--interval", "300ms", "--flush-interval", "50ms",
 		"--influx-url", influx.URL, "--influx-bucket", "b", "--influx-token-file", tokenFile,
-		"--listen", listen, "--queue-dir", t.TempDir())
+		"--web-enable-reload", "--listen", listen, "--queue-dir", t.TempDir())
 	defer d.cancel()
 	has := func(h string) func() bool {
 		return func() bool { mu.Lock(); defer mu.Unlock(); return seen[h] }

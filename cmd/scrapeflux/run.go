@@ -52,6 +52,8 @@ type runOptions struct {
 	// consulOnly: flags given that only mean something with --consul.
 	consulOnly []string
 
+	webConfig         string
+	enableReload      bool
 	tags              []string
 	bearerTokenFile   string
 	basicAuthPassFile string
@@ -172,6 +174,8 @@ authentication is on.`,
 	f.StringVar(&o.influx.Bucket, "influx-bucket", "", "InfluxDB 2.x bucket, or 1.x database[/retention-policy]")
 	f.StringVar(&o.tokenFile, "influx-token-file", "", "file holding the InfluxDB token (default: env INFLUX_TOKEN)")
 	f.StringVar(&o.influx.CAFile, "influx-ca-file", "", "CA file to verify InfluxDB's certificate (https)")
+	f.StringVar(&o.influx.CertFile, "influx-cert-file", "", "client certificate file for InfluxDB (mutual TLS); read again on every new connection")
+	f.StringVar(&o.influx.KeyFile, "influx-key-file", "", "client key file for InfluxDB (mutual TLS)")
 	f.BoolVar(&o.influx.InsecureSkipVerify, "influx-insecure-skip-verify", false, "do not verify InfluxDB's certificate (unsafe)")
 	f.BoolVar(&o.influx.Gzip, "influx-gzip", true, "gzip write requests at the fastest level: about a tenth of the bytes for 10-15% more CPU (--influx-gzip=false sends them plain)")
 	f.DurationVar(&o.influx.Timeout, "influx-timeout", 10*time.Second, "timeout of one write request")
@@ -185,7 +189,9 @@ authentication is on.`,
 	f.StringVar(&o.listen, "listen", defaultListen(), "address of the /metrics, /healthz, /readyz and /targets server (empty: off; env "+envListen+"; in a container use 0.0.0.0:9274)")
 
 	f.DurationVar(&o.readyWrite, "ready-write-timeout", time.Minute, "/readyz reports not ready once writes to InfluxDB have failed this long (0: never)")
-	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --listen")
+	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --listen (refused off loopback without authentication)")
+	f.StringVar(&o.webConfig, "web-config", "", "file of TLS and authentication settings for --listen, in the Prometheus exporter-toolkit format (tls_server_config, basic_auth_users with bcrypt hashes); read again on every request")
+	f.BoolVar(&o.enableReload, "web-enable-reload", false, "serve POST /-/reload on --listen (refused off loopback without authentication; SIGHUP always reloads)")
 	f.BoolVar(&o.consulOn, "consul", false, "discover targets in Consul (implied by --consul-service)")
 	o.consulFlags.register(f)
 	f.StringArrayVar(&o.consulServices, "consul-service", nil, "Consul service to scrape (repeatable; default: every service carrying --consul-tag)")
@@ -374,7 +380,7 @@ func runRun(ctx context.Context, o *runOptions) error {
 		}
 		return specs, err
 	}}
-	web := &webServer{addr: o.listen, pprof: o.pprof, targets: js, sink: snk, shard: shard, readyWrite: o.readyWrite, reload: reloads, log: log.With("component", "web")}
+	web := &webServer{addr: o.listen, pprof: o.pprof, targets: js, sink: snk, shard: shard, readyWrite: o.readyWrite, webConfig: o.webConfig, enableReload: o.enableReload, reload: reloads, log: log.With("component", "web")}
 	if err := web.listen(); err != nil {
 		return err
 	}

@@ -8,12 +8,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+	"gopkg.in/yaml.v3"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
 	"github.com/scrapeflux/scrapeflux/scrape"
@@ -38,11 +41,33 @@ type webServer struct {
 	reload     *reloader
 	log        *slog.Logger
 	ln         net.Listener
+	// webConfig is the exporter-toolkit web configuration file (TLS,
+	// client certificates, basic auth users), read again on every
+	// connection and request; enableReload serves POST /-/reload.
+	webConfig    string
+	enableReload bool
 }
 
 func (w *webServer) listen() error {
 	if w.addr == "" {
 		return nil
+	}
+	if err := web.Validate(w.webConfig); err != nil {
+		return fmt.Errorf("--web-config %s: %w", w.webConfig, err)
+	}
+	host, _, err := net.SplitHostPort(w.addr)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", w.addr, err)
+	}
+	if (w.enableReload || w.pprof) && !isLoopback(host) {
+		authed, err := webConfigAuthenticates(w.webConfig)
+		if err != nil {
+			return fmt.Errorf("--web-config %s: %w", w.webConfig, err)
+		}
+		if !authed {
+			return fmt.Errorf("--web-enable-reload and --pprof are refused on %s, which is not a loopback address, without authentication: "+
+				"give --web-config with basic_auth_users or client_auth_type: RequireAndVerifyClientCert, or listen on 127.0.0.1 (reload also works with SIGHUP)", w.addr)
+		}
 	}
 	ln, err := net.Listen("tcp", w.addr)
 	if err != nil {
@@ -50,6 +75,31 @@ func (w *webServer) listen() error {
 	}
 	w.ln = ln
 	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// webConfigAuthenticates reports whether the web configuration file makes
+// clients authenticate: basic auth users, or verified client certificates.
+func webConfigAuthenticates(path string) (bool, error) {
+	if path == "" {
+		return false, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false, err
+	}
+	var c web.Config
+	if err := yaml.Unmarshal(data, &c); err != nil {
+		return false, err
+	}
+	return len(c.Users) > 0 || c.TLSConfig.ClientAuth == "RequireAndVerifyClientCert", nil
 }
 
 func (w *webServer) boundAddr() string {
@@ -89,6 +139,10 @@ func (w *webServer) run(ctx context.Context) error {
 	})
 	mux.HandleFunc("/targets", w.targetsPage)
 	mux.HandleFunc("/-/reload", func(rw http.ResponseWriter, r *http.Request) {
+		if !w.enableReload {
+			http.Error(rw, "reload over HTTP is off: start with --web-enable-reload, or send SIGHUP", http.StatusForbidden)
+			return
+		}
 		if r.Method != http.MethodPost && r.Method != http.MethodPut {
 			http.Error(rw, "POST to reload", http.StatusMethodNotAllowed)
 			return
@@ -107,7 +161,9 @@ func (w *webServer) run(ctx context.Context) error {
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(w.ln) }()
+	noSystemd := false
+	flags := &web.FlagConfig{WebListenAddresses: &[]string{}, WebSystemdSocket: &noSystemd, WebConfigFile: &w.webConfig}
+	go func() { errc <- web.Serve(w.ln, srv, flags, w.log) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("web server stopped: %w", err)
