@@ -121,9 +121,9 @@ func TestSecuredListenerAndSecrets(t *testing.T) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
 	const (
-		webPassword   = "web-pass-9f3a"
-		bearerToken   = "bearer-7c1e-token"
-		influxPass    = "influx-pass-55d2"
+		webPassword = "web-pass-9f3a"
+		bearerToken = "bearer-7c1e-token"
+		influxPass  = "influx-pass-55d2"
 	)
 	agent := consultest.Start(t, consultest.Options{ACL: true})
 	srv := influxtest.StartWithAuth(t, "admin", influxPass)
