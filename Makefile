@@ -50,8 +50,14 @@ chromium:
 	  echo "installing Debian's chromium for the /targets page test"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-vet:
+STATICCHECK_VERSION ?= v0.8.2
+
+$(BIN)/staticcheck:
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+vet: $(BIN)/staticcheck
 	$(GO) vet ./...
+	$(BIN)/staticcheck ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 # Unit and integration tests (real InfluxDB and Consul on loopback, headless

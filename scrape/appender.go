@@ -89,7 +89,7 @@ func (s *Sample) Labels(l *labels.Labels) {
 // SyntheticSample builds a sample that did not come from a parser, such as
 // the per-scrape series up and scrape_duration_seconds, or test input.
 func SyntheticSample(lset labels.Labels, typ model.MetricType, v float64, ts int64) Sample {
-	name := lset.Get(labels.MetricName)
+	name := lset.Get(model.MetricNameLabel)
 	return Sample{
 		Series:    []byte(lset.String()),
 		Name:      []byte(name),

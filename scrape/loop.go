@@ -94,9 +94,9 @@ func newLoop(t discovery.Target, cfg Config, app Appender, f *fetcher, log *slog
 		done:    make(chan struct{}),
 		status:  Status{Target: t, Health: HealthUnknown, Interval: cfg.Interval},
 		synth: [3]Sample{
-			SyntheticSample(labels.FromStrings(labels.MetricName, "up"), model.MetricTypeGauge, 0, 0),
-			SyntheticSample(labels.FromStrings(labels.MetricName, "scrape_duration_seconds"), model.MetricTypeGauge, 0, 0),
-			SyntheticSample(labels.FromStrings(labels.MetricName, "scrape_samples_scraped"), model.MetricTypeGauge, 0, 0),
+			SyntheticSample(labels.FromStrings(model.MetricNameLabel, "up"), model.MetricTypeGauge, 0, 0),
+			SyntheticSample(labels.FromStrings(model.MetricNameLabel, "scrape_duration_seconds"), model.MetricTypeGauge, 0, 0),
+			SyntheticSample(labels.FromStrings(model.MetricNameLabel, "scrape_samples_scraped"), model.MetricTypeGauge, 0, 0),
 		},
 	}
 	for i := range l.synth {

@@ -129,7 +129,7 @@ func (p *Parser) metricName(tp textparse.Parser, series []byte) []byte {
 		return bytes.Trim(series, " \t")
 	}
 	tp.Labels(&p.lset)
-	p.name = append(p.name[:0], p.lset.Get(labels.MetricName)...)
+	p.name = append(p.name[:0], p.lset.Get(model.MetricNameLabel)...)
 	return p.name
 }
 

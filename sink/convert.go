@@ -641,7 +641,7 @@ func (c *converter) generalKey(sc *scratch, s *scrape.Sample) (drop bool, err er
 			return true, nil
 		}
 		sc.lset = sc.lb.Labels()
-		if n := sc.lset.Get(labels.MetricName); n != name {
+		if n := sc.lset.Get(model.MetricNameLabel); n != name {
 			// Renamed: the new name stands for the family too, keeping
 			// the histogram or summary suffix it had.
 			suffix := strings.TrimPrefix(name, family)
@@ -679,7 +679,7 @@ func (c *converter) generalKey(sc *scratch, s *scrape.Sample) (drop bool, err er
 	sc.tags = sc.tags[:0]
 	var bad error
 	sc.lset.Range(func(l labels.Label) {
-		if l.Name == labels.MetricName || l.Name == skip {
+		if l.Name == model.MetricNameLabel || l.Name == skip {
 			return
 		}
 		if !utf8.ValidString(l.Value) {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/scrapeflux/scrapeflux/scrape"
@@ -148,7 +149,7 @@ func (r *tee) Append(s *scrape.Sample) error {
 	s.Labels(&r.lset)
 	m := map[string]string{}
 	r.lset.Range(func(l labels.Label) {
-		if l.Name != labels.MetricName {
+		if l.Name != model.MetricNameLabel {
 			m[l.Name] = l.Value
 		}
 	})
