@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -324,4 +325,71 @@ func TestRedactedURL(t *testing.T) {
 	if r := tg.Redacted(); strings.Contains(r, "s3cret") || !strings.Contains(r, "scraper:xxxxx@127.0.0.1:9100") {
 		t.Errorf("Redacted() = %s", r)
 	}
+}
+
+// However many services match, discovery holds at most Fetchers+2
+// connections to Consul (two blocking queries and the refresh fetchers):
+// one watch per service would exhaust Consul's 200 connections per client.
+func TestConsulConnectionsBounded(t *testing.T) {
+	const services = 300
+	var open, peak atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Consul-Index", "7")
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/v1/catalog/services"):
+			if r.URL.Query().Get("index") == "7" {
+				<-r.Context().Done() // a blocking query with nothing new
+				return
+			}
+			fmt.Fprint(w, "{")
+			for i := 0; i < services; i++ {
+				if i > 0 {
+					fmt.Fprint(w, ",")
+				}
+				fmt.Fprintf(w, `"svc-%d":["prometheus"]`, i)
+			}
+			fmt.Fprint(w, "}")
+		case strings.HasPrefix(r.URL.Path, "/v1/health/state"):
+			if r.URL.Query().Get("index") == "7" {
+				<-r.Context().Done()
+				return
+			}
+			fmt.Fprint(w, "[]")
+		case strings.HasPrefix(r.URL.Path, "/v1/health/service/"):
+			time.Sleep(2 * time.Millisecond) // a little latency: requests overlap
+			name := strings.TrimPrefix(r.URL.Path, "/v1/health/service/")
+			var i int
+			fmt.Sscanf(name, "svc-%d", &i)
+			fmt.Fprintf(w, `[{"Node":{"Node":"n","Address":"127.0.0.1"},"Service":{"ID":"%s","Service":"%s","Address":"127.0.0.1","Port":%d,"Tags":["prometheus"]},"Checks":[]}]`, name, name, 20000+i)
+		default:
+			fmt.Fprint(w, "[]")
+		}
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			if n := open.Add(1); n > peak.Load() {
+				peak.Store(n)
+			}
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close) // after the watcher's cleanup, which ends its blocking queries
+	cfg := testConsulConfig(srv.URL)
+	d, err := NewConsul(cfg, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWatcher(t, d)
+	got := w.waitFor(t, "every service's instance", func(ts []Target) bool { return len(ts) == services })
+	if len(got) != services {
+		t.Fatalf("%d targets", len(got))
+	}
+	if p := peak.Load(); p > int64(cfg.Fetchers+2) {
+		t.Errorf("peak of %d connections to Consul for %d services, want at most %d", p, services, cfg.Fetchers+2)
+	}
+	t.Logf("%d services discovered over at most %d connections", services, peak.Load())
 }

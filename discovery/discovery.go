@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Tag is one identity tag carried by every point of a target.
@@ -158,7 +159,9 @@ func (s *Static) Run(ctx context.Context, ch chan<- []Target) error {
 }
 
 // Merge runs several discoverers and sends the union of their latest
-// snapshots, deduplicated by target key, whenever any of them changes. A
+// snapshots, deduplicated by target key, whenever any of them changes. It
+// returns when ctx ends (or every discoverer returned), after every
+// discoverer it started has returned. A
 // discoverer that has not reported yet contributes nothing, so a source
 // that is down at start does not hold back the others.
 func Merge(ctx context.Context, ch chan<- []Target, ds ...Discoverer) error {
@@ -168,12 +171,19 @@ func Merge(ctx context.Context, ch chan<- []Target, ds ...Discoverer) error {
 	}
 	ups := make(chan update)
 	errc := make(chan error, len(ds))
+	var wg sync.WaitGroup
+	defer wg.Wait() // every discoverer has returned when Merge does
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for i, d := range ds {
 		sub := make(chan []Target)
-		go func() { errc <- d.Run(ctx, sub) }()
+		wg.Add(2)
 		go func() {
+			defer wg.Done()
+			errc <- d.Run(ctx, sub)
+		}()
+		go func() {
+			defer wg.Done()
 			for {
 				select {
 				case s := <-sub:

@@ -1,6 +1,9 @@
 package scrape
 
 import (
+	"slices"
+	"strings"
+
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
@@ -26,9 +29,27 @@ type Appender interface {
 	Rollback()
 }
 
-// Appendable makes the Appender for a target's loop when it starts.
+// Appendable makes the Appender for a target's loop when it starts. ident
+// are the target's identity tags, sorted by key, which every point it
+// writes carries.
 type Appendable interface {
-	Appender(t *discovery.Target, o AppendOptions) Appender
+	Appender(ident []Tag, o AppendOptions) Appender
+}
+
+// Tag is one identity tag of a target (job, instance, node...), as the
+// scrape stage hands it to the next one.
+type Tag struct {
+	Key, Value string
+}
+
+// IdentityTags are the tags of t every point of it carries, sorted by key.
+func IdentityTags(t discovery.Target) []Tag {
+	out := make([]Tag, len(t.Tags))
+	for i, tg := range t.Tags {
+		out[i] = Tag{Key: tg.Key, Value: tg.Value}
+	}
+	slices.SortFunc(out, func(a, b Tag) int { return strings.Compare(a.Key, b.Key) })
+	return out
 }
 
 // AppendOptions are the per-job rules an Appender applies to each series

@@ -258,7 +258,7 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) time.Time {
 			p.log.Warn("cannot start target", "target", t.Redacted(), "job", t.Tag("job"), "err", err)
 			continue
 		}
-		l := newLoop(t, p.cfg, p.app.Appender(&t, p.cfg.appendOptions()), f, p.log)
+		l := newLoop(t, p.cfg, p.app.Appender(IdentityTags(t), p.cfg.AppendOptions()), f, p.log)
 		lctx, cancel := context.WithCancel(ctx)
 		l.stop = cancel
 		p.mu.Lock()
@@ -317,7 +317,8 @@ func (p *Pool) Targets() []Status {
 	return out
 }
 
-func (c *Config) appendOptions() AppendOptions {
+// AppendOptions are the rules the job's Appenders apply.
+func (c *Config) AppendOptions() AppendOptions {
 	return AppendOptions{MetricRelabelConfigs: c.MetricRelabelConfigs, LabelLimit: c.LabelLimit, Layout: c.Layout, Measurement: c.Measurement}
 }
 

@@ -78,7 +78,7 @@ func (r *recorder) last() []recorded {
 	return r.commits[len(r.commits)-1]
 }
 
-func (r *recorder) Appender(*discovery.Target, AppendOptions) Appender { return r }
+func (r *recorder) Appender([]Tag, AppendOptions) Appender { return r }
 
 func value(rs []recorded, name string) (float64, bool) {
 	for _, r := range rs {

@@ -23,7 +23,7 @@ func BenchmarkParseConvert(b *testing.B) {
 					b.Fatal(err)
 				}
 				tg := testTarget()
-				c := s.Appender(&tg, scrape.AppendOptions{}).(*converter)
+				c := s.Appender(tg, scrape.AppendOptions{}).(*converter)
 				var out []byte
 				c.emit = func(ch *chunk) error {
 					out = append(out[:0], ch.buf...)
@@ -71,7 +71,7 @@ func BenchmarkParseConvertAll(b *testing.B) {
 			var ts []target
 			for _, body := range scrapetest.Captures() {
 				tg := testTarget()
-				c := s.Appender(&tg, scrape.AppendOptions{}).(*converter)
+				c := s.Appender(tg, scrape.AppendOptions{}).(*converter)
 				c.emit = func(ch *chunk) error { s.chunks.Put(ch); return nil }
 				ts = append(ts, target{body, scrape.NewParser(), c})
 			}

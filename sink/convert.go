@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 
-	"github.com/scrapeflux/scrapeflux/discovery"
 	"github.com/scrapeflux/scrapeflux/scrape"
 )
 
@@ -139,7 +138,7 @@ type scratch struct {
 	// General way.
 	lset labels.Labels
 	lb   *labels.Builder
-	tags []discovery.Tag
+	tags []scrape.Tag
 }
 
 var scratchPool = sync.Pool{New: func() any {
@@ -180,7 +179,7 @@ type converter struct {
 	app   scrape.AppendOptions
 	sink  *Sink
 	emit  func(*chunk) error // hands a committed scrape on: the sink's put
-	ident []discovery.Tag
+	ident []scrape.Tag
 	// identTags are the identity tags as they are written: ",key=value".
 	identTags [][]byte
 	// measurement is LayoutV2's, escaped.
@@ -204,16 +203,16 @@ const (
 	maxTimestampMs = math.MaxInt64/1_000_000 - 1
 )
 
-func newConverter(s *Sink, t *discovery.Target, o scrape.AppendOptions) *converter {
+func newConverter(s *Sink, ident []scrape.Tag, o scrape.AppendOptions) *converter {
 	c := &converter{
 		opts:  s.convert,
 		app:   o,
 		sink:  s,
 		emit:  s.put,
-		ident: slices.Clone(t.Tags),
+		ident: slices.Clone(ident),
 		gen:   1,
 	}
-	slices.SortFunc(c.ident, func(a, b discovery.Tag) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(c.ident, func(a, b scrape.Tag) int { return strings.Compare(a.Key, b.Key) })
 	for _, t := range c.ident {
 		b := append([]byte{','}, appendEscaped(nil, t.Key, false)...)
 		b = append(b, '=')
@@ -704,13 +703,13 @@ func (c *converter) generalKey(sc *scratch, s *scrape.Sample) (drop bool, err er
 				key = "exported_" + key
 			}
 		}
-		sc.tags = append(sc.tags, discovery.Tag{Key: key, Value: val})
+		sc.tags = append(sc.tags, scrape.Tag{Key: key, Value: val})
 	})
 	if bad != nil {
 		return false, bad
 	}
 	sc.tags = append(sc.tags, c.ident...)
-	slices.SortFunc(sc.tags, func(a, b discovery.Tag) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(sc.tags, func(a, b scrape.Tag) int { return strings.Compare(a.Key, b.Key) })
 
 	measurement, field = trimBackslash(measurement), trimBackslash(field)
 	if measurement == "" || field == "" {

@@ -51,7 +51,7 @@ func encodeWith(t testing.TB, layout Layout, body []byte, rec *tee, contentType 
 		t.Fatal(err)
 	}
 	tg := testTarget()
-	c := s.Appender(&tg, scrape.AppendOptions{}).(*converter)
+	c := s.Appender(tg, scrape.AppendOptions{}).(*converter)
 	c.direct = c.direct && direct
 	var out []byte
 	c.emit = func(ch *chunk) error { out = append(out, ch.buf...); return nil }
@@ -119,7 +119,7 @@ func TestDirectWayCoversCaptures(t *testing.T) {
 				t.Fatal(err)
 			}
 			tg := testTarget()
-			c := s.Appender(&tg, scrape.AppendOptions{}).(*converter)
+			c := s.Appender(tg, scrape.AppendOptions{}).(*converter)
 			n, _, err := scrape.NewParser().Parse(body, "text/plain; version=0.0.4", testTS, false, c)
 			if err != nil {
 				t.Fatal(err)

@@ -23,7 +23,7 @@ import (
 func writeLines(t *testing.T, s *Sink, from, n int) {
 	t.Helper()
 	tg := testTarget()
-	app := s.Appender(&tg, scrape.AppendOptions{})
+	app := s.Appender(tg, scrape.AppendOptions{})
 	for i := from; i < from+n; i++ {
 		body := fmt.Sprintf("# TYPE seq gauge\nseq{i=\"%d\"} %d\n", i, i)
 		if _, _, err := scrape.NewParser().Parse([]byte(body), "text/plain", 1700000000000+int64(i), false, app); err != nil {
@@ -169,7 +169,7 @@ func rejectedLine(t *testing.T, srv *influxtest.Server, db string, gz bool) {
 	tg := testTarget()
 	cw := &countingWriter{w: w}
 	st := runSink(t, cfg, cw, func(s *Sink) {
-		app := s.Appender(&tg, scrape.AppendOptions{})
+		app := s.Appender(tg, scrape.AppendOptions{})
 		body := "# TYPE other gauge\n"
 		for i := 0; i < 49; i++ {
 			body += fmt.Sprintf("other{i=\"%d\"} %d\n", i, i)
@@ -198,7 +198,7 @@ func rejectedLine(t *testing.T, srv *influxtest.Server, db string, gz bool) {
 	// is sent once more (and stored once).
 	cw.calls.Store(0)
 	st = runSink(t, cfg, cw, func(s *Sink) {
-		app := s.Appender(&tg, scrape.AppendOptions{})
+		app := s.Appender(tg, scrape.AppendOptions{})
 		body := "# TYPE long gauge\n"
 		for i := 0; i < 20; i++ {
 			body += fmt.Sprintf("long{i=\"%d\"} %d\n", i, i)

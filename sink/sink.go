@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/scrapeflux/scrapeflux/discovery"
 	"github.com/scrapeflux/scrapeflux/scrape"
 )
 
@@ -198,8 +197,8 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 }
 
 // Appender returns the converter for a target's loop.
-func (s *Sink) Appender(t *discovery.Target, o scrape.AppendOptions) scrape.Appender {
-	return newConverter(s, t, o)
+func (s *Sink) Appender(ident []scrape.Tag, o scrape.AppendOptions) scrape.Appender {
+	return newConverter(s, ident, o)
 }
 
 // Ready reports whether data can go somewhere: InfluxDB takes writes, or
@@ -211,12 +210,11 @@ func (s *Sink) Ready() bool {
 // Stats returns the sample counters.
 func (s *Sink) Stats() StatsSnapshot { return s.stats.snapshot() }
 
-// Close tells the sink that no more scrapes will be committed.
+// Close tells the sink that no more scrapes will be committed. The batcher
+// then takes what was handed over and seals it; a Commit after Close does
+// not panic, its samples are counted as dropped at shutdown.
 func (s *Sink) Close() {
-	s.closeOnce.Do(func() {
-		close(s.closing)
-		close(s.in)
-	})
+	s.closeOnce.Do(func() { close(s.closing) })
 }
 
 func (s *Sink) getChunk() *chunk {
@@ -234,9 +232,21 @@ func (s *Sink) put(c *chunk) error {
 		s.chunks.Put(c)
 		return nil
 	}
+	select {
+	case <-s.closing:
+		s.stats.addDropped(DropShutdown, c.samples)
+		return nil
+	default:
+	}
 	s.stats.queuedSamples.Add(int64(c.samples))
 	s.stats.queuedBytes.Add(int64(len(c.buf)))
-	s.in <- c
+	select {
+	case s.in <- c:
+	case <-s.closing:
+		s.stats.queuedSamples.Add(-int64(c.samples))
+		s.stats.queuedBytes.Add(-int64(len(c.buf)))
+		s.stats.addDropped(DropShutdown, c.samples)
+	}
 	return nil
 }
 
@@ -324,26 +334,38 @@ func (s *Sink) batch() {
 		}
 		cur = &batch{buf: buf}
 	}
+	add := func(c *chunk) {
+		cur.buf = append(cur.buf, c.buf...)
+		cur.lines += c.lines
+		cur.samples += c.samples
+		// Chunks that grew huge are not kept for reuse.
+		if cap(c.buf) <= 1<<20 {
+			s.chunks.Put(c)
+		}
+		if cur.lines >= s.cfg.BatchSize {
+			seal()
+		}
+	}
 	for {
 		select {
-		case c, ok := <-s.in:
-			if !ok {
-				seal()
-				s.q.close()
-				return
-			}
-			cur.buf = append(cur.buf, c.buf...)
-			cur.lines += c.lines
-			cur.samples += c.samples
-			// Chunks that grew huge are not kept for reuse.
-			if cap(c.buf) <= 1<<20 {
-				s.chunks.Put(c)
-			}
-			if cur.lines >= s.cfg.BatchSize {
-				seal()
-			}
+		case c := <-s.in:
+			add(c)
 		case <-tick.C:
 			seal()
+		case <-s.closing:
+			// Producers have stopped: take what they handed over.
+			for {
+				select {
+				case c := <-s.in:
+					add(c)
+					continue
+				default:
+				}
+				break
+			}
+			seal()
+			s.q.close()
+			return
 		}
 	}
 }

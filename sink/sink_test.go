@@ -20,7 +20,6 @@ import (
 	"go.uber.org/goleak"
 	"gopkg.in/yaml.v3"
 
-	"github.com/scrapeflux/scrapeflux/discovery"
 	"github.com/scrapeflux/scrapeflux/scrape"
 )
 
@@ -61,9 +60,9 @@ func (f *fakeWriter) lines() []string {
 	return out
 }
 
-func testTarget() discovery.Target {
-	t, _ := discovery.NewTarget("http://127.0.0.1:9323/metrics", "docker")
-	return t
+// testTarget is the identity of the target the tests convert for.
+func testTarget() []scrape.Tag {
+	return []scrape.Tag{{Key: "instance", Value: "127.0.0.1:9323"}, {Key: "job", Value: "docker"}}
 }
 
 // convert runs body through a sink with the given layout and returns the
@@ -81,7 +80,7 @@ func convert(t *testing.T, layout Layout, body string) ([]string, StatsSnapshot)
 	done := make(chan error)
 	go func() { done <- s.Run(context.Background()) }()
 	tg := testTarget()
-	app := s.Appender(&tg, scrape.AppendOptions{})
+	app := s.Appender(tg, scrape.AppendOptions{})
 	if _, _, err := scrape.NewParser().Parse([]byte(body), "text/plain; version=0.0.4", 1000, false, app); err != nil {
 		app.Rollback()
 		s.Close()
@@ -257,7 +256,7 @@ h_count 2
 func TestConvertRejectsBadLabels(t *testing.T) {
 	s, _ := New(fastConfig(), &fakeWriter{}, discard)
 	tg := testTarget()
-	app := s.Appender(&tg, scrape.AppendOptions{})
+	app := s.Appender(tg, scrape.AppendOptions{})
 	bad := scrape.SyntheticSample(labels.FromStrings("__name__", "m", "a", "\xff"), model.MetricTypeGauge, 1, 0)
 	if err := app.Append(&bad); !errors.Is(err, ErrInvalidUTF8) {
 		t.Errorf("invalid UTF-8: err = %v", err)
@@ -277,7 +276,7 @@ func TestConvertRejectsBadLabels(t *testing.T) {
 func TestTypeChangeFollowed(t *testing.T) {
 	s, _ := New(fastConfig(), &fakeWriter{}, discard)
 	tg := testTarget()
-	c := s.Appender(&tg, scrape.AppendOptions{}).(*converter)
+	c := s.Appender(tg, scrape.AppendOptions{}).(*converter)
 	for _, tc := range []struct {
 		typ   model.MetricType
 		field string
@@ -314,7 +313,7 @@ func TestMetricRelabeling(t *testing.T) {
 	w := &fakeWriter{}
 	s, _ := New(fastConfig(), w, discard)
 	tg := testTarget()
-	c := s.Appender(&tg, scrape.AppendOptions{MetricRelabelConfigs: cfgs}).(*converter)
+	c := s.Appender(tg, scrape.AppendOptions{MetricRelabelConfigs: cfgs}).(*converter)
 	var got string
 	c.emit = func(ch *chunk) error { got = string(ch.buf); return nil }
 	body := []byte("# TYPE drop_me gauge\ndrop_me 1\n# TYPE kept gauge\nkept{a=\"1\"} 2\n# TYPE moved gauge\nmoved{node=\"n1\"} 3\n")
@@ -356,7 +355,7 @@ func TestMetricRelabeling(t *testing.T) {
 func push(t *testing.T, s *Sink, n int) {
 	t.Helper()
 	tg := testTarget()
-	app := s.Appender(&tg, scrape.AppendOptions{})
+	app := s.Appender(tg, scrape.AppendOptions{})
 	for i := 0; i < n; i++ {
 		smp := scrape.SyntheticSample(labels.FromStrings("__name__", "m", "i", fmt.Sprint(i)), model.MetricTypeGauge, float64(i), 1000)
 		if err := app.Append(&smp); err != nil {
@@ -557,7 +556,7 @@ func TestHonoredTimestampsOutOfRangeDropped(t *testing.T) {
 	fw := &fakeWriter{}
 	st := runSink(t, cfg, fw, func(s *Sink) {
 		tg := testTarget()
-		app := s.Appender(&tg, scrape.AppendOptions{})
+		app := s.Appender(tg, scrape.AppendOptions{})
 		body := "# TYPE m gauge\nm{a=\"ok\"} 1 1700000000000\nm{a=\"future\"} 2 9999999999999999\n"
 		if _, _, err := scrape.NewParser().Parse([]byte(body), "text/plain", 1, true, app); err != nil {
 			t.Fatal(err)
@@ -575,7 +574,7 @@ func TestHonoredTimestampsOutOfRangeDropped(t *testing.T) {
 func TestOpenMetricsCreatedSkipped(t *testing.T) {
 	tg := testTarget()
 	s, _ := New(fastConfig(), &fakeWriter{}, discard)
-	c := s.Appender(&tg, scrape.AppendOptions{}).(*converter)
+	c := s.Appender(tg, scrape.AppendOptions{}).(*converter)
 	var out []byte
 	c.emit = func(ch *chunk) error { out = append(out, ch.buf...); return nil }
 	body := "# TYPE req counter\nreq_total{a=\"x\"} 5\nreq_created{a=\"x\"} 1700000000\n# TYPE h histogram\nh_bucket{le=\"1.0\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_count 2\nh_sum 3\nh_created 1700000000\n# EOF\n"
@@ -638,7 +637,7 @@ func TestMetricRelabelingSparesSyntheticSeries(t *testing.T) {
 	}
 	s, _ := New(fastConfig(), &fakeWriter{}, discard)
 	tg := testTarget()
-	c := s.Appender(&tg, scrape.AppendOptions{MetricRelabelConfigs: cfgs}).(*converter)
+	c := s.Appender(tg, scrape.AppendOptions{MetricRelabelConfigs: cfgs}).(*converter)
 	var got string
 	c.emit = func(ch *chunk) error { got = string(ch.buf); return nil }
 	body := []byte("# TYPE engine_x gauge\nengine_x 1\n# TYPE other gauge\nother 2\n")
@@ -664,7 +663,7 @@ func TestMetricRelabelingSparesSyntheticSeries(t *testing.T) {
 func TestPerJobLayout(t *testing.T) {
 	s, _ := New(fastConfig(), &fakeWriter{}, discard) // layout v1
 	tg := testTarget()
-	c := s.Appender(&tg, scrape.AppendOptions{Layout: "v2", Measurement: "engines"}).(*converter)
+	c := s.Appender(tg, scrape.AppendOptions{Layout: "v2", Measurement: "engines"}).(*converter)
 	var got string
 	c.emit = func(ch *chunk) error { got = string(ch.buf); return nil }
 	if _, _, err := scrape.NewParser().Parse([]byte("# TYPE x gauge\nx 1\n"), "text/plain", 1000, false, c); err != nil {
@@ -673,5 +672,18 @@ func TestPerJobLayout(t *testing.T) {
 	c.Commit()
 	if want := "engines,instance=127.0.0.1:9323,job=docker x=1 1000\n"; got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// A Commit after Close (a producer that did not stop first) neither
+// panics nor goes uncounted.
+func TestCommitAfterClose(t *testing.T) {
+	st := runSink(t, fastConfig(), &fakeWriter{}, func(s *Sink) {
+		push(t, s, 2)
+		s.Close()
+		push(t, s, 3)
+	})
+	if st.Written != 2 || st.Dropped["shutdown"] != 3 {
+		t.Errorf("written %d, dropped at shutdown %d; want 2 and 3", st.Written, st.Dropped["shutdown"])
 	}
 }

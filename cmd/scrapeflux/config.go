@@ -87,15 +87,6 @@ type basicAuthConfig struct {
 	PasswordFile string `yaml:"password_file"`
 }
 
-// jobSpec is a job ready to run: resolved defaults and secrets. Two specs
-// that marshal alike are the same job (reload keeps it running).
-type jobSpec struct {
-	Name   string
-	Scrape scrape.Config
-	Static []string
-	Consul *discovery.ConsulConfig
-}
-
 // configError names the file, line and field of a problem.
 type configError struct {
 	file string
@@ -113,7 +104,7 @@ func (e configError) Error() string {
 // loadConfig reads and validates the file. consul is the connection the
 // jobs' Consul discovery uses (from flags); overrides are the scrape flags
 // given explicitly.
-func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scrape.Config)) ([]jobSpec, error) {
+func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scrape.Config)) ([]scrape.JobSpec, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read config: %w", err)
@@ -148,7 +139,7 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 		interval = scrape.DefaultInterval
 	}
 	seen := map[string]bool{}
-	var specs []jobSpec
+	var specs []scrape.JobSpec
 	for i, j := range fc.Jobs {
 		if j.Name == "" {
 			fail(i, "job_name", "must be set")
@@ -230,7 +221,7 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 				fail(i, field, "%v", e)
 			}
 		}
-		spec := jobSpec{Name: j.Name, Scrape: sc}
+		spec := scrape.JobSpec{Name: j.Name, Scrape: sc}
 		for _, u := range j.StaticTargets {
 			if _, err := discovery.NewTarget(u, j.Name); err != nil {
 				fail(i, "static_targets", "%v", err)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/scrapeflux/scrapeflux/discovery"
 	"github.com/scrapeflux/scrapeflux/discovery/consultest"
+	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
 	"github.com/scrapeflux/scrapeflux/sink"
 	"github.com/scrapeflux/scrapeflux/sink/influxtest"
@@ -254,7 +255,7 @@ func TestTLSTarget(t *testing.T) {
 
 func defaultConsulForTest() discovery.ConsulConfig { return discovery.DefaultConsulConfig() }
 
-func scrapeSpec(t *testing.T, spec jobSpec) (string, error) {
+func scrapeSpec(t *testing.T, spec scrape.JobSpec) (string, error) {
 	t.Helper()
 	tg, err := discovery.NewTarget(spec.Static[0], spec.Name)
 	if err != nil {

@@ -2,15 +2,16 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 	"time"
 
-	"log/slog"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scrapeflux/scrapeflux/scrape"
 )
 
 // reloader re-reads the configuration (file, flags and the secrets they
@@ -18,8 +19,8 @@ import (
 // load is rejected whole and the running one kept.
 type reloader struct {
 	log  *slog.Logger
-	jobs *jobs
-	load func() ([]jobSpec, error)
+	jobs *scrape.Manager
+	load func() ([]scrape.JobSpec, error)
 
 	mu          sync.Mutex // serialises reloads; guards the fields below
 	lastOK      bool
@@ -46,7 +47,7 @@ func (r *reloader) reload() error {
 		r.log.Error("configuration reload failed, keeping the running one", "err", err)
 		return err
 	}
-	started, stopped, kept, err := r.jobs.apply(specs)
+	started, stopped, kept, err := r.jobs.Apply(specs)
 	if err != nil {
 		r.lastOK = false
 		r.log.Error("configuration reload could not start every job", "err", err)

@@ -299,8 +299,8 @@ func (o *runOptions) validate() error {
 
 // specs builds the jobs to run: those of --config, with the scrape flags
 // given explicitly overriding them, plus the job of --target/--consul.
-func (o *runOptions) specs() ([]jobSpec, error) {
-	var specs []jobSpec
+func (o *runOptions) specs() ([]scrape.JobSpec, error) {
+	var specs []scrape.JobSpec
 	if o.configFile != "" {
 		consul := o.consul
 		if err := o.consulFlags.apply(&consul); err != nil {
@@ -313,7 +313,7 @@ func (o *runOptions) specs() ([]jobSpec, error) {
 		}
 	}
 	if len(o.targets) > 0 || o.consulOn {
-		flagJob := jobSpec{Name: o.job, Scrape: o.scrape, Static: o.targets}
+		flagJob := scrape.JobSpec{Name: o.job, Scrape: o.scrape, Static: o.targets}
 		if o.consulOn {
 			c := o.consul
 			flagJob.Consul = &c
@@ -369,8 +369,8 @@ func runRun(ctx context.Context, o *runOptions) error {
 	}
 	// Loops stop when js.stop says so, not at the signal: a replica leaving
 	// the cluster scrapes one more interval first.
-	js := newJobs(context.WithoutCancel(gctx), snk, shard, log)
-	reloads := &reloader{log: log, jobs: js, load: func() ([]jobSpec, error) {
+	js := scrape.NewManager(context.WithoutCancel(gctx), snk, shard, log)
+	reloads := &reloader{log: log, jobs: js, load: func() ([]scrape.JobSpec, error) {
 		if err := o.validate(); err != nil {
 			return nil, err
 		}
@@ -384,8 +384,8 @@ func runRun(ctx context.Context, o *runOptions) error {
 	if err := web.listen(); err != nil {
 		return err
 	}
-	if _, _, _, err := js.apply(specs); err != nil {
-		js.stop()
+	if _, _, _, err := js.Apply(specs); err != nil {
+		js.Stop()
 		return err
 	}
 	reloads.ok()
@@ -407,12 +407,12 @@ func runRun(ctx context.Context, o *runOptions) error {
 			// targets at their next slot; scraping them one more interval
 			// here means no slot is missed, even with one owner per target.
 			<-clusterDone
-			grace := js.maxInterval()
+			grace := js.MaxInterval()
 			log.Info("left the cluster; scraping one more interval so targets move without a gap", "for", grace.String())
 			t := time.NewTimer(grace)
 			<-t.C
 		}
-		js.stop()
+		js.Stop()
 		snk.Close()
 		return nil
 	})

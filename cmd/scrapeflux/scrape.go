@@ -98,7 +98,7 @@ func scrapeOnceTo(ctx context.Context, cfg scrape.Config, conv sink.ConvertOptio
 	}
 	done := make(chan error, 1)
 	go func() { done <- snk.Run(ctx) }()
-	_, serr := scrape.ScrapeOnce(ctx, cfg, t, snk.Appender(&t, scrape.AppendOptions{MetricRelabelConfigs: cfg.MetricRelabelConfigs, LabelLimit: cfg.LabelLimit}), log)
+	_, serr := scrape.ScrapeOnce(ctx, cfg, t, snk.Appender(scrape.IdentityTags(t), cfg.AppendOptions()), log)
 	snk.Close()
 	if err := <-done; err != nil {
 		return err

@@ -32,7 +32,7 @@ type webServer struct {
 		Targets() []scrape.Status
 		Handovers() int64
 		Ready() bool
-		Summaries() []jobSummary
+		Summaries() []scrape.JobSummary
 	}
 	sink  *sink.Sink
 	shard *scrape.Shard // nil: not a replica

@@ -1,4 +1,4 @@
-package main
+package scrape
 
 import (
 	"context"
@@ -9,58 +9,81 @@ import (
 	"time"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
-	"github.com/scrapeflux/scrapeflux/scrape"
 )
 
-// jobs runs one scrape pool and its discoverers per job, all feeding one
-// sink, and applies new job lists on reload: a job whose spec is unchanged
-// keeps running (its loops keep their schedule); a changed job is stopped
-// and started again; removed jobs stop, new ones start.
-type jobs struct {
+// JobSpec is a job ready to run: resolved defaults and secrets. Two specs
+// that marshal alike are the same job (a reload keeps it running).
+type JobSpec struct {
+	Name   string
+	Scrape Config
+	Static []string
+	Consul *discovery.ConsulConfig
+}
+
+// Manager runs one scrape pool and its discoverers per job, all feeding
+// one Appendable, and applies new job lists on reload (as Prometheus's
+// scrape manager applies a new config): a job whose spec is unchanged keeps
+// running (its loops keep their schedule); a changed job is stopped and
+// started again; removed jobs stop, new ones start. Safe for concurrent
+// use; Apply and Stop are serialised and wait for loops without holding
+// the lock readers (Targets, Ready, the metrics) need.
+type Manager struct {
 	ctx     context.Context
-	app     scrape.Appendable
-	shard   *scrape.Shard // nil: not a replica
+	app     Appendable
+	shard   *Shard // nil: not a replica
 	log     *slog.Logger
-	mu      sync.Mutex // guards running and serialises apply
+	applyMu sync.Mutex // serialises Apply and Stop
+	mu      sync.Mutex // guards running
 	running map[string]*runningJob
 }
 
 type runningJob struct {
 	fingerprint string
-	pool        *scrape.Pool
+	pool        *Pool
 	cancel      context.CancelFunc
 	done        chan struct{}
 }
 
-func newJobs(ctx context.Context, app scrape.Appendable, shard *scrape.Shard, log *slog.Logger) *jobs {
-	return &jobs{ctx: ctx, app: app, shard: shard, log: log, running: map[string]*runningJob{}}
+// NewManager makes a manager whose jobs run until ctx ends or Stop; with a
+// shard, every pool scrapes only this replica's share.
+func NewManager(ctx context.Context, app Appendable, shard *Shard, log *slog.Logger) *Manager {
+	return &Manager{ctx: ctx, app: app, shard: shard, log: log, running: map[string]*runningJob{}}
 }
 
-func fingerprint(s jobSpec) string {
+func fingerprint(s JobSpec) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
 
-// apply makes the running jobs match specs. Specs must be valid; a job
+// Apply makes the running jobs match specs. Specs must be valid; a job
 // that cannot start is reported and the others still run.
-func (j *jobs) apply(specs []jobSpec) (started, stopped, kept int, err error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	want := map[string]jobSpec{}
+func (j *Manager) Apply(specs []JobSpec) (started, stopped, kept int, err error) {
+	j.applyMu.Lock()
+	defer j.applyMu.Unlock()
+	want := map[string]JobSpec{}
 	for _, s := range specs {
 		want[s.Name] = s
 	}
+	j.mu.Lock()
+	var stopping []*runningJob
 	for name, r := range j.running {
 		if s, ok := want[name]; ok && fingerprint(s) == r.fingerprint {
 			continue
 		}
 		r.cancel()
-		<-r.done
+		stopping = append(stopping, r)
 		delete(j.running, name)
-		stopped++
 	}
+	j.mu.Unlock()
+	for _, r := range stopping {
+		<-r.done
+	}
+	stopped = len(stopping)
 	for _, s := range specs {
-		if _, ok := j.running[s.Name]; ok {
+		j.mu.Lock()
+		_, ok := j.running[s.Name]
+		j.mu.Unlock()
+		if ok {
 			kept++
 			continue
 		}
@@ -69,13 +92,15 @@ func (j *jobs) apply(specs []jobSpec) (started, stopped, kept int, err error) {
 			err = serr
 			continue
 		}
+		j.mu.Lock()
 		j.running[s.Name] = r
+		j.mu.Unlock()
 		started++
 	}
 	return started, stopped, kept, err
 }
 
-func (j *jobs) start(s jobSpec) (*runningJob, error) {
+func (j *Manager) start(s JobSpec) (*runningJob, error) {
 	// The job of a config entry; Consul targets carry their service name
 	// as their job tag, which their own log lines show.
 	log := j.log.With("config_job", s.Name)
@@ -94,7 +119,7 @@ func (j *jobs) start(s jobSpec) (*runningJob, error) {
 		}
 		sources = append(sources, c)
 	}
-	pool, err := scrape.NewPool(s.Scrape, j.app, log.With("component", "scrape"))
+	pool, err := NewPool(s.Scrape, j.app, log.With("component", "scrape"))
 	if err != nil {
 		return nil, err
 	}
@@ -123,19 +148,24 @@ func (j *jobs) start(s jobSpec) (*runningJob, error) {
 	return r, nil
 }
 
-// stop stops every job and waits for their loops.
-func (j *jobs) stop() {
+// Stop stops every job and waits for their loops.
+func (j *Manager) Stop() {
+	j.applyMu.Lock()
+	defer j.applyMu.Unlock()
 	j.mu.Lock()
-	defer j.mu.Unlock()
-	for name, r := range j.running {
+	running := j.running
+	j.running = map[string]*runningJob{}
+	j.mu.Unlock()
+	for _, r := range running {
 		r.cancel()
+	}
+	for _, r := range running {
 		<-r.done
-		delete(j.running, name)
 	}
 }
 
 // Ready reports whether every job's discovery has delivered a snapshot.
-func (j *jobs) Ready() bool {
+func (j *Manager) Ready() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	for _, r := range j.running {
@@ -146,8 +176,8 @@ func (j *jobs) Ready() bool {
 	return len(j.running) > 0
 }
 
-// maxInterval is the longest scrape interval of the running jobs.
-func (j *jobs) maxInterval() time.Duration {
+// MaxInterval is the longest scrape interval of the running jobs.
+func (j *Manager) MaxInterval() time.Duration {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var d time.Duration
@@ -158,7 +188,7 @@ func (j *jobs) maxInterval() time.Duration {
 }
 
 // Handovers counts targets handed to other replicas by the running jobs.
-func (j *jobs) Handovers() int64 {
+func (j *Manager) Handovers() int64 {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var n int64
@@ -168,34 +198,34 @@ func (j *jobs) Handovers() int64 {
 	return n
 }
 
-// jobSummary is one running job as the targets page shows it.
-type jobSummary struct {
+// JobSummary is one running job as the targets page shows it.
+type JobSummary struct {
 	Name       string `json:"name"`
 	Synced     bool   `json:"synced"`
 	Discovered int    `json:"discovered"`
 }
 
 // Summaries describes the running jobs, by name.
-func (j *jobs) Summaries() []jobSummary {
+func (j *Manager) Summaries() []JobSummary {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	out := make([]jobSummary, 0, len(j.running))
+	out := make([]JobSummary, 0, len(j.running))
 	for name, r := range j.running {
-		out = append(out, jobSummary{Name: name, Synced: r.pool.Synced(), Discovered: r.pool.Discovered()})
+		out = append(out, JobSummary{Name: name, Synced: r.pool.Synced(), Discovered: r.pool.Discovered()})
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
 	return out
 }
 
 // Targets returns the status of every target of every job.
-func (j *jobs) Targets() []scrape.Status {
+func (j *Manager) Targets() []Status {
 	j.mu.Lock()
-	pools := make([]*scrape.Pool, 0, len(j.running))
+	pools := make([]*Pool, 0, len(j.running))
 	for _, r := range j.running {
 		pools = append(pools, r.pool)
 	}
 	j.mu.Unlock()
-	var out []scrape.Status
+	var out []Status
 	for _, p := range pools {
 		out = append(out, p.Targets()...)
 	}
