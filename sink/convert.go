@@ -95,6 +95,10 @@ const (
 type decision struct {
 	seen uint32 // scrape generation that last saw the series
 	act  action
+	// For a rewritten series: its line key and field key as written, so
+	// relabeling runs once per series, not once per sample.
+	key    []byte
+	keyLen int
 }
 
 // pendingLine is a line of the scrape being appended: its key is
@@ -243,9 +247,12 @@ func (c *converter) Append(s *scrape.Sample) error {
 		c.sc = sc
 	}
 	act := actKeep
+	var h uint64
+	var cached []byte // line and field key of a rewritten series seen before
+	var keyLen int
 	if c.decisions != nil && !s.Synthetic {
 		var err error
-		if act, err = c.decide(sc, s); err != nil {
+		if act, h, cached, keyLen, err = c.decide(sc, s); err != nil {
 			return err
 		}
 		if act == actDrop {
@@ -254,12 +261,22 @@ func (c *converter) Append(s *scrape.Sample) error {
 		}
 	}
 	k0, n0 := len(sc.keys), len(sc.names)
-	if !c.direct || act != actKeep || !c.directKey(sc, s) {
+	switch {
+	case cached != nil:
+		sc.keys = append(sc.keys, cached[:keyLen]...)
+		sc.names = append(sc.names, cached[keyLen:]...)
+	case !c.direct || act != actKeep || !c.directKey(sc, s):
 		sc.keys, sc.names = sc.keys[:k0], sc.names[:n0]
 		drop, err := c.generalKey(sc, s)
 		if err != nil || drop {
 			sc.keys, sc.names = sc.keys[:k0], sc.names[:n0]
 			return err
+		}
+		if act == actRewrite {
+			d := c.decisions[h]
+			d.keyLen = len(sc.keys) - k0
+			d.key = append(append(make([]byte, 0, d.keyLen+len(sc.names)-n0), sc.keys[k0:]...), sc.names[n0:]...)
+			c.decisions[h] = d
 		}
 	}
 	switch {
@@ -377,19 +394,21 @@ func (x *lineIndex) reset() {
 }
 
 // decide applies metric relabeling to a series once and remembers the
-// outcome while the series keeps coming.
-func (c *converter) decide(sc *scratch, s *scrape.Sample) (action, error) {
+// outcome while the series keeps coming. It returns the series hash and,
+// for a series seen before, its decision (with the cached keys of a
+// rewrite).
+func (c *converter) decide(sc *scratch, s *scrape.Sample) (action, uint64, []byte, int, error) {
 	h := xxhash.Sum64(s.Series)
 	if d, ok := c.decisions[h]; ok {
 		if d.seen != c.gen {
 			d.seen = c.gen
 			c.decisions[h] = d
 		}
-		return d.act, nil
+		return d.act, h, d.key, d.keyLen, nil
 	}
 	s.Labels(&sc.lset)
 	if name, dup := sc.lset.HasDuplicateLabelNames(); dup {
-		return 0, fmt.Errorf("%w %q in %s", ErrDuplicateLabel, name, s.Series)
+		return 0, h, nil, 0, fmt.Errorf("%w %q in %s", ErrDuplicateLabel, name, s.Series)
 	}
 	if sc.lb == nil {
 		sc.lb = labels.NewBuilder(labels.EmptyLabels())
@@ -402,7 +421,7 @@ func (c *converter) decide(sc *scratch, s *scrape.Sample) (action, error) {
 		act = actRewrite
 	}
 	c.decisions[h] = decision{seen: c.gen, act: act}
-	return act, nil
+	return act, h, nil, 0, nil
 }
 
 // Byte classes of label values, for the direct way.
