@@ -101,38 +101,57 @@ const (
 	DefaultBodyLimit = 50 << 20
 )
 
-// Validate rejects a config the pool cannot run, naming the field.
+// FieldError is a problem with one field of Config, named as in Go
+// (Interval, Timeout, BodyLimit, SampleLimit, LabelLimit, RelabelConfigs,
+// MetricRelabelConfigs, TLS, BearerToken); callers map it to their own
+// names (a flag, a YAML key).
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Validate rejects a config the pool cannot run. Every problem is a
+// *FieldError, joined.
 func (c *Config) Validate() error {
 	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, &FieldError{Field: field, Err: fmt.Errorf(format, a...)})
+	}
 	if c.Interval <= 0 {
-		errs = append(errs, fmt.Errorf("interval must be positive, got %s", c.Interval))
+		bad("Interval", "interval must be positive, got %s", c.Interval)
 	}
 	if c.Timeout <= 0 {
-		errs = append(errs, fmt.Errorf("timeout must be positive, got %s", c.Timeout))
+		bad("Timeout", "timeout must be positive, got %s", c.Timeout)
 	} else if c.Interval > 0 && c.Timeout > c.Interval {
-		errs = append(errs, fmt.Errorf("timeout %s must not exceed interval %s", c.Timeout, c.Interval))
+		bad("Timeout", "timeout %s must not exceed interval %s", c.Timeout, c.Interval)
 	}
 	if c.BodyLimit <= 0 {
-		errs = append(errs, fmt.Errorf("body limit must be positive, got %d", c.BodyLimit))
+		bad("BodyLimit", "body limit must be positive, got %d", c.BodyLimit)
 	}
-	if c.SampleLimit < 0 || c.LabelLimit < 0 {
-		errs = append(errs, errors.New("sample and label limits must not be negative"))
+	if c.SampleLimit < 0 {
+		bad("SampleLimit", "sample limit must not be negative, got %d", c.SampleLimit)
+	}
+	if c.LabelLimit < 0 {
+		bad("LabelLimit", "label limit must not be negative, got %d", c.LabelLimit)
 	}
 	for i, rc := range c.RelabelConfigs {
 		if err := rc.Validate(model.UTF8Validation); err != nil {
-			errs = append(errs, fmt.Errorf("relabel_configs[%d]: %w", i, err))
+			bad("RelabelConfigs", "rule %d: %w", i, err)
 		}
 	}
 	for i, rc := range c.MetricRelabelConfigs {
 		if err := rc.Validate(model.UTF8Validation); err != nil {
-			errs = append(errs, fmt.Errorf("metric_relabel_configs[%d]: %w", i, err))
+			bad("MetricRelabelConfigs", "rule %d: %w", i, err)
 		}
 	}
 	if _, err := c.TLS.build(); err != nil {
-		errs = append(errs, fmt.Errorf("tls_config: %w", err))
+		bad("TLS", "%w", err)
 	}
 	if c.BearerToken != "" && c.BasicAuthUser != "" {
-		errs = append(errs, errors.New("bearer token and basic auth are exclusive"))
+		bad("BearerToken", "a bearer token and basic auth cannot both be set")
 	}
 	return errors.Join(errs...)
 }

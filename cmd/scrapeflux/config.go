@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -23,8 +24,8 @@ import (
 // rules. Unknown fields are errors.
 type fileConfig struct {
 	Global struct {
-		ScrapeInterval model.Duration `yaml:"scrape_interval"`
-		ScrapeTimeout  model.Duration `yaml:"scrape_timeout"`
+		ScrapeInterval string `yaml:"scrape_interval"`
+		ScrapeTimeout  string `yaml:"scrape_timeout"`
 	} `yaml:"global"`
 	Jobs    []jobConfig        `yaml:"jobs"`
 	Cluster *clusterFileConfig `yaml:"cluster"`
@@ -57,8 +58,10 @@ func readClusterSection(path string) (*clusterFileConfig, error) {
 
 type jobConfig struct {
 	Name                 string            `yaml:"job_name"`
-	ScrapeInterval       model.Duration    `yaml:"scrape_interval"`
-	ScrapeTimeout        model.Duration    `yaml:"scrape_timeout"`
+	// Durations are read as text and parsed here, so a bad one is
+	// reported with its line and does not stop the other checks.
+	ScrapeInterval       string            `yaml:"scrape_interval"`
+	ScrapeTimeout        string            `yaml:"scrape_timeout"`
 	HonorTimestamps      bool              `yaml:"honor_timestamps"`
 	SampleLimit          int               `yaml:"sample_limit"`
 	LabelLimit           int               `yaml:"label_limit"`
@@ -115,14 +118,20 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 	var fc fileConfig
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
+	var errs []error
 	if err := dec.Decode(&fc); err != nil {
-		return nil, decodeError(path, err)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, decodeError(path, err) // not YAML: nothing more to check
+		}
+		// Unknown fields and values of the wrong type: reported, and the
+		// rest of the file is still checked.
+		errs = append(errs, splitErrors(decodeError(path, err))...)
 	}
 	var root yaml.Node
 	_ = yaml.Unmarshal(data, &root)
 	lines := nodeLines(&root)
 
-	var errs []error
 	fail := func(i int, field, format string, a ...any) {
 		name := ""
 		if i < len(fc.Jobs) && fc.Jobs[i].Name != "" {
@@ -134,7 +143,40 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 	if len(fc.Jobs) == 0 {
 		errs = append(errs, configError{file: path, msg: "jobs: at least one job is needed"})
 	}
-	interval, timeout := time.Duration(fc.Global.ScrapeInterval), time.Duration(fc.Global.ScrapeTimeout)
+	duration := func(v string, where func(string)) time.Duration {
+		if v == "" {
+			return 0
+		}
+		d, err := model.ParseDuration(v)
+		if err != nil {
+			where(fmt.Sprintf("%q is not a duration: write it like 15s, 1m or 1h30m", v))
+			return 0
+		}
+		return time.Duration(d)
+	}
+	globalLine := func(key string) int {
+		if len(root.Content) == 0 {
+			return 0
+		}
+		top := root.Content[0]
+		for k := 0; k+1 < len(top.Content); k += 2 {
+			if top.Content[k].Value == "global" {
+				g := top.Content[k+1]
+				for f := 0; f+1 < len(g.Content); f += 2 {
+					if g.Content[f].Value == key {
+						return g.Content[f].Line
+					}
+				}
+			}
+		}
+		return 0
+	}
+	interval := duration(fc.Global.ScrapeInterval, func(m string) {
+		errs = append(errs, configError{file: path, line: globalLine("scrape_interval"), msg: "global: scrape_interval: " + m})
+	})
+	timeout := duration(fc.Global.ScrapeTimeout, func(m string) {
+		errs = append(errs, configError{file: path, line: globalLine("scrape_timeout"), msg: "global: scrape_timeout: " + m})
+	})
 	if interval == 0 {
 		interval = scrape.DefaultInterval
 	}
@@ -168,11 +210,11 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 				fail(i, "layout", "%v", err)
 			}
 		}
-		if j.ScrapeInterval != 0 {
-			sc.Interval = time.Duration(j.ScrapeInterval)
+		if d := duration(j.ScrapeInterval, func(m string) { fail(i, "scrape_interval", "%s", m) }); d != 0 {
+			sc.Interval = d
 		}
-		if j.ScrapeTimeout != 0 {
-			sc.Timeout = time.Duration(j.ScrapeTimeout)
+		if d := duration(j.ScrapeTimeout, func(m string) { fail(i, "scrape_timeout", "%s", m) }); d != 0 {
+			sc.Timeout = d
 		}
 		if sc.Timeout == 0 {
 			sc.Timeout = min(scrape.DefaultTimeout, sc.Interval)
@@ -206,17 +248,9 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 		if err := sc.Validate(); err != nil {
 			for _, e := range splitErrors(err) {
 				field := "scrape_interval"
-				switch {
-				case strings.Contains(e.Error(), "timeout"):
-					field = "scrape_timeout"
-				case strings.HasPrefix(e.Error(), "relabel_configs"):
-					field = "relabel_configs"
-				case strings.HasPrefix(e.Error(), "metric_relabel_configs"):
-					field = "metric_relabel_configs"
-				case strings.HasPrefix(e.Error(), "tls_config"):
-					field = "tls_config"
-				case strings.Contains(e.Error(), "limit"):
-					field = "sample_limit"
+				var fe *scrape.FieldError
+				if errors.As(e, &fe) && yamlKeyOf[fe.Field] != "" {
+					field = yamlKeyOf[fe.Field]
 				}
 				fail(i, field, "%v", e)
 			}
@@ -257,8 +291,77 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 	return specs, nil
 }
 
+// yamlKeyOf names scrape.Config's fields as a job of the file does.
+var yamlKeyOf = map[string]string{
+	"Interval": "scrape_interval", "Timeout": "scrape_timeout", "BodyLimit": "body_size_limit",
+	"SampleLimit": "sample_limit", "LabelLimit": "label_limit", "RelabelConfigs": "relabel_configs",
+	"MetricRelabelConfigs": "metric_relabel_configs", "TLS": "tls_config", "BearerToken": "bearer_token_file",
+}
+
 var yamlLineError = regexp.MustCompile(`line (\d+): (.*)`)
-var unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
+var unknownField = regexp.MustCompile(`field (\S+) not found in type .*`)
+
+// knownKeys are every key the file may use, for suggestions.
+var knownKeys = func() []string {
+	var keys []string
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct {
+			return
+		}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if k, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); k != "" && k != "-" {
+				keys = append(keys, k)
+			}
+			if f.Type.PkgPath() == "" || strings.HasSuffix(f.Type.PkgPath(), "scrapeflux") || strings.HasSuffix(f.Type.PkgPath(), "/scrape") {
+				walk(f.Type)
+			}
+		}
+	}
+	walk(reflect.TypeOf(fileConfig{}))
+	return keys
+}()
+
+// unknownFieldMessage says what to write instead of an unknown key.
+func unknownFieldMessage(key string) string {
+	if key == "scrape_configs" {
+		return "unknown field scrape_configs: this is not a Prometheus config; scrapeflux's file lists jobs: (each with job_name, static_targets or consul, relabel_configs...), see configs/scrapeflux.yml"
+	}
+	best, dist := "", 4
+	for _, k := range knownKeys {
+		if d := editDistance(key, k); d < dist {
+			best, dist = k, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf("unknown field %s (did you mean %s?)", key, best)
+	}
+	return "unknown field " + key
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
 
 // decodeError turns yaml's messages into file:line: message, one a line.
 func decodeError(path string, err error) error {
@@ -279,7 +382,11 @@ func decodeError(path string, err error) error {
 			continue
 		}
 		line, _ := strconv.Atoi(m[1])
-		errs = append(errs, configError{file: path, line: line, msg: unknownField.ReplaceAllString(m[2], "unknown field $1")})
+		msg := m[2]
+		if u := unknownField.FindStringSubmatch(msg); u != nil {
+			msg = unknownFieldMessage(u[1])
+		}
+		errs = append(errs, configError{file: path, line: line, msg: msg})
 	}
 	return errors.Join(errs...)
 }

@@ -10,19 +10,23 @@ import (
 // the file, line and field in the message.
 func TestCheckConfig(t *testing.T) {
 	cases := map[string]string{
-		"bad-unknown-field.yml":           "bad-unknown-field.yml:4: unknown field scrape_intervall",
+		"bad-unknown-field.yml":           "bad-unknown-field.yml:4: unknown field scrape_intervall (did you mean scrape_interval?)",
 		"bad-timeout-over-interval.yml":   "bad-timeout-over-interval.yml:5: jobs[0] (a): scrape_timeout: timeout 10s must not exceed interval 5s",
 		"bad-no-job-name.yml":             "bad-no-job-name.yml:2: jobs[0]: job_name: must be set",
 		"bad-duplicate-job.yml":           `bad-duplicate-job.yml:4: jobs[1] (a): job_name: "a" is used twice`,
 		"bad-no-targets.yml":              "bad-no-targets.yml:2: jobs[0] (a): static_targets: a job needs static_targets or consul",
 		"bad-target-scheme.yml":           "bad-target-scheme.yml:3: jobs[0] (a): static_targets: target URL \"ftp://127.0.0.1:1/metrics\": scheme must be http or https",
-		"bad-relabel-no-target-label.yml": "bad-relabel-no-target-label.yml:4: jobs[0] (a): relabel_configs: relabel_configs[0]: relabel configuration for replace action requires 'target_label' value",
+		"bad-relabel-no-target-label.yml": "bad-relabel-no-target-label.yml:4: jobs[0] (a): relabel_configs: rule 0: relabel configuration for replace action requires 'target_label' value",
 		"bad-relabel-action.yml":          `unknown relabel action "explode"`,
 		"bad-body-size.yml":               "bad-body-size.yml:4: jobs[0] (a): body_size_limit: want a size",
 		"bad-secret-file.yml":             "bad-secret-file.yml:4: jobs[0] (a): bearer_token_file: cannot read secret file",
 		"bad-consul-health.yml":           `bad-consul-health.yml:3: jobs[0] (a): consul: consul health "sometimes": want passing or any`,
-		"bad-tls-ca.yml":                  "bad-tls-ca.yml:4: jobs[0] (a): tls_config: tls_config: cannot read ca_file",
-		"bad-duration.yml":                `bad-duration.yml: not a valid duration string: "often"`,
+		"bad-tls-ca.yml":                  "bad-tls-ca.yml:4: jobs[0] (a): tls_config: cannot read ca_file",
+		"bad-duration.yml":                `bad-duration.yml:3: jobs[0] (a): scrape_interval: "often" is not a duration: write it like 15s, 1m or 1h30m`,
+		"bad-body-size-zero.yml":          "bad-body-size-zero.yml:4: jobs[0] (a): body_size_limit: body limit must be positive, got 0",
+		"bad-label-limit.yml":             "bad-label-limit.yml:4: jobs[0] (a): label_limit: label limit must not be negative, got -1",
+		"bad-auth-conflict.yml":           "bad-auth-conflict.yml:4: jobs[0] (a): bearer_token_file: a bearer token and basic auth cannot both be set",
+		"bad-prometheus-style.yml":        "bad-prometheus-style.yml:1: unknown field scrape_configs: this is not a Prometheus config; scrapeflux's file lists jobs:",
 		"bad-no-jobs.yml":                 "bad-no-jobs.yml: jobs: at least one job is needed",
 		"bad-layout.yml":                  `bad-layout.yml:4: jobs[0] (a): layout: unknown layout "v3"`,
 	}
@@ -33,6 +37,23 @@ func TestCheckConfig(t *testing.T) {
 				t.Errorf("err = %v\nwant it to contain %q", err, want)
 			}
 		})
+	}
+	// Every problem of a file is shown, each with its line, job and field.
+	_, _, err := execute(context.Background(), "check", "config", "testdata/config/bad-many.yml")
+	for _, want := range []string{
+		"bad-many.yml:4: unknown field scrape_timout (did you mean scrape_timeout?)",
+		`bad-many.yml:3: jobs[0] (a): scrape_interval: "often" is not a duration`,
+		"bad-many.yml:6: jobs[0] (a): label_limit: label limit must not be negative",
+		`bad-many.yml:5: jobs[0] (a): static_targets: target URL "ftp://x": scheme must be http or https`,
+		`bad-many.yml:7: jobs[1] (a): job_name: "a" is used twice`,
+		`bad-many.yml:8: jobs[1] (a): layout: unknown layout "v9"`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("bad-many.yml: %v\nlacks %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "model.Duration") {
+		t.Errorf("Go type text in the message: %v", err)
 	}
 	out, _, err := execute(context.Background(), "check", "config", "testdata/config/good.yml")
 	if err != nil {
