@@ -1,3 +1,7 @@
+// This file is long on purpose: the Consul client's bounded transport, the
+// two blocking watches and the refresh that share it are one idea (the
+// connection bound) and are read together.
+
 package discovery
 
 import (

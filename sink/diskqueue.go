@@ -1,3 +1,6 @@
+// This file is long on purpose: the record format's writer, reader and
+// resynchronising scanner are one idea and are read side by side.
+
 package sink
 
 import (

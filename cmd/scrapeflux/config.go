@@ -1,3 +1,6 @@
+// This file is long on purpose: the --config schema, its validation with
+// field-tagged errors and the line lookup those errors need.
+
 package main
 
 import (

@@ -1,3 +1,6 @@
+// This file is long on purpose: the run command's flags, their validation
+// and the wiring of the stages, in the order a reader follows them.
+
 package main
 
 import (

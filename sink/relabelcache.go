@@ -1,0 +1,79 @@
+package sink
+
+import (
+	"fmt"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
+	"github.com/scrapeflux/scrapeflux/scrape"
+)
+
+// Metric relabeling, decided once per series and remembered (with the
+// line key of a rewritten series) while the series keeps coming.
+
+// evictAfter is how many scrapes a series may be absent before its metric
+// relabeling decision is forgotten.
+const evictAfter = 4
+
+// action is what metric relabeling does to a series.
+type action uint8
+
+const (
+	actKeep    action = iota + 1 // leaves it as it is
+	actDrop                      // drops it
+	actRewrite                   // changes its labels
+)
+
+type decision struct {
+	seen uint32 // scrape generation that last saw the series
+	act  action
+	// For a rewritten series: its line key and field key as written, so
+	// relabeling runs once per series, not once per sample.
+	key    []byte
+	keyLen int
+}
+
+// decide applies metric relabeling to a series once and remembers the
+// outcome while the series keeps coming. It returns the series hash and,
+// for a series seen before, its decision (with the cached keys of a
+// rewrite).
+func (c *converter) decide(sc *scratch, s *scrape.Sample) (action, uint64, []byte, int, error) {
+	h := xxhash.Sum64(s.Series)
+	if d, ok := c.decisions[h]; ok {
+		if d.seen != c.gen {
+			d.seen = c.gen
+			c.decisions[h] = d
+		}
+		return d.act, h, d.key, d.keyLen, nil
+	}
+	s.Labels(&sc.lset)
+	if name, dup := sc.lset.HasDuplicateLabelNames(); dup {
+		return 0, h, nil, 0, fmt.Errorf("%w %q in %s", ErrDuplicateLabel, name, s.Series)
+	}
+	if sc.lb == nil {
+		sc.lb = labels.NewBuilder(labels.EmptyLabels())
+	}
+	sc.lb.Reset(sc.lset)
+	act := actKeep
+	if !relabel.ProcessBuilder(sc.lb, c.app.MetricRelabelConfigs...) {
+		act = actDrop
+	} else if !labels.Equal(sc.lb.Labels(), sc.lset) {
+		act = actRewrite
+	}
+	c.decisions[h] = decision{seen: c.gen, act: act}
+	return act, h, nil, 0, nil
+}
+
+// evict forgets relabeling decisions of series not seen for a while; every
+// few scrapes, so the sweep costs little per scrape.
+func (c *converter) evict() {
+	if c.decisions == nil || c.gen%evictAfter != 0 {
+		return
+	}
+	for h, d := range c.decisions {
+		if c.gen-d.seen > evictAfter {
+			delete(c.decisions, h)
+		}
+	}
+}

@@ -1,0 +1,335 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The writer: one goroutine that takes queued batches in order, merged up
+// to a batch size, and sends each until InfluxDB has answered for every
+// line of it (written, or refused and counted).
+
+// write sends queued batches in order, merged up to BatchSize lines, until
+// the queue is closed and empty or ctx ends.
+func (s *Sink) write(ctx context.Context) {
+	var merge []byte
+	for {
+		j := s.q.take(ctx, s.cfg.BatchSize, merge)
+		if j == nil {
+			return
+		}
+		if j.readErr != nil {
+			var n int
+			for _, r := range j.unreadable {
+				n += r.samples
+			}
+			s.stats.addDropped(DropCorrupt, n)
+			s.log.Error("cannot read a record back from the disk queue; it is lost", "samples", n, "err", j.readErr)
+		}
+		if j.lines > 0 && !s.deliver(ctx, j.body, j.lines, j.samples) {
+			s.q.untake(j)
+			return
+		}
+		if len(j.recs) > 1 || j.recs[0].buf == nil {
+			merge = j.body[:0]
+		}
+		var samples, bytes int64
+		for _, r := range j.recs {
+			samples += int64(r.samples)
+			bytes += r.size
+		}
+		s.stats.queuedSamples.Add(-samples)
+		s.stats.queuedBytes.Add(-bytes)
+		for _, b := range s.q.ack(j) {
+			select {
+			case s.bufs <- b[:0]:
+			default:
+			}
+		}
+		s.rejects.report(false)
+	}
+}
+
+// part is a run of lines of a job still to be answered for.
+type part struct {
+	buf            []byte
+	lines, samples int
+}
+
+// maxBisect bounds the extra requests spent isolating refused lines in one
+// job when InfluxDB does not name them.
+const maxBisect = 32
+
+// deliver sends body until InfluxDB has answered for every line: written,
+// or refused and counted. It reports false when ctx ended first; nothing
+// of the job is then marked done (it is sent again, and InfluxDB keeps one
+// point per series and time).
+func (s *Sink) deliver(ctx context.Context, body []byte, lines, samples int) bool {
+	parts := []part{{body, lines, samples}}
+	budget := maxBisect
+	attempt := 0
+	created := false // one attempt to create a missing database per job
+	for len(parts) > 0 {
+		p := &parts[0]
+		start := time.Now()
+		err := s.w.Write(ctx, p.buf)
+		act, wait := classify(err)
+		s.stats.observeWrite(err, act, time.Since(start))
+		if act != actDone && ctx.Err() != nil {
+			return false
+		}
+		var we *WriteError
+		errors.As(err, &we)
+		switch act {
+		case actDone:
+			s.health.ok()
+			s.stats.written.Add(int64(p.samples))
+			parts, attempt = parts[1:], 0
+			continue
+		case actPartial, actBadData:
+			s.health.ok()
+			ref := parseRefusal(we.Message)
+			if act == actPartial && ref.complete {
+				// Stored but for the refused lines: never sent again.
+				d := s.refused(p, ref, we.Message)
+				s.stats.written.Add(int64(p.samples - d))
+				parts, attempt = parts[1:], 0
+				continue
+			}
+			// Nothing was stored, or the answer was cut short before it
+			// named every refused line: take out the lines it names and
+			// send the rest again (what was stored is stored once).
+			if act == actBadData || budget > 0 {
+				if rest, ok := s.takeOutNamed(p, ref, we.Message); ok {
+					if act == actPartial {
+						budget--
+					}
+					if rest.lines == 0 {
+						parts = parts[1:]
+					} else {
+						*p = rest
+					}
+					continue
+				}
+			}
+			if act == actPartial {
+				// Stored, and nothing more can be learnt of the rest.
+				s.stats.written.Add(int64(p.samples))
+				parts, attempt = parts[1:], 0
+				continue
+			}
+			fallthrough
+		case actTooLarge:
+			s.health.ok()
+			if p.lines <= 1 || budget == 0 {
+				s.dropRefused(p.lines, p.samples, refusalClass(we.Message), we.Message, firstLine(p.buf))
+				parts = parts[1:]
+				continue
+			}
+			budget--
+			a, c := splitPart(*p)
+			parts = append([]part{a, c}, parts[1:]...)
+			continue
+		}
+		if we != nil && we.StatusCode == http.StatusNotFound && strings.Contains(we.Message, "database not found") && s.cfg.CreateDatabase && !created {
+			if dc, ok := s.w.(DatabaseCreator); ok {
+				created = true
+				if cerr := dc.CreateDatabase(ctx); cerr == nil {
+					s.log.Info("InfluxDB had no database "+strconv.Quote(dc.Database())+"; created it", "database", dc.Database())
+					continue
+				} else {
+					err = fmt.Errorf("%w; and %w", err, cerr)
+				}
+			}
+		}
+		attempt++
+		s.health.fail(ctx, err, act == actNeedsPerson, s.stats.queuedBytes.Load())
+		d := backoff(attempt, s.cfg.MinBackoff, s.cfg.MaxBackoff)
+		if act == actNeedsPerson {
+			d = s.cfg.MaxBackoff
+		}
+		if wait > 0 {
+			d = min(wait, maxRetryAfter)
+		}
+		if !sleepCtx(ctx, d) {
+			return false
+		}
+	}
+	return true
+}
+
+// refused counts what a partial write refused and returns its samples:
+// the lines the answer names exactly, and for "dropped=N" points it does
+// not name, N lines' worth at the part's average.
+func (s *Sink) refused(p *part, ref refusal, msg string) int {
+	var lines, samples int
+	example := ""
+	forLines(p.buf, func(ln []byte) {
+		if ref.names(ln) {
+			lines++
+			samples += countSamples(ln)
+			if example == "" {
+				example = string(ln)
+			}
+		}
+	})
+	if ref.dropped > 0 && p.lines > lines {
+		per := float64(p.samples-samples) / float64(p.lines-lines)
+		samples += max(ref.dropped, int(float64(ref.dropped)*per+0.5))
+		lines += ref.dropped
+	}
+	samples = min(samples, p.samples)
+	if lines > 0 {
+		s.dropRefused(lines, samples, ref.reason, msg, example)
+	}
+	return samples
+}
+
+// takeOutNamed removes from p the lines a 400 names; nothing of p was
+// stored, so the rest goes again. It reports false when the answer names
+// none of p's lines.
+func (s *Sink) takeOutNamed(p *part, ref refusal, msg string) (part, bool) {
+	if len(ref.lines) == 0 && len(ref.prefix) < minPrefix {
+		return part{}, false
+	}
+	var rest part
+	var lines, samples int
+	example := ""
+	forLines(p.buf, func(ln []byte) {
+		if ref.names(ln) {
+			lines++
+			samples += countSamples(ln)
+			if example == "" {
+				example = string(ln)
+			}
+			return
+		}
+		rest.buf = append(rest.buf, ln...)
+		rest.buf = append(rest.buf, '\n')
+		rest.lines++
+	})
+	if lines == 0 {
+		return part{}, false
+	}
+	rest.samples = p.samples - samples
+	s.dropRefused(lines, samples, ref.reason, msg, example)
+	return rest, true
+}
+
+// dropRefused counts lines InfluxDB refused, by its reason.
+func (s *Sink) dropRefused(lines, samples int, class, msg, example string) {
+	s.stats.addDropped(DropRejected, samples)
+	s.stats.addRejected(class, samples)
+	s.rejects.add(lines, samples, class, msg, example)
+}
+
+func forLines(buf []byte, fn func([]byte)) {
+	for len(buf) > 0 {
+		i := bytes.IndexByte(buf, '\n')
+		if i < 0 {
+			i = len(buf)
+		}
+		if i > 0 {
+			fn(buf[:i])
+		}
+		buf = buf[min(i+1, len(buf)):]
+	}
+}
+
+func firstLine(buf []byte) string {
+	if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+		return string(buf[:i])
+	}
+	return string(buf)
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// maxRetryAfter caps what a server may ask us to wait.
+const maxRetryAfter = 5 * time.Minute
+
+// backoff is capped exponential with full jitter over its upper half.
+func backoff(attempt int, lo, hi time.Duration) time.Duration {
+	d := lo << min(attempt-1, 20)
+	if d > hi || d <= 0 {
+		d = hi
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// splitPart cuts p in two at the line boundary nearest its middle.
+func splitPart(p part) (part, part) {
+	half := p.lines / 2
+	cut := 0
+	for i := 0; i < half; i++ {
+		cut += bytes.IndexByte(p.buf[cut:], '\n') + 1
+	}
+	a := part{buf: p.buf[:cut:cut], lines: half}
+	c := part{buf: p.buf[cut:], lines: p.lines - half}
+	a.samples = countSamples(a.buf)
+	c.samples = p.samples - a.samples
+	return a, c
+}
+
+// countSamples counts the fields of every line: the unescaped '=' after
+// the first unescaped space of each line (values are numbers, so no quoted
+// strings can hide one).
+func countSamples(buf []byte) int {
+	n := 0
+	for len(buf) > 0 {
+		end := bytes.IndexByte(buf, '\n')
+		if end < 0 {
+			end = len(buf)
+		}
+		line := buf[:end]
+		inFields := false
+		for i := 0; i < len(line); i++ {
+			switch line[i] {
+			case '\\':
+				i++
+			case ' ':
+				if inFields {
+					i = len(line)
+				}
+				inFields = true
+			case '=':
+				if inFields {
+					n++
+				}
+			}
+		}
+		buf = buf[min(end+1, len(buf)):]
+	}
+	return n
+}
+
+// parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil && secs > 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
