@@ -10,7 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/scrapeflux/scrapeflux/scrape"
-	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 )
 
 // BenchmarkParseConvert measures parse + convert + encode per capture and
@@ -18,8 +18,8 @@ import (
 // scrapes, as a target's loop does. Reports ns, bytes and allocations per
 // sample.
 func BenchmarkParseConvert(b *testing.B) {
-	for _, name := range scrapetest.CaptureNames() {
-		body := scrapetest.Captures()[name]
+	for _, name := range simulator.CaptureNames() {
+		body := simulator.Captures()[name]
 		for _, layout := range []Layout{LayoutV1, LayoutV2} {
 			b.Run(fmt.Sprintf("%s/v%d", name, layout), func(b *testing.B) {
 				s, err := New(ConvertOptions{Layout: layout, Measurement: DefaultMeasurement}.config(), &fakeWriter{}, discard)
@@ -73,7 +73,7 @@ func BenchmarkParseConvertAll(b *testing.B) {
 				c    *converter
 			}
 			var ts []target
-			for _, body := range scrapetest.Captures() {
+			for _, body := range simulator.Captures() {
 				tg := testTarget()
 				c := s.Appender(tg, scrape.AppendOptions{}).(*converter)
 				c.emit = func(ch *chunk) error { s.chunks.Put(ch); return nil }
@@ -127,7 +127,7 @@ func reportPerSample(b *testing.B, samples int, before runtime.MemStats) {
 // Rewrites are decided once per series and their line keys reused, so
 // all three cost about the same per sample in steady state.
 func BenchmarkParseConvertRelabel(b *testing.B) {
-	body := scrapetest.Captures()["docker-engine-18.09.3-ce-swarm-manager"]
+	body := simulator.Captures()["docker-engine-18.09.3-ce-swarm-manager"]
 	rules := map[string]string{
 		"none":    "",
 		"keep":    "- source_labels: [__name__]\n  regex: go_memstats_.*\n  action: drop\n",

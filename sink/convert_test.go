@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/scrapeflux/scrapeflux/scrape"
-	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
@@ -27,7 +27,7 @@ const testTS = 1700000000000
 
 // inputs are the real captures plus the hostile exposition of testdata.
 func inputs(t testing.TB) map[string][]byte {
-	in := scrapetest.Captures()
+	in := simulator.Captures()
 	h, err := os.ReadFile("testdata/hostile.prom")
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +112,7 @@ func TestGolden(t *testing.T) {
 // TestDirectWayCoversCaptures makes sure real expositions take the direct
 // way: the comparison of both ways above means little if it never runs.
 func TestDirectWayCoversCaptures(t *testing.T) {
-	for name, body := range scrapetest.Captures() {
+	for name, body := range simulator.Captures() {
 		for _, layout := range []Layout{LayoutV1, LayoutV2} {
 			s, err := New(ConvertOptions{Layout: layout, Measurement: DefaultMeasurement}.config(), &fakeWriter{}, discard)
 			if err != nil {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 )
 
 // FuzzConvert feeds arbitrary expositions through parse + convert (layout
@@ -19,7 +19,7 @@ import (
 // whether series take the direct way or the general one.
 func FuzzConvert(f *testing.F) {
 	// The heads of the real captures: small seeds keep mutation fast.
-	for _, b := range scrapetest.Captures() {
+	for _, b := range simulator.Captures() {
 		if len(b) > 2<<10 {
 			b = b[:bytes.LastIndexByte(b[:2<<10], '\n')+1]
 		}

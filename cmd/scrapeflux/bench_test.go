@@ -15,7 +15,7 @@ import (
 
 	"github.com/scrapeflux/scrapeflux/discovery"
 	"github.com/scrapeflux/scrapeflux/scrape"
-	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 	"github.com/scrapeflux/scrapeflux/sink"
 )
 
@@ -32,7 +32,7 @@ func cpuTime() time.Duration {
 // their cost is included: the figure is a lower bound for scrapeflux alone.
 func BenchmarkPipeline(b *testing.B) {
 	const targets = 50
-	fleet, err := scrapetest.StartFleet(targets, 0)
+	fleet, err := simulator.StartFleet(targets, 0)
 	if err != nil {
 		b.Fatal(err)
 	}

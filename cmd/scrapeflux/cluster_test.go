@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/scrapeflux/scrapeflux/discovery/consultest"
-	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
@@ -25,7 +25,7 @@ type replicaSet struct {
 	t        *testing.T
 	consul   *consultest.Agent
 	influx   *influxtest.Server
-	fleet    *scrapetest.Fleet
+	fleet    *simulator.Fleet
 	r        int
 	mu       sync.Mutex
 	replicas map[string]*replica
@@ -63,7 +63,7 @@ const (
 func newReplicaSet(t *testing.T, targets, r int) *replicaSet {
 	rs := &replicaSet{t: t, consul: consultest.Start(t, consultest.Options{}), influx: influxtest.Start(t), r: r, replicas: map[string]*replica{}}
 	rs.influx.CreateDB(t, "e2e")
-	fleet, err := scrapetest.StartFleet(targets, 0)
+	fleet, err := simulator.StartFleet(targets, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/scrapeflux/scrapeflux/discovery/consultest"
-	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
@@ -76,7 +76,7 @@ func TestConsulEndToEnd(t *testing.T) {
 	}
 	srv := influxtest.Start(t)
 	srv.CreateDB(t, "e2e")
-	fleet, err := scrapetest.StartFleet(4, 0)
+	fleet, err := simulator.StartFleet(4, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestConsulEndToEnd(t *testing.T) {
 // deregisters when stopped.
 func TestRegisterKeep(t *testing.T) {
 	agent := consultest.Start(t, consultest.Options{})
-	fleet, err := scrapetest.StartFleet(1, 0)
+	fleet, err := simulator.StartFleet(1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/scrapeflux/scrapeflux/discovery/consultest"
-	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
@@ -94,7 +94,7 @@ func TestDashboardsOnRealData(t *testing.T) {
 	agent := consultest.Start(t, consultest.Options{})
 	srv := influxtest.Start(t)
 	srv.CreateDB(t, "docker")
-	fleet, err := scrapetest.StartFleet(3, 0)
+	fleet, err := simulator.StartFleet(3, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/scrapeflux/scrapeflux/discovery/consultest"
-	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
@@ -196,7 +196,7 @@ func TestContainerImage(t *testing.T) {
 		}
 	}
 
-	fleet, err := scrapetest.StartFleet(1, 0)
+	fleet, err := simulator.StartFleet(1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

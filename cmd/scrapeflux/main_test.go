@@ -20,7 +20,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
@@ -110,7 +110,7 @@ func TestMessagesSayWhatToDo(t *testing.T) {
 }
 
 func TestScrapeCommand(t *testing.T) {
-	fleet, err := scrapetest.StartFleet(1, 0)
+	fleet, err := simulator.StartFleet(1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func influxCount(t *testing.T, srv *influxtest.Server, q string) map[string]int6
 func TestEndToEnd(t *testing.T) {
 	srv := influxtest.Start(t)
 	srv.CreateDB(t, "e2e")
-	fleet, err := scrapetest.StartFleet(3, 0)
+	fleet, err := simulator.StartFleet(3, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestEndToEnd(t *testing.T) {
 func TestSIGTERMFlushes(t *testing.T) {
 	srv := influxtest.Start(t)
 	srv.CreateDB(t, "e2e")
-	fleet, err := scrapetest.StartFleet(2, 0)
+	fleet, err := simulator.StartFleet(2, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func TestKill9DuringOutage(t *testing.T) {
 	srv := influxtest.Start(t)
 	srv.CreateDB(t, "e2e")
 	srv.Stop()
-	fleet, err := scrapetest.StartFleet(2, 0)
+	fleet, err := simulator.StartFleet(2, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func TestKill9WhileInfluxDBSlow(t *testing.T) {
 		rp.ServeHTTP(w, r)
 	}))
 	defer slow.Close()
-	fleet, err := scrapetest.StartFleet(2, 0)
+	fleet, err := simulator.StartFleet(2, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

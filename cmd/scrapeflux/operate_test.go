@@ -28,7 +28,7 @@ import (
 	"github.com/scrapeflux/scrapeflux/discovery"
 	"github.com/scrapeflux/scrapeflux/discovery/consultest"
 	"github.com/scrapeflux/scrapeflux/scrape"
-	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 	"github.com/scrapeflux/scrapeflux/sink"
 	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
@@ -64,10 +64,10 @@ func TestConfigRelabelAndReload(t *testing.T) {
 	srv := influxtest.Start(t)
 	srv.CreateDB(t, "cfg")
 	st := &scrapeTimes{times: map[int][]time.Time{}}
-	capture := scrapetest.Captures()["docker-engine-18.09.3-ce"]
+	capture := simulator.Captures()["docker-engine-18.09.3-ce"]
 	var urls []string
 	for i := 0; i < 3; i++ {
-		s := httptest.NewServer(st.wrap(i, scrapetest.NewTarget(capture, i)))
+		s := httptest.NewServer(st.wrap(i, simulator.NewTarget(capture, i)))
 		defer s.Close()
 		urls = append(urls, s.URL+"/metrics")
 	}
@@ -217,7 +217,7 @@ func TestConfigRelabelAndReload(t *testing.T) {
 // TestTLSTarget scrapes a target served over TLS with a test CA, and fails
 // clearly with the wrong CA.
 func TestTLSTarget(t *testing.T) {
-	target := httptest.NewTLSServer(scrapetest.NewTarget(scrapetest.Captures()["docker-engine-18.09.3-ce"], 0))
+	target := httptest.NewTLSServer(simulator.NewTarget(simulator.Captures()["docker-engine-18.09.3-ce"], 0))
 	defer target.Close()
 	dir := t.TempDir()
 	writeCA := func(name string, s *httptest.Server) string {
@@ -303,7 +303,7 @@ func TestReloadRereadsInfluxToken(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer influx.Close()
-	fleet, err := scrapetest.StartFleet(1, 0)
+	fleet, err := simulator.StartFleet(1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +354,7 @@ func httpGet(t *testing.T, url string) (int, string) {
 func TestWriteFailuresVisible(t *testing.T) {
 	srv := influxtest.StartWithAuth(t, "admin", "right")
 	srv.CreateDB(t, "e2e")
-	fleet, err := scrapetest.StartFleet(1, 0)
+	fleet, err := simulator.StartFleet(1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

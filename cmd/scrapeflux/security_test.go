@@ -26,7 +26,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/scrapeflux/scrapeflux/discovery/consultest"
-	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
@@ -141,7 +141,7 @@ func TestSecuredListenerAndSecrets(t *testing.T) {
 	clientCert, clientKey := ca.issue("scrapeflux-client", false)
 
 	// A target that wants the bearer token.
-	fleet, err := scrapetest.StartFleet(1, 0)
+	fleet, err := simulator.StartFleet(1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

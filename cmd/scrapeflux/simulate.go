@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 )
 
 type simulateOptions struct {
@@ -34,7 +34,7 @@ func newCmdSimulate(g *globalOptions) *cobra.Command {
 default) whose counters grow and gauges move from one scrape to the next.
 It prints the target URLs and runs until interrupted or --duration ends.
 
-Captures: ` + strings.Join(scrapetest.CaptureNames(), ", "),
+Captures: ` + strings.Join(simulator.CaptureNames(), ", "),
 		Example: "  scrapeflux simulate --targets 3 --base-port 19323",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -44,7 +44,7 @@ Captures: ` + strings.Join(scrapetest.CaptureNames(), ", "),
 	f := cmd.Flags()
 	f.IntVar(&o.targets, "targets", 3, "number of simulated targets")
 	f.IntVar(&o.basePort, "base-port", 19323, "port of the first target; the others follow (0: any free ports)")
-	f.StringSliceVar(&o.captures, "capture", scrapetest.EngineCaptures, "captures served in turn")
+	f.StringSliceVar(&o.captures, "capture", simulator.EngineCaptures, "captures served in turn")
 	f.StringVar(&o.listFile, "list", "", "also write the target URLs, one a line, to this file")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long (0: run until interrupted)")
 	return cmd
@@ -55,11 +55,11 @@ func runSimulate(ctx context.Context, o *simulateOptions) error {
 		return fmt.Errorf("--targets must be positive, got %d", o.targets)
 	}
 	for _, c := range o.captures {
-		if !slices.Contains(scrapetest.CaptureNames(), c) {
-			return fmt.Errorf("--capture %q is not a capture: choose from %s", c, strings.Join(scrapetest.CaptureNames(), ", "))
+		if !slices.Contains(simulator.CaptureNames(), c) {
+			return fmt.Errorf("--capture %q is not a capture: choose from %s", c, strings.Join(simulator.CaptureNames(), ", "))
 		}
 	}
-	fleet, err := scrapetest.StartFleet(o.targets, o.basePort, o.captures...)
+	fleet, err := simulator.StartFleet(o.targets, o.basePort, o.captures...)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scrapeflux/scrapeflux/scrape/scrapetest"
+	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
@@ -55,7 +55,7 @@ func TestTargetsPageInChromium(t *testing.T) {
 	bin := chromium(t)
 	srv := influxtest.Start(t)
 	srv.CreateDB(t, "page")
-	fleet, err := scrapetest.StartFleet(2, 0)
+	fleet, err := simulator.StartFleet(2, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

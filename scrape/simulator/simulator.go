@@ -1,8 +1,8 @@
-// Package scrapetest serves simulated targets: real /metrics captures
+// Package simulator serves simulated targets: real /metrics captures
 // (Docker engines, a swarm manager, Consul, kubelet, Traefik, CockroachDB)
 // whose values move from one scrape to the next. The demo, the tests and
 // the benchmarks scrape them.
-package scrapetest
+package simulator
 
 import (
 	"bytes"
