@@ -60,7 +60,7 @@ func readClusterSection(path string) (*clusterFileConfig, error) {
 }
 
 type jobConfig struct {
-	Name                 string            `yaml:"job_name"`
+	Name string `yaml:"job_name"`
 	// Durations are read as text and parsed here, so a bad one is
 	// reported with its line and does not stop the other checks.
 	ScrapeInterval       string            `yaml:"scrape_interval"`
