@@ -162,14 +162,26 @@ func TestConfigRelabelAndReload(t *testing.T) {
 	if code, body := post(); code != http.StatusOK {
 		t.Fatalf("reload: %d %s", code, body)
 	}
-	time.Sleep(6 * time.Second)
-	if after := scrapesOf("engines"); after < engineBefore+4 {
-		t.Errorf("unchanged job's loop restarted or stalled: %d scrapes before reload, %d after 6s", engineBefore, after)
+	// Watch the changed job's target until the new loop has scraped it
+	// three times at its new interval.
+	scrapedSince := func(from time.Time) int {
+		n := 0
+		for _, ts := range st.get(2) {
+			if ts.After(from) {
+				n++
+			}
+		}
+		return n
 	}
-	// A new loop at 2s has made at most 4 scrapes in 6s; the old one at 1s
-	// would count on from where it was.
-	if after := scrapesOf("static"); after > 4 {
-		t.Errorf("changed job's loop was not restarted: %d scrapes before reload, %d after", staticBefore, after)
+	waitUntil(t, "the changed job scraped 3 times at its new interval", 20*time.Second, func() bool { return scrapedSince(reloadAt.Add(2*time.Second)) >= 3 })
+	elapsed := time.Since(reloadAt)
+	if after := scrapesOf("engines"); after < engineBefore+int64(elapsed/time.Second)-1 {
+		t.Errorf("unchanged job's loop restarted or stalled: %d scrapes before reload, %d after %s", engineBefore, after, elapsed.Round(time.Second))
+	}
+	// The new loop at 2s has made about elapsed/2s scrapes; the old one at
+	// 1s would count on from where it was.
+	if after := scrapesOf("static"); after > int64(elapsed/(2*time.Second))+1 {
+		t.Errorf("changed job's loop was not restarted: %d scrapes before reload, %d after %s", staticBefore, after, elapsed.Round(time.Second))
 	}
 	engine := st.get(0)
 	for i := 1; i < len(engine); i++ {
@@ -198,10 +210,7 @@ func TestConfigRelabelAndReload(t *testing.T) {
 		t.Errorf("bad reload answered %d %q", code, body)
 	}
 	before := len(st.get(0))
-	time.Sleep(2 * time.Second)
-	if len(st.get(0)) <= before {
-		t.Error("scraping stopped after a rejected reload")
-	}
+	waitUntil(t, "scraping goes on after a rejected reload", 5*time.Second, func() bool { return len(st.get(0)) > before })
 	resp, err := http.Get("http://" + listen + "/metrics")
 	if err != nil {
 		t.Fatal(err)
