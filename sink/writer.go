@@ -169,17 +169,7 @@ func (s *Sink) deliver(ctx context.Context, body []byte, lines, samples int) boo
 // the lines the answer names exactly, and for "dropped=N" points it does
 // not name, N lines' worth at the part's average.
 func (s *Sink) refused(p *part, ref refusal, msg string) int {
-	var lines, samples int
-	example := ""
-	forLines(p.buf, func(ln []byte) {
-		if ref.names(ln) {
-			lines++
-			samples += countSamples(ln)
-			if example == "" {
-				example = string(ln)
-			}
-		}
-	})
+	lines, samples, example := ref.split(p.buf, nil)
 	if ref.dropped > 0 && p.lines > lines {
 		per := float64(p.samples-samples) / float64(p.lines-lines)
 		samples += max(ref.dropped, int(float64(ref.dropped)*per+0.5))
@@ -200,10 +190,20 @@ func (s *Sink) takeOutNamed(p *part, ref refusal, msg string) (part, bool) {
 		return part{}, false
 	}
 	var rest part
-	var lines, samples int
-	example := ""
-	forLines(p.buf, func(ln []byte) {
-		if ref.names(ln) {
+	lines, samples, example := ref.split(p.buf, &rest)
+	if lines == 0 {
+		return part{}, false
+	}
+	rest.samples = p.samples - samples
+	s.dropRefused(lines, samples, ref.reason, msg, example)
+	return rest, true
+}
+
+// split counts the lines of buf the answer names (their samples, and the
+// first of them), and appends the others to rest when it is given.
+func (r *refusal) split(buf []byte, rest *part) (lines, samples int, example string) {
+	forLines(buf, func(ln []byte) {
+		if r.names(ln) {
 			lines++
 			samples += countSamples(ln)
 			if example == "" {
@@ -211,16 +211,12 @@ func (s *Sink) takeOutNamed(p *part, ref refusal, msg string) (part, bool) {
 			}
 			return
 		}
-		rest.buf = append(rest.buf, ln...)
-		rest.buf = append(rest.buf, '\n')
-		rest.lines++
+		if rest != nil {
+			rest.buf = append(append(rest.buf, ln...), '\n')
+			rest.lines++
+		}
 	})
-	if lines == 0 {
-		return part{}, false
-	}
-	rest.samples = p.samples - samples
-	s.dropRefused(lines, samples, ref.reason, msg, example)
-	return rest, true
+	return lines, samples, example
 }
 
 // dropRefused counts lines InfluxDB refused, by its reason.

@@ -268,18 +268,11 @@ func TestKill9DuringOutage(t *testing.T) {
 	}
 	defer fleet.Close()
 	queue := t.TempDir()
-	start := func() (*exec.Cmd, *bytes.Buffer) {
-		cmd := exec.Command(os.Args[0], "run", "--interval", "300ms", "--timeout", "200ms",
+	start := func() (*exec.Cmd, *lockedBuffer) {
+		return startProcess(t, "run", "--interval", "300ms", "--timeout", "200ms",
 			"--flush-interval", "50ms", "--listen", "", "--queue-dir", queue,
 			"--influx-url", srv.URL, "--influx-bucket", "e2e", "--influx-timeout", "500ms",
 			"--target", fleet.URLs[0], "--target", fleet.URLs[1])
-		cmd.Env = append(os.Environ(), "SCRAPEFLUX_TEST_MAIN=1")
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd, &stderr
 	}
 	first, firstErr := start()
 	deadline := time.Now().Add(20 * time.Second)
@@ -343,18 +336,11 @@ func TestKill9WhileInfluxDBSlow(t *testing.T) {
 	}
 	defer fleet.Close()
 	queue := t.TempDir()
-	start := func(influx string) (*exec.Cmd, *bytes.Buffer) {
-		cmd := exec.Command(os.Args[0], "run", "--interval", "300ms", "--timeout", "200ms",
+	start := func(influx string) (*exec.Cmd, *lockedBuffer) {
+		return startProcess(t, "run", "--interval", "300ms", "--timeout", "200ms",
 			"--flush-interval", "50ms", "--listen", "", "--queue-dir", queue,
 			"--influx-url", influx, "--influx-bucket", "e2e", "--influx-timeout", "10s",
 			"--target", fleet.URLs[0], "--target", fleet.URLs[1])
-		cmd.Env = append(os.Environ(), "SCRAPEFLUX_TEST_MAIN=1")
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd, &stderr
 	}
 	first, firstErr := start(slow.URL)
 	deadline := time.Now().Add(20 * time.Second)
@@ -405,4 +391,18 @@ func TestKill9WhileInfluxDBSlow(t *testing.T) {
 	if lost > 4 {
 		t.Fatalf("InfluxDB has %d up points for %d scrapes (%d before the kill): %d lost\nfirst run:\n%s\nsecond run:\n%s", got, total, killed, lost, firstErr, stderr)
 	}
+}
+
+// startProcess runs scrapeflux with args as a process of its own (so a
+// test can kill it with SIGKILL), its stderr kept.
+func startProcess(t *testing.T, args ...string) (*exec.Cmd, *lockedBuffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "SCRAPEFLUX_TEST_MAIN=1")
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stderr
 }
