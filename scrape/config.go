@@ -2,12 +2,11 @@ package scrape
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
+	promconfig "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/relabel"
 
@@ -69,27 +68,18 @@ func (c TLSConfig) build() (*tls.Config, error) {
 	if c == (TLSConfig{}) {
 		return nil, nil
 	}
-	tc := &tls.Config{ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("cannot read ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s holds no PEM certificate", c.CAFile)
-		}
-		tc.RootCAs = pool
-	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		return nil, errors.New("cert_file and key_file go together")
 	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("cannot load client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	// Prometheus's own loader: the CA checked at start, the client
+	// certificate read again for every new connection.
+	tc, err := promconfig.NewTLSConfig(&promconfig.TLSConfig{
+		CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile,
+		ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify,
+		MinVersion: promconfig.TLSVersion(tls.VersionTLS12),
+	})
+	if err != nil {
+		return nil, err
 	}
 	return tc, nil
 }

@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +19,7 @@ import (
 	"github.com/influxdata/influxdb-client-go/v2/api"
 	ihttp "github.com/influxdata/influxdb-client-go/v2/api/http"
 	"github.com/klauspost/compress/gzip"
+	promconfig "github.com/prometheus/common/config"
 )
 
 // InfluxConfig says where and how to write.
@@ -95,26 +94,14 @@ func NewInfluxWriter(cfg InfluxConfig) (*InfluxWriter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.InsecureSkipVerify}
-	if cfg.CertFile != "" {
-		certFile, keyFile := cfg.CertFile, cfg.KeyFile
-		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			c, err := tls.LoadX509KeyPair(certFile, keyFile)
-			if err != nil {
-				return nil, fmt.Errorf("cannot load the influx client certificate: %w", err)
-			}
-			return &c, nil
-		}
-	}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("cannot read influx CA file: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("influx CA file %s holds no PEM certificate", cfg.CAFile)
-		}
+	// Prometheus's own loader: the CA checked at start, the client
+	// certificate read again for every new connection.
+	tc, err := promconfig.NewTLSConfig(&promconfig.TLSConfig{
+		CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile,
+		InsecureSkipVerify: cfg.InsecureSkipVerify, MinVersion: promconfig.TLSVersion(tls.VersionTLS12),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("influx TLS: %w", err)
 	}
 	hc := &http.Client{
 		Timeout: cfg.Timeout,

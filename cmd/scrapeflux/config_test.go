@@ -21,7 +21,7 @@ func TestCheckConfig(t *testing.T) {
 		"bad-body-size.yml":               "bad-body-size.yml:4: jobs[0] (a): body_size_limit: want a size",
 		"bad-secret-file.yml":             "bad-secret-file.yml:4: jobs[0] (a): bearer_token_file: cannot read secret file",
 		"bad-consul-health.yml":           `bad-consul-health.yml:3: jobs[0] (a): consul: consul health "sometimes": want passing or any`,
-		"bad-tls-ca.yml":                  "bad-tls-ca.yml:4: jobs[0] (a): tls_config: cannot read ca_file",
+		"bad-tls-ca.yml":                  "bad-tls-ca.yml:4: jobs[0] (a): tls_config: unable to read CA cert",
 		"bad-duration.yml":                `bad-duration.yml:3: jobs[0] (a): scrape_interval: "often" is not a duration: write it like 15s, 1m or 1h30m`,
 		"bad-body-size-zero.yml":          "bad-body-size-zero.yml:4: jobs[0] (a): body_size_limit: body limit must be positive, got 0",
 		"bad-label-limit.yml":             "bad-label-limit.yml:4: jobs[0] (a): label_limit: label limit must not be negative, got -1",

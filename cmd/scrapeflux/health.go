@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	promconfig "github.com/prometheus/common/config"
 	"github.com/spf13/cobra"
 )
 
@@ -112,16 +111,9 @@ func runHealth(ctx context.Context, o *healthOptions) error {
 		}
 		req.SetBasicAuth(o.user, pass)
 	}
-	tc := &tls.Config{InsecureSkipVerify: o.insecure}
-	if o.caFile != "" {
-		pem, err := os.ReadFile(o.caFile)
-		if err != nil {
-			return fmt.Errorf("--ca-file: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("--ca-file %s holds no PEM certificate", o.caFile)
-		}
+	tc, err := promconfig.NewTLSConfig(&promconfig.TLSConfig{CAFile: o.caFile, InsecureSkipVerify: o.insecure})
+	if err != nil {
+		return fmt.Errorf("--ca-file: %w", err)
 	}
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
 	resp, err := client.Do(req)
