@@ -103,6 +103,12 @@ type FieldError struct {
 func (e *FieldError) Error() string { return e.Err.Error() }
 func (e *FieldError) Unwrap() error { return e.Err }
 
+// DefaultTimeoutFor is the timeout of a scrape every interval when none is
+// given: DefaultTimeout, or the interval when that is shorter.
+func DefaultTimeoutFor(interval time.Duration) time.Duration {
+	return min(DefaultTimeout, interval)
+}
+
 // Validate rejects a config the pool cannot run. Every problem is a
 // *FieldError, joined.
 func (c *Config) Validate() error {

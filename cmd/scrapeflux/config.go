@@ -220,7 +220,7 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 			sc.Timeout = d
 		}
 		if sc.Timeout == 0 {
-			sc.Timeout = min(scrape.DefaultTimeout, sc.Interval)
+			sc.Timeout = scrape.DefaultTimeoutFor(sc.Interval)
 		}
 		if j.BodySizeLimit != "" {
 			var b byteSize

@@ -97,6 +97,12 @@ func TestMessagesSayWhatToDo(t *testing.T) {
 			t.Errorf("%v:\n got %v\nwant %q", tc.args, err, tc.want)
 		}
 	}
+	// A bad layout is reported once, by its flag.
+	_, _, err := execute(context.Background(), "run", "--target", "http://127.0.0.1:1/", "--influx-bucket", "b", "--layout", "v3",
+		"--basic-auth-user", "u", "--basic-auth-password-file", empty)
+	if err == nil || strings.Count(err.Error(), "layout") != 2 || strings.Contains(err.Error(), "layout 0") {
+		t.Errorf("bad layout: %v", err)
+	}
 	out, _, err := execute(context.Background(), "--version")
 	if err != nil || !strings.HasPrefix(out, "scrapeflux ") {
 		t.Errorf("--version: %q, %v", out, err)

@@ -117,7 +117,7 @@ authentication is on.`,
 			}
 			// Without --timeout, a short --interval shortens the timeout too.
 			if !cmd.Flags().Changed("timeout") {
-				o.scrape.Timeout = min(scrape.DefaultTimeout, o.scrape.Interval)
+				o.scrape.Timeout = scrape.DefaultTimeoutFor(o.scrape.Interval)
 			}
 			for _, name := range []string{"consul-health", "consul-tag", "consul-node-meta", "consul-meta-tags", "consul-allow-stale", "consul-wait"} {
 				if cmd.Flags().Changed(name) {
@@ -216,10 +216,11 @@ authentication is on.`,
 // validate reads secrets and checks every option, naming the bad ones.
 func (o *runOptions) validate() error {
 	var errs []error
-	layout, err := sink.ParseLayout(o.layout)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("--layout: %w", err))
+	layout, layoutErr := sink.ParseLayout(o.layout)
+	if layoutErr != nil {
+		errs = append(errs, fmt.Errorf("--layout: %w", layoutErr))
 	}
+	var err error
 	o.sink.Convert.Layout = layout
 	o.scrape.BodyLimit = int64(o.bodyLimit)
 	o.scrape.Tags = nil
@@ -242,7 +243,7 @@ func (o *runOptions) validate() error {
 	if err := o.scrape.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("scrape: %w", err))
 	}
-	if err == nil {
+	if layoutErr == nil { // else the sink would report the same layout again
 		if err := o.sink.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("sink: %w", err))
 		}
