@@ -16,7 +16,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/goleak"
 
-	"github.com/scrapeflux/scrapeflux/discovery/consultest"
+	"github.com/scrapeflux/scrapeflux/discovery/servertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -90,7 +90,7 @@ func passing() *api.AgentServiceCheck {
 }
 
 func TestConsulFollowsRegistrations(t *testing.T) {
-	agent := consultest.Start(t, consultest.Options{})
+	agent := servertest.StartConsul(t, servertest.ConsulOptions{})
 	cfg := testConsulConfig(agent.Addr)
 	cfg.MetaTags = []string{"rack"}
 	d, err := NewConsul(cfg, discard)
@@ -127,7 +127,7 @@ func TestConsulFollowsRegistrations(t *testing.T) {
 }
 
 func TestConsulHealthAnyKeepsFailingInstances(t *testing.T) {
-	agent := consultest.Start(t, consultest.Options{})
+	agent := servertest.StartConsul(t, servertest.ConsulOptions{})
 	agent.Register(t, "e1", "docker-engine", "http://127.0.0.1:9001/metrics", []string{"prometheus"}, nil,
 		&api.AgentServiceCheck{TTL: "1h", Status: api.HealthCritical})
 	agent.Register(t, "e2", "docker-engine", "http://127.0.0.1:9002/metrics", []string{"prometheus"}, nil, passing())
@@ -159,7 +159,7 @@ func TestConsulHealthAnyKeepsFailingInstances(t *testing.T) {
 }
 
 func TestConsulOutageKeepsTargets(t *testing.T) {
-	agent := consultest.Start(t, consultest.Options{})
+	agent := servertest.StartConsul(t, servertest.ConsulOptions{})
 	d, err := NewConsul(testConsulConfig(agent.Addr), discard)
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +181,7 @@ func TestConsulOutageKeepsTargets(t *testing.T) {
 }
 
 func TestConsulACLToken(t *testing.T) {
-	agent := consultest.Start(t, consultest.Options{ACL: true})
+	agent := servertest.StartConsul(t, servertest.ConsulOptions{ACL: true})
 	agent.Register(t, "e1", "docker-engine", "http://127.0.0.1:9001/metrics", []string{"prometheus"}, nil, passing())
 	cfg := testConsulConfig(agent.Addr)
 	cfg.Token = agent.Token

@@ -16,9 +16,9 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
+	"github.com/scrapeflux/scrapeflux/discovery/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
-	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -213,7 +213,7 @@ func tagKey(tags map[string]string) string {
 // and compares what a query returns, value by value and tag by tag, with
 // the parsed input. Layout v1 is written too and its point count checked.
 func TestRoundTripInfluxDB(t *testing.T) {
-	srv := influxtest.Start(t)
+	srv := servertest.StartInfluxDB(t)
 	for name, body := range inputs(t) {
 		t.Run(name, func(t *testing.T) {
 			db := "rt_" + strings.NewReplacer("-", "_", ".", "_").Replace(name)

@@ -15,8 +15,8 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 
+	"github.com/scrapeflux/scrapeflux/discovery/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape"
-	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
 // writeLines pushes n scrapes of one line each through s.
@@ -93,7 +93,7 @@ func TestWriterAnswersFromFakeServer(t *testing.T) {
 // TestOutageLosesNothing writes through a real InfluxDB that goes away for
 // several flush intervals: everything arrives afterwards, once.
 func TestOutageLosesNothing(t *testing.T) {
-	srv := influxtest.Start(t)
+	srv := servertest.StartInfluxDB(t)
 	srv.CreateDB(t, "q")
 	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: "q", Timeout: time.Second})
 	if err != nil {
@@ -143,7 +143,7 @@ func waitWritten(t *testing.T, s *Sink, n int64) {
 // one line; every other line lands and the drop is counted. Plain and
 // compressed writes alike.
 func TestRejectedLineRealInfluxDB(t *testing.T) {
-	srv := influxtest.Start(t)
+	srv := servertest.StartInfluxDB(t)
 	for _, gz := range []bool{false, true} {
 		t.Run(fmt.Sprintf("gzip=%v", gz), func(t *testing.T) {
 			db := fmt.Sprintf("r%v", gz)
@@ -153,7 +153,7 @@ func TestRejectedLineRealInfluxDB(t *testing.T) {
 	}
 }
 
-func rejectedLine(t *testing.T, srv *influxtest.Server, db string, gz bool) {
+func rejectedLine(t *testing.T, srv *servertest.InfluxDB, db string, gz bool) {
 	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: db, Timeout: 5 * time.Second, Gzip: gz})
 	if err != nil {
 		t.Fatal(err)
@@ -276,7 +276,7 @@ func TestGzipWrite(t *testing.T) {
 // found"; with CreateDatabase the sink creates it and the data lands,
 // without it the data stays queued and the log says what to do.
 func TestCreatesMissingDatabase(t *testing.T) {
-	srv := influxtest.Start(t)
+	srv := servertest.StartInfluxDB(t)
 	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: "fresh/autogen", Timeout: 5 * time.Second, Gzip: true})
 	if err != nil {
 		t.Fatal(err)

@@ -14,17 +14,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scrapeflux/scrapeflux/discovery/consultest"
+	"github.com/scrapeflux/scrapeflux/discovery/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
-	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
 // replicaSet runs scrapeflux replicas as processes (so kill -9 is real)
 // against one Consul, one InfluxDB and one simulated fleet.
 type replicaSet struct {
 	t        *testing.T
-	consul   *consultest.Agent
-	influx   *influxtest.Server
+	consul   *servertest.Consul
+	influx   *servertest.InfluxDB
 	fleet    *simulator.Fleet
 	r        int
 	mu       sync.Mutex
@@ -61,7 +60,7 @@ const (
 )
 
 func newReplicaSet(t *testing.T, targets, r int) *replicaSet {
-	rs := &replicaSet{t: t, consul: consultest.Start(t, consultest.Options{}), influx: influxtest.Start(t), r: r, replicas: map[string]*replica{}}
+	rs := &replicaSet{t: t, consul: servertest.StartConsul(t, servertest.ConsulOptions{}), influx: servertest.StartInfluxDB(t), r: r, replicas: map[string]*replica{}}
 	rs.influx.CreateDB(t, "e2e")
 	fleet, err := simulator.StartFleet(targets, 0)
 	if err != nil {
@@ -82,7 +81,7 @@ func newReplicaSet(t *testing.T, targets, r int) *replicaSet {
 
 func (rs *replicaSet) start(id string) {
 	t := rs.t
-	listen := fmt.Sprintf("127.0.0.1:%d", influxtest.FreePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
 	args := []string{"run", "--cluster", "c1", "--cluster-id", id, "--cluster-ttl", clusterTTL.String(),
 		"--replication-factor", strconv.Itoa(rs.r), "--consul-addr", rs.consul.Addr,
 		"--interval", clusterInterval.String(), "--timeout", "800ms", "--flush-interval", "100ms",

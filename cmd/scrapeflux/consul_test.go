@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scrapeflux/scrapeflux/discovery/consultest"
+	"github.com/scrapeflux/scrapeflux/discovery/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
-	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
 func hostPort(url string) (string, int) {
@@ -69,12 +68,12 @@ func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool)
 // in a real Consul, runs the daemon with Consul discovery and a real
 // InfluxDB, and follows registrations and deregistrations.
 func TestConsulEndToEnd(t *testing.T) {
-	agent := consultest.Start(t, consultest.Options{ACL: true})
+	agent := servertest.StartConsul(t, servertest.ConsulOptions{ACL: true})
 	tokenFile := filepath.Join(t.TempDir(), "consul-token")
 	if err := os.WriteFile(tokenFile, []byte(agent.Token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := influxtest.Start(t)
+	srv := servertest.StartInfluxDB(t)
 	srv.CreateDB(t, "e2e")
 	fleet, err := simulator.StartFleet(4, 0)
 	if err != nil {
@@ -186,7 +185,7 @@ func TestConsulEndToEnd(t *testing.T) {
 // the endpoint with a TCP connect (not a full GET of /metrics), and
 // deregisters when stopped.
 func TestRegisterKeep(t *testing.T) {
-	agent := consultest.Start(t, consultest.Options{})
+	agent := servertest.StartConsul(t, servertest.ConsulOptions{})
 	fleet, err := simulator.StartFleet(1, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scrapeflux/scrapeflux/discovery/consultest"
+	"github.com/scrapeflux/scrapeflux/discovery/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
-	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
 type dashboard struct {
@@ -91,8 +90,8 @@ var panelExpectations = map[string]map[string]expect{
 // macros substituted, and checks each panel shows the series it is meant
 // to show.
 func TestDashboardsOnRealData(t *testing.T) {
-	agent := consultest.Start(t, consultest.Options{})
-	srv := influxtest.Start(t)
+	agent := servertest.StartConsul(t, servertest.ConsulOptions{})
+	srv := servertest.StartInfluxDB(t)
 	srv.CreateDB(t, "docker")
 	fleet, err := simulator.StartFleet(3, 0)
 	if err != nil {
@@ -103,7 +102,7 @@ func TestDashboardsOnRealData(t *testing.T) {
 		host, port := hostPort(u)
 		agent.Register(t, fmt.Sprintf("engine-%d", i), "docker-engine", fmt.Sprintf("http://%s:%d/metrics", host, port), []string{"prometheus"}, nil, nil)
 	}
-	listen := "127.0.0.1:" + strconv.Itoa(influxtest.FreePort(t))
+	listen := "127.0.0.1:" + strconv.Itoa(servertest.FreePort(t))
 	d := startDaemon(t, "run", "--consul", "--consul-addr", agent.Addr, "--consul-wait", "2s",
 		"--cluster", "dash", "--cluster-id", "replica-1",
 		"--target", "http://"+listen+"/metrics", "--job", "scrapeflux",
@@ -155,7 +154,7 @@ func TestDashboardsOnRealData(t *testing.T) {
 					t.Errorf("panel %q has no expectation in the test", p.Title)
 					continue
 				}
-				var series []influxtest.Result
+				var series []servertest.Result
 				for _, tg := range p.Targets {
 					if tg.Alias == "" {
 						t.Errorf("panel %q: a query without a legend alias", p.Title)
@@ -186,7 +185,7 @@ func grafanaMacros(q string) string {
 	return r.Replace(q)
 }
 
-func checkPanel(t *testing.T, title string, want expect, series []influxtest.Result) {
+func checkPanel(t *testing.T, title string, want expect, series []servertest.Result) {
 	t.Helper()
 	withValues, nonzero := 0, false
 	for _, s := range series {

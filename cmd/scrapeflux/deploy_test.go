@@ -16,9 +16,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
 
-	"github.com/scrapeflux/scrapeflux/discovery/consultest"
+	"github.com/scrapeflux/scrapeflux/discovery/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
-	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
 // unitExecStart reads ExecStart= of the shipped systemd unit, joined over
@@ -60,8 +59,8 @@ func unitExecStart(t *testing.T) []string {
 // test's. It must start, put its queue under the state directory and stop
 // cleanly on SIGTERM.
 func TestRunsLikeTheSystemdUnit(t *testing.T) {
-	agent := consultest.Start(t, consultest.Options{})
-	srv := influxtest.Start(t)
+	agent := servertest.StartConsul(t, servertest.ConsulOptions{})
+	srv := servertest.StartInfluxDB(t)
 	srv.CreateDB(t, "docker")
 
 	root := t.TempDir()
@@ -206,9 +205,9 @@ func TestContainerImage(t *testing.T) {
 		t.Fatalf("scrape in the image: %v\n%.2000s", err, out)
 	}
 
-	srv := influxtest.Start(t)
+	srv := servertest.StartInfluxDB(t)
 	srv.CreateDB(t, "img")
-	listen := "127.0.0.1:" + strconv.Itoa(influxtest.FreePort(t))
+	listen := "127.0.0.1:" + strconv.Itoa(servertest.FreePort(t))
 	daemon := exec.Command("buildah", "--storage-driver", "vfs", "run", "--isolation", "chroot", ctr, "--",
 		"/usr/local/bin/scrapeflux", "run", "--target", fleet.URLs[0], "--interval", "500ms",
 		"--influx-url", srv.URL, "--influx-bucket", "img", "--flush-interval", "100ms", "--listen", listen)

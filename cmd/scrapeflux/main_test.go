@@ -20,8 +20,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/scrapeflux/scrapeflux/discovery/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
-	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
 func TestMain(m *testing.M) {
@@ -134,7 +134,7 @@ func TestScrapeCommand(t *testing.T) {
 	}
 }
 
-func influxCount(t *testing.T, srv *influxtest.Server, q string) map[string]int64 {
+func influxCount(t *testing.T, srv *servertest.InfluxDB, q string) map[string]int64 {
 	t.Helper()
 	out := map[string]int64{}
 	for _, r := range srv.Query(t, "e2e", q) {
@@ -149,14 +149,14 @@ func influxCount(t *testing.T, srv *influxtest.Server, q string) map[string]int6
 // TestEndToEnd runs the daemon against three simulated engines and one dead
 // target with a real InfluxDB, and checks what a query returns.
 func TestEndToEnd(t *testing.T) {
-	srv := influxtest.Start(t)
+	srv := servertest.StartInfluxDB(t)
 	srv.CreateDB(t, "e2e")
 	fleet, err := simulator.StartFleet(3, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fleet.Close()
-	dead := fmt.Sprintf("http://127.0.0.1:%d/metrics", influxtest.FreePort(t))
+	dead := fmt.Sprintf("http://127.0.0.1:%d/metrics", servertest.FreePort(t))
 	args := []string{"run", "--interval", "1s", "--timeout", "500ms", "--flush-interval", "200ms",
 		"--influx-url", srv.URL, "--influx-bucket", "e2e", "--listen", "", "--job", "docker", "--target", dead, "--queue-dir", t.TempDir()}
 	for _, u := range fleet.URLs {
@@ -220,7 +220,7 @@ func TestEndToEnd(t *testing.T) {
 // TestSIGTERMFlushes runs the binary with batching that would hold every
 // line, sends SIGTERM, and expects the held lines in InfluxDB.
 func TestSIGTERMFlushes(t *testing.T) {
-	srv := influxtest.Start(t)
+	srv := servertest.StartInfluxDB(t)
 	srv.CreateDB(t, "e2e")
 	fleet, err := simulator.StartFleet(2, 0)
 	if err != nil {
@@ -265,7 +265,7 @@ func TestSIGTERMFlushes(t *testing.T) {
 // is away; a new process on the same queue dir sends what the first one
 // queued once InfluxDB is back.
 func TestKill9DuringOutage(t *testing.T) {
-	srv := influxtest.Start(t)
+	srv := servertest.StartInfluxDB(t)
 	srv.CreateDB(t, "e2e")
 	srv.Stop()
 	fleet, err := simulator.StartFleet(2, 0)
@@ -321,7 +321,7 @@ func TestKill9DuringOutage(t *testing.T) {
 // only the batch being filled and the scrapes in flight may be missing.
 // A second process on the same queue dir is refused while the first runs.
 func TestKill9WhileInfluxDBSlow(t *testing.T) {
-	srv := influxtest.Start(t)
+	srv := servertest.StartInfluxDB(t)
 	srv.CreateDB(t, "e2e")
 	target, _ := url.Parse(srv.URL)
 	rp := httputil.NewSingleHostReverseProxy(target)

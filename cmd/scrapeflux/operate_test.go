@@ -26,11 +26,10 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
-	"github.com/scrapeflux/scrapeflux/discovery/consultest"
+	"github.com/scrapeflux/scrapeflux/discovery/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 	"github.com/scrapeflux/scrapeflux/sink"
-	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
 // scrapeTimes records when each simulated target was scraped.
@@ -60,8 +59,8 @@ func (s *scrapeTimes) get(i int) []time.Time {
 // reload changes one job's interval while the other job's loops keep their
 // schedule, and a bad config is rejected with the old one kept.
 func TestConfigRelabelAndReload(t *testing.T) {
-	agent := consultest.Start(t, consultest.Options{})
-	srv := influxtest.Start(t)
+	agent := servertest.StartConsul(t, servertest.ConsulOptions{})
+	srv := servertest.StartInfluxDB(t)
 	srv.CreateDB(t, "cfg")
 	st := &scrapeTimes{times: map[int][]time.Time{}}
 	capture := simulator.Captures()["docker-engine-18.09.3-ce"]
@@ -103,7 +102,7 @@ func TestConfigRelabelAndReload(t *testing.T) {
 		}
 	}
 	writeCfg("1s")
-	listen := fmt.Sprintf("127.0.0.1:%d", influxtest.FreePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
 	d := startDaemon(t, "run", "--web-enable-reload", "--config", cfgFile, "--consul-addr", agent.Addr, "--consul-wait", "5s",
 		"--flush-interval", "100ms", "--influx-url", srv.URL, "--influx-bucket", "cfg",
 		"--listen", listen, "--queue-dir", t.TempDir())
@@ -320,7 +319,7 @@ func TestReloadRereadsInfluxToken(t *testing.T) {
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte("first-token\n"), 0o600)
-	listen := fmt.Sprintf("127.0.0.1:%d", influxtest.FreePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
 	d := startDaemon(t, "run", "--target", fleet.URLs[0], "--interval", "300ms", "--flush-interval", "50ms",
 		"--influx-url", influx.URL, "--influx-bucket", "b", "--influx-token-file", tokenFile,
 		"--web-enable-reload", "--listen", listen, "--queue-dir", t.TempDir())
@@ -361,7 +360,7 @@ func httpGet(t *testing.T, url string) (int, string) {
 // threshold and says what to do, /metrics counts the failures, and the log
 // says it once (not per attempt) with what to do.
 func TestWriteFailuresVisible(t *testing.T) {
-	srv := influxtest.StartWithAuth(t, "admin", "right")
+	srv := servertest.StartInfluxDBWithAuth(t, "admin", "right")
 	srv.CreateDB(t, "e2e")
 	fleet, err := simulator.StartFleet(1, 0)
 	if err != nil {
@@ -370,7 +369,7 @@ func TestWriteFailuresVisible(t *testing.T) {
 	defer fleet.Close()
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tokenFile, []byte("admin:wrong\n"), 0o600)
-	listen := fmt.Sprintf("127.0.0.1:%d", influxtest.FreePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
 	d := startDaemon(t, "run", "--target", fleet.URLs[0], "--interval", "300ms", "--flush-interval", "50ms",
 		"--influx-url", srv.URL, "--influx-bucket", "e2e", "--influx-token-file", tokenFile,
 		"--ready-write-timeout", "1s", "--shutdown-timeout", "1s", "--listen", listen, "--queue-dir", t.TempDir())
@@ -410,7 +409,7 @@ func TestWriteFailuresVisible(t *testing.T) {
 // writes the target URL as Telegraf's url tag, and --bearer-token-file
 // authenticates the --target targets.
 func TestTelegrafStyleFlags(t *testing.T) {
-	srv := influxtest.Start(t)
+	srv := servertest.StartInfluxDB(t)
 	srv.CreateDB(t, "tg")
 	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer engine-token" {

@@ -25,9 +25,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/scrapeflux/scrapeflux/discovery/consultest"
+	"github.com/scrapeflux/scrapeflux/discovery/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
-	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
 // testCA issues certificates for loopback servers and clients.
@@ -125,8 +124,8 @@ func TestSecuredListenerAndSecrets(t *testing.T) {
 		bearerToken = "bearer-7c1e-token"
 		influxPass  = "influx-pass-55d2"
 	)
-	agent := consultest.Start(t, consultest.Options{ACL: true})
-	srv := influxtest.StartWithAuth(t, "admin", influxPass)
+	agent := servertest.StartConsul(t, servertest.ConsulOptions{ACL: true})
+	srv := servertest.StartInfluxDBWithAuth(t, "admin", influxPass)
 	srv.CreateDB(t, "sec")
 
 	// InfluxDB behind a TLS proxy that requires a client certificate
@@ -164,7 +163,7 @@ func TestSecuredListenerAndSecrets(t *testing.T) {
 	for name, v := range files {
 		os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o600)
 	}
-	listen := fmt.Sprintf("127.0.0.1:%d", influxtest.FreePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
 	d := startDaemon(t, "run", "--target", target.URL+"/metrics", "--bearer-token-file", filepath.Join(dir, "bearer"),
 		"--consul", "--consul-addr", agent.Addr, "--consul-token-file", filepath.Join(dir, "consul"), "--consul-wait", "2s",
 		"--interval", "300ms", "--flush-interval", "50ms",
@@ -227,7 +226,7 @@ func TestReloadRefusedOffLoopbackWithoutAuth(t *testing.T) {
 		}
 	}
 	// Without the flag the HTTP reload is off.
-	listen := fmt.Sprintf("127.0.0.1:%d", influxtest.FreePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
 	d := startDaemon(t, "run", "--target", "http://127.0.0.1:1/metrics", "--influx-bucket", "b", "--influx-url", "http://127.0.0.1:1",
 		"--listen", listen, "--queue-dir", t.TempDir(), "--shutdown-timeout", "100ms")
 	waitUntil(t, "listener up", 10*time.Second, func() bool { code, _ := httpGet(t, "http://"+listen+"/healthz"); return code == 200 })
@@ -254,7 +253,7 @@ func TestClientCertificateAuth(t *testing.T) {
 	clientCert, clientKey := ca.issue("operator", false)
 	webConfig := filepath.Join(t.TempDir(), "web.yml")
 	os.WriteFile(webConfig, []byte(fmt.Sprintf("tls_server_config:\n  cert_file: %s\n  key_file: %s\n  client_ca_file: %s\n  client_auth_type: RequireAndVerifyClientCert\n", webCert, webKey, ca.file)), 0o600)
-	listen := fmt.Sprintf("127.0.0.1:%d", influxtest.FreePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
 	d := startDaemon(t, "run", "--target", "http://127.0.0.1:1/metrics", "--influx-bucket", "b", "--influx-url", "http://127.0.0.1:1",
 		"--web-config", webConfig, "--listen", listen, "--queue-dir", t.TempDir(), "--shutdown-timeout", "100ms")
 	defer d.stop(t)

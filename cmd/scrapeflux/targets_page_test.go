@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scrapeflux/scrapeflux/discovery/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
-	"github.com/scrapeflux/scrapeflux/sink/influxtest"
 )
 
 // chromium finds the headless browser the Makefile installs; under CI a
@@ -53,7 +53,7 @@ func headless(t *testing.T, bin string, args ...string) []byte {
 // the screenshot is kept as a test artifact. Secrets must not show.
 func TestTargetsPageInChromium(t *testing.T) {
 	bin := chromium(t)
-	srv := influxtest.Start(t)
+	srv := servertest.StartInfluxDB(t)
 	srv.CreateDB(t, "page")
 	fleet, err := simulator.StartFleet(2, 0)
 	if err != nil {
@@ -64,7 +64,7 @@ func TestTargetsPageInChromium(t *testing.T) {
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte(secret), 0o600)
-	dead := fmt.Sprintf("http://127.0.0.1:%d/metrics", influxtest.FreePort(t))
+	dead := fmt.Sprintf("http://127.0.0.1:%d/metrics", servertest.FreePort(t))
 	cfg := filepath.Join(dir, "c.yml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`jobs:
   - job_name: engines
@@ -72,7 +72,7 @@ func TestTargetsPageInChromium(t *testing.T) {
     bearer_token_file: %s
     static_targets: [%s, %s, %s]
 `, tokenFile, fleet.URLs[0], fleet.URLs[1], dead)), 0o644)
-	listen := fmt.Sprintf("127.0.0.1:%d", influxtest.FreePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
 	d := startDaemon(t, "run", "--config", cfg, "--influx-url", srv.URL, "--influx-bucket", "page",
 		"--listen", listen, "--queue-dir", t.TempDir(), "--log-level", "debug")
 	defer d.cancel()
@@ -155,7 +155,7 @@ func TestTargetsPageAt5000(t *testing.T) {
 	}
 	file := filepath.Join(t.TempDir(), "c.yml")
 	os.WriteFile(file, []byte(cfg.String()), 0o644)
-	listen := fmt.Sprintf("127.0.0.1:%d", influxtest.FreePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
 	d := startDaemon(t, "run", "--config", file, "--influx-url", influx.URL, "--influx-bucket", "b",
 		"--listen", listen, "--queue-dir", t.TempDir())
 	defer d.stop(t)

@@ -1,0 +1,99 @@
+// Package servertest starts the real servers the integration tests talk
+// to, built by the Makefile: a Consul agent in dev mode and InfluxDB 1.8,
+// each on free loopback ports with a temporary data directory, stopped
+// when the test ends. Under CI=true a missing binary fails the test;
+// elsewhere it skips with a hint.
+//
+// It is the one home of the test servers, under the first stage of the
+// pipeline so that every stage's tests import it without a stage's code
+// importing a later one.
+package servertest
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// BinDir is where the Makefile puts the servers it builds.
+func BinDir() string {
+	if d := os.Getenv("SCRAPEFLUX_BIN"); d != "" {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "scrapeflux", "bin")
+}
+
+// Binary returns the path of a server binary built by the Makefile, or
+// fails (CI) or skips (elsewhere) the test when it is missing.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	p := filepath.Join(BinDir(), name)
+	if _, err := os.Stat(p); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not found at %s (CI=true: integration tests must run; build it with make servers)", name, p)
+		}
+		t.Skipf("%s not found at %s: run make servers", name, p)
+	}
+	return p
+}
+
+// FreePort returns a free TCP port on 127.0.0.1.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// process is a server process with its output in a log file.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	log  *os.File
+}
+
+// start runs bin with args, logging to logPath, and waits until ready
+// reports nil (or fails the test after limit, showing the log).
+func (p *process) start(t testing.TB, bin string, args []string, logPath string, limit time.Duration, ready func() error) {
+	t.Helper()
+	var err error
+	p.log, err = os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("cannot start %s: %v", p.name, err)
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		err := ready()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("%s did not become ready: %v\n%s", p.name, err, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop kills the process (idempotent).
+func (p *process) stop() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+	p.log.Close()
+	p.cmd = nil
+}
