@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/scrapeflux/scrapeflux/discovery/servertest"
@@ -167,12 +168,15 @@ func TestConsulOutageKeepsTargets(t *testing.T) {
 	w := startWatcher(t, d)
 	agent.Register(t, "e1", "docker-engine", "http://127.0.0.1:9001/metrics", []string{"prometheus"}, nil, passing())
 	w.waitFor(t, "one engine", hasN(1))
+	before := queryErrors()
 	agent.Stop()
-	// No snapshot (certainly not an empty one) while Consul is away.
+	// No snapshot (certainly not an empty one) while Consul is away: the
+	// watches fail twice, and nothing has been sent.
+	waitQueryErrors(t, before+2)
 	select {
 	case s := <-w.ch:
 		t.Fatalf("snapshot during outage: %v", urls(s))
-	case <-time.After(2 * time.Second):
+	default:
 	}
 	agent.Restart(t)
 	agent.Register(t, "e1", "docker-engine", "http://127.0.0.1:9001/metrics", []string{"prometheus"}, nil, passing())
@@ -199,11 +203,13 @@ func TestConsulACLToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := queryErrors()
 	bw := startWatcher(t, bd)
+	waitQueryErrors(t, before+2) // two queries refused
 	select {
 	case s := <-bw.ch:
 		t.Errorf("snapshot sent with a rejected token: %v", urls(s))
-	case <-time.After(2 * time.Second):
+	default:
 	}
 
 	anon, err := NewConsul(testConsulConfig(agent.Addr), discard)
@@ -392,4 +398,22 @@ func TestConsulConnectionsBounded(t *testing.T) {
 		t.Errorf("peak of %d connections to Consul for %d services, want at most %d", p, services, cfg.Fetchers+2)
 	}
 	t.Logf("%d services discovered over at most %d connections", services, peak.Load())
+}
+
+// queryErrors is how many catalog queries have failed in this process.
+func queryErrors() float64 {
+	return testutil.ToFloat64(consulQueryDuration.errors.WithLabelValues(queryCatalog))
+}
+
+// waitQueryErrors waits (on the error counter, not a fixed time) until
+// that many catalog queries have failed.
+func waitQueryErrors(t *testing.T, n float64) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for queryErrors() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %v catalog queries failed in 15s, want %v", queryErrors(), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
