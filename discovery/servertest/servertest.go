@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -41,15 +42,35 @@ func Binary(t testing.TB, name string) string {
 	return p
 }
 
-// FreePort returns a free TCP port on 127.0.0.1.
+// handedOut are the ports FreePort gave in this process: never twice, so
+// two servers of one test cannot be told the same port.
+var (
+	handedMu  sync.Mutex
+	handedOut = map[int]bool{}
+)
+
+// FreePort returns a free TCP port on 127.0.0.1 for a server the test
+// starts, never one it returned before. The port is free when returned;
+// another process could still take it before the server binds it, and
+// that server then fails to start with its log shown.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedMu.Lock()
+	defer handedMu.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !handedOut[port] {
+			handedOut[port] = true
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port on 127.0.0.1 that was not handed out before")
+	return 0
 }
 
 // process is a server process with its output in a log file.
