@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -168,6 +169,20 @@ func (l *loop) scrape(ctx context.Context, start, slot time.Time, delay time.Dur
 	}
 	var n int
 	var warn error
+	// Parse, convert and commit are CPU work: at most one per core at a
+	// time, however many loops have a body in hand (as VictoriaMetrics
+	// does), so that thousands of targets do not convert at once. The wait
+	// for a slot is not part of the scrape's duration.
+	waitStart := time.Now()
+	select {
+	case cpuSlots <- struct{}{}:
+	case <-ctx.Done():
+		cancel()
+		l.app.Rollback()
+		return
+	}
+	defer func() { <-cpuSlots }()
+	waited := time.Since(waitStart)
 	if err == nil {
 		n, warn, err = l.parser.ParseLimit(body, contentType, ts, l.cfg.HonorTimestamps, l.cfg.SampleLimit, l.app)
 	}
@@ -177,7 +192,7 @@ func (l *loop) scrape(ctx context.Context, start, slot time.Time, delay time.Dur
 		l.app.Rollback()
 		return
 	}
-	dur := time.Since(start)
+	dur := time.Since(start) - waited
 	up := 1.0
 	if err != nil {
 		l.app.Rollback()
@@ -196,6 +211,10 @@ func (l *loop) scrape(ctx context.Context, start, slot time.Time, delay time.Dur
 	scrapeDuration.Observe(dur.Seconds())
 	l.report(start, dur, delay, n, warn, err)
 }
+
+// cpuSlots caps the loops parsing and converting at once at the number of
+// cores.
+var cpuSlots = make(chan struct{}, runtime.GOMAXPROCS(0))
 
 // targetReportEvery is how often a target that stays down is logged again.
 const targetReportEvery = 5 * time.Minute

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"errors"
 	"sync/atomic"
 	"time"
 )
@@ -47,6 +48,8 @@ type Stats struct {
 	writesOK, writesFailed, consecutiveFailures atomic.Int64
 	lastWrite                                   atomic.Int64 // unix nanoseconds of the last successful write
 	writeSeconds                                atomic.Int64 // total nanoseconds spent in write requests
+	answers                                     [len(answerClasses)]atomic.Int64
+	latency                                     [numLatencyBuckets + 1]atomic.Int64 // per bucket, +Inf last
 	failing                                     atomic.Bool
 	lastError                                   atomic.Pointer[string] // of the last failed write, with what to do
 	since                                       atomic.Int64           // unix nanoseconds the sink was made
@@ -67,6 +70,11 @@ type StatsSnapshot struct {
 	// Since is when the sink was made.
 	LastWriteError string
 	Since          time.Time
+	// Answers counts write answers by status ("204", "401", "5xx",
+	// "network"...); LatencyCounts are write requests per bucket of
+	// WriteLatencyBuckets, +Inf last.
+	Answers       map[string]int64
+	LatencyCounts []int64
 }
 
 // Undelivered is how long nothing could be written while writes fail:
@@ -106,10 +114,60 @@ func (s *Stats) addRejected(class string, n int) {
 	}
 }
 
+// answerClasses are how write answers are counted: the status codes the
+// writer treats apart, the rest by class, and network for no answer.
+var answerClasses = [...]string{"204", "400", "401", "403", "404", "413", "422", "429", "other_4xx", "5xx", "network", "other"}
+
+func answerClass(err error) int {
+	if err == nil {
+		return 0
+	}
+	var we *WriteError
+	if !errors.As(err, &we) {
+		return 10
+	}
+	switch c := we.StatusCode; {
+	case c == 400:
+		return 1
+	case c == 401:
+		return 2
+	case c == 403:
+		return 3
+	case c == 404:
+		return 4
+	case c == 413:
+		return 5
+	case c == 422:
+		return 6
+	case c == 429:
+		return 7
+	case c >= 400 && c < 500:
+		return 8
+	case c >= 500:
+		return 9
+	default:
+		return 11
+	}
+}
+
+// WriteLatencyBuckets are the upper bounds of the write latency histogram.
+var WriteLatencyBuckets = [numLatencyBuckets]float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
+const numLatencyBuckets = 12
+
 // observeWrite counts one write request. An answer that refuses lines is
 // an answer: InfluxDB is there and takes writes.
 func (s *Stats) observeWrite(err error, act writeAction, d time.Duration) {
 	s.writeSeconds.Add(int64(d))
+	s.answers[answerClass(err)].Add(1)
+	b := len(WriteLatencyBuckets)
+	for i, ub := range WriteLatencyBuckets {
+		if d.Seconds() <= ub {
+			b = i
+			break
+		}
+	}
+	s.latency[b].Add(1)
 	if err == nil || act == actPartial || act == actBadData || act == actTooLarge {
 		s.writesOK.Add(1)
 		s.consecutiveFailures.Store(0)
@@ -139,6 +197,13 @@ func (s *Stats) snapshot() StatsSnapshot {
 		WriteTime:           time.Duration(s.writeSeconds.Load()),
 	}
 	out.Since = time.Unix(0, s.since.Load())
+	out.Answers = map[string]int64{}
+	for i, c := range answerClasses {
+		out.Answers[c] = s.answers[i].Load()
+	}
+	for i := range s.latency {
+		out.LatencyCounts = append(out.LatencyCounts, s.latency[i].Load())
+	}
 	if e := s.lastError.Load(); e != nil && out.ConsecutiveFailures > 0 {
 		out.LastWriteError = *e
 	}

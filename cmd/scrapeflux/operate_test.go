@@ -385,13 +385,17 @@ func TestWriteFailuresVisible(t *testing.T) {
 		}
 	}
 	_, metrics := httpGet(t, "http://"+listen+"/metrics")
-	for _, want := range []string{`scrapeflux_influx_writes_total{outcome="failed"}`, "scrapeflux_influx_consecutive_failures", "scrapeflux_influx_last_write_timestamp_seconds 0"} {
+	for _, want := range []string{`scrapeflux_influx_writes_total{outcome="failed"}`, "scrapeflux_influx_consecutive_failures", "scrapeflux_influx_last_write_timestamp_seconds 0",
+		"scrapeflux_influx_write_duration_seconds_bucket", `scrapeflux_influx_write_answers_total{status="204"} 0`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 	if strings.Contains(metrics, `scrapeflux_influx_consecutive_failures 0`) {
 		t.Error("consecutive failures shown as 0")
+	}
+	if strings.Contains(metrics, `scrapeflux_influx_write_answers_total{status="401"} 0`) || !strings.Contains(metrics, `scrapeflux_influx_write_answers_total{status="401"}`) {
+		t.Error("the 401 answers are not counted by status")
 	}
 	d.stop(t)
 	if n := strings.Count(d.stderr, "cannot write to InfluxDB"); n != 1 {

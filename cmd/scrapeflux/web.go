@@ -198,6 +198,8 @@ var (
 	descRejected = prometheus.NewDesc("scrapeflux_samples_rejected_total", "Samples InfluxDB refused, by its reason (parse, type_conflict, retention, limit, other).", []string{"reason"}, nil)
 	descWrites   = prometheus.NewDesc("scrapeflux_influx_writes_total", "Write requests to InfluxDB by outcome (ok: InfluxDB answered for every line, failed: retried).", []string{"outcome"}, nil)
 	descWriteDur = prometheus.NewDesc("scrapeflux_influx_write_seconds_total", "Time spent in write requests to InfluxDB.", nil, nil)
+	descAnswers  = prometheus.NewDesc("scrapeflux_influx_write_answers_total", "Answers to write requests by status: 204, 400, 401, 403, 404, 413, 422, 429, other_4xx, 5xx, network (no answer), other.", []string{"status"}, nil)
+	descLatency  = prometheus.NewDesc("scrapeflux_influx_write_duration_seconds", "Duration of write requests to InfluxDB.", nil, nil)
 	descLastOK   = prometheus.NewDesc("scrapeflux_influx_last_write_timestamp_seconds", "Time of the last write InfluxDB answered (0: none yet).", nil, nil)
 	descConsec   = prometheus.NewDesc("scrapeflux_influx_consecutive_failures", "Failed write attempts since the last answered one.", nil, nil)
 	descMembers  = prometheus.NewDesc("scrapeflux_cluster_members", "Live replicas of the cluster as this replica sees them (itself included).", nil, nil)
@@ -228,6 +230,17 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descWrites, prometheus.CounterValue, float64(st.WritesOK), "ok")
 	ch <- prometheus.MustNewConstMetric(descWrites, prometheus.CounterValue, float64(st.WritesFailed), "failed")
 	ch <- prometheus.MustNewConstMetric(descWriteDur, prometheus.CounterValue, st.WriteTime.Seconds())
+	for status, n := range st.Answers {
+		ch <- prometheus.MustNewConstMetric(descAnswers, prometheus.CounterValue, float64(n), status)
+	}
+	buckets := map[float64]uint64{}
+	var cum, count uint64
+	for i, ub := range sink.WriteLatencyBuckets {
+		cum += uint64(st.LatencyCounts[i])
+		buckets[ub] = cum
+	}
+	count = cum + uint64(st.LatencyCounts[len(sink.WriteLatencyBuckets)])
+	ch <- prometheus.MustNewConstHistogram(descLatency, count, st.WriteTime.Seconds(), buckets)
 	var last float64
 	if !st.LastWrite.IsZero() {
 		last = float64(st.LastWrite.UnixNano()) / 1e9
