@@ -12,10 +12,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/model/relabel"
 	"gopkg.in/yaml.v3"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
@@ -30,7 +28,7 @@ type fileConfig struct {
 		ScrapeInterval string `yaml:"scrape_interval"`
 		ScrapeTimeout  string `yaml:"scrape_timeout"`
 	} `yaml:"global"`
-	Jobs    []jobConfig        `yaml:"jobs"`
+	Jobs    []scrape.FileJob   `yaml:"jobs"`
 	Cluster *clusterFileConfig `yaml:"cluster"`
 }
 
@@ -57,40 +55,6 @@ func readClusterSection(path string) (*clusterFileConfig, error) {
 		return nil, nil // loadConfig reports it, with its line
 	}
 	return fc.Cluster, nil
-}
-
-type jobConfig struct {
-	Name string `yaml:"job_name"`
-	// Durations are read as text and parsed here, so a bad one is
-	// reported with its line and does not stop the other checks.
-	ScrapeInterval       string            `yaml:"scrape_interval"`
-	ScrapeTimeout        string            `yaml:"scrape_timeout"`
-	HonorTimestamps      bool              `yaml:"honor_timestamps"`
-	SampleLimit          int               `yaml:"sample_limit"`
-	LabelLimit           int               `yaml:"label_limit"`
-	BodySizeLimit        string            `yaml:"body_size_limit"`
-	Layout               string            `yaml:"layout"`
-	Measurement          string            `yaml:"measurement"`
-	StaticTargets        []string          `yaml:"static_targets"`
-	Consul               *consulJobConfig  `yaml:"consul"`
-	TLS                  scrape.TLSConfig  `yaml:"tls_config"`
-	BearerTokenFile      string            `yaml:"bearer_token_file"`
-	BasicAuth            *basicAuthConfig  `yaml:"basic_auth"`
-	RelabelConfigs       []*relabel.Config `yaml:"relabel_configs"`
-	MetricRelabelConfigs []*relabel.Config `yaml:"metric_relabel_configs"`
-}
-
-type consulJobConfig struct {
-	Services []string          `yaml:"services"`
-	Tag      *string           `yaml:"tag"`
-	Health   string            `yaml:"health"`
-	NodeMeta map[string]string `yaml:"node_meta"`
-	MetaTags []string          `yaml:"meta_tags"`
-}
-
-type basicAuthConfig struct {
-	Username     string `yaml:"username"`
-	PasswordFile string `yaml:"password_file"`
 }
 
 // configError names the file, line and field of a problem.
@@ -146,17 +110,6 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 	if len(fc.Jobs) == 0 {
 		errs = append(errs, configError{file: path, msg: "jobs: at least one job is needed"})
 	}
-	duration := func(v string, where func(string)) time.Duration {
-		if v == "" {
-			return 0
-		}
-		d, err := model.ParseDuration(v)
-		if err != nil {
-			where(fmt.Sprintf("%q is not a duration: write it like 15s, 1m or 1h30m", v))
-			return 0
-		}
-		return time.Duration(d)
-	}
 	globalLine := func(key string) int {
 		if len(root.Content) == 0 {
 			return 0
@@ -174,117 +127,41 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 		}
 		return 0
 	}
-	interval := duration(fc.Global.ScrapeInterval, func(m string) {
-		errs = append(errs, configError{file: path, line: globalLine("scrape_interval"), msg: "global: scrape_interval: " + m})
-	})
-	timeout := duration(fc.Global.ScrapeTimeout, func(m string) {
-		errs = append(errs, configError{file: path, line: globalLine("scrape_timeout"), msg: "global: scrape_timeout: " + m})
-	})
-	if interval == 0 {
-		interval = scrape.DefaultInterval
+	var def scrape.FileDefaults
+	for key, v := range map[string]string{"scrape_interval": fc.Global.ScrapeInterval, "scrape_timeout": fc.Global.ScrapeTimeout} {
+		if v == "" {
+			continue
+		}
+		d, err := scrape.ParseDuration(v)
+		if err != nil {
+			errs = append(errs, configError{file: path, line: globalLine(key), msg: "global: " + key + ": " + err.Error()})
+		}
+		if key == "scrape_interval" {
+			def.Interval = d
+		} else {
+			def.Timeout = d
+		}
 	}
 	seen := map[string]bool{}
 	var specs []scrape.JobSpec
-	for i, j := range fc.Jobs {
+	for i := range fc.Jobs {
+		j := &fc.Jobs[i]
+		spec, probs := j.Spec(def, consul, overrides)
+		for _, p := range probs {
+			fail(i, p.Field, "%v", p.Err)
+		}
 		if j.Name == "" {
-			fail(i, "job_name", "must be set")
 			continue
 		}
 		if seen[j.Name] {
 			fail(i, "job_name", "%q is used twice", j.Name)
 		}
 		seen[j.Name] = true
-		sc := scrape.Config{
-			JobName:              j.Name,
-			Interval:             interval,
-			Timeout:              timeout,
-			BodyLimit:            scrape.DefaultBodyLimit,
-			HonorTimestamps:      j.HonorTimestamps,
-			SampleLimit:          j.SampleLimit,
-			LabelLimit:           j.LabelLimit,
-			RelabelConfigs:       j.RelabelConfigs,
-			MetricRelabelConfigs: j.MetricRelabelConfigs,
-			TLS:                  j.TLS,
-			Layout:               j.Layout,
-			Measurement:          j.Measurement,
-		}
+		// The layout is the sink's to judge.
 		if j.Layout != "" {
 			if _, err := sink.ParseLayout(j.Layout); err != nil {
 				fail(i, "layout", "%v", err)
 			}
-		}
-		if d := duration(j.ScrapeInterval, func(m string) { fail(i, "scrape_interval", "%s", m) }); d != 0 {
-			sc.Interval = d
-		}
-		if d := duration(j.ScrapeTimeout, func(m string) { fail(i, "scrape_timeout", "%s", m) }); d != 0 {
-			sc.Timeout = d
-		}
-		if sc.Timeout == 0 {
-			sc.Timeout = scrape.DefaultTimeoutFor(sc.Interval)
-		}
-		if j.BodySizeLimit != "" {
-			var b byteSize
-			if err := b.Set(j.BodySizeLimit); err != nil {
-				fail(i, "body_size_limit", "%v", err)
-			}
-			sc.BodyLimit = int64(b)
-		}
-		if j.BearerTokenFile != "" {
-			if sc.BearerToken, err = readSecret(j.BearerTokenFile, ""); err != nil {
-				fail(i, "bearer_token_file", "%v", err)
-			}
-		}
-		if j.BasicAuth != nil {
-			sc.BasicAuthUser = j.BasicAuth.Username
-			if j.BasicAuth.Username == "" {
-				fail(i, "basic_auth", "username must be set")
-			}
-			if j.BasicAuth.PasswordFile != "" {
-				if sc.BasicAuthPassword, err = readSecret(j.BasicAuth.PasswordFile, ""); err != nil {
-					fail(i, "basic_auth", "%v", err)
-				}
-			}
-		}
-		if overrides != nil {
-			overrides(&sc)
-		}
-		if err := sc.Validate(); err != nil {
-			for _, e := range splitErrors(err) {
-				field := "scrape_interval"
-				var fe *scrape.FieldError
-				if errors.As(e, &fe) && yamlKeyOf[fe.Field] != "" {
-					field = yamlKeyOf[fe.Field]
-				}
-				fail(i, field, "%v", e)
-			}
-		}
-		spec := scrape.JobSpec{Name: j.Name, Scrape: sc}
-		for _, u := range j.StaticTargets {
-			if _, err := discovery.NewTarget(u, j.Name); err != nil {
-				fail(i, "static_targets", "%v", err)
-			}
-		}
-		spec.Static = j.StaticTargets
-		if j.Consul != nil {
-			cc := consul
-			cc.Services = j.Consul.Services
-			if j.Consul.Tag != nil {
-				cc.Tag = *j.Consul.Tag
-			} else if len(cc.Services) > 0 {
-				cc.Tag = ""
-			}
-			if j.Consul.Health != "" {
-				cc.Health = j.Consul.Health
-			}
-			cc.NodeMeta = j.Consul.NodeMeta
-			cc.MetaTags = j.Consul.MetaTags
-			if err := cc.Validate(); err != nil {
-				fail(i, "consul", "%v", err)
-			}
-			spec.Consul = &cc
-		}
-		if len(spec.Static) == 0 && spec.Consul == nil {
-			fail(i, "static_targets", "a job needs static_targets or consul")
 		}
 		specs = append(specs, spec)
 	}
@@ -292,13 +169,6 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 		return nil, errors.Join(errs...)
 	}
 	return specs, nil
-}
-
-// yamlKeyOf names scrape.Config's fields as a job of the file does.
-var yamlKeyOf = map[string]string{
-	"Interval": "scrape_interval", "Timeout": "scrape_timeout", "BodyLimit": "body_size_limit",
-	"SampleLimit": "sample_limit", "LabelLimit": "label_limit", "RelabelConfigs": "relabel_configs",
-	"MetricRelabelConfigs": "metric_relabel_configs", "TLS": "tls_config", "BearerToken": "bearer_token_file",
 }
 
 var yamlLineError = regexp.MustCompile(`line (\d+): (.*)`)
@@ -320,7 +190,7 @@ var knownKeys = func() []string {
 			if k, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); k != "" && k != "-" {
 				keys = append(keys, k)
 			}
-			if f.Type.PkgPath() == "" || strings.HasSuffix(f.Type.PkgPath(), "scrapeflux") || strings.HasSuffix(f.Type.PkgPath(), "/scrape") {
+			if f.Type.PkgPath() == "" || strings.HasSuffix(f.Type.PkgPath(), "scrapeflux") || strings.HasSuffix(f.Type.PkgPath(), "/scrape") || strings.HasSuffix(f.Type.PkgPath(), "/discovery") {
 				walk(f.Type)
 			}
 		}

@@ -1,0 +1,30 @@
+package discovery
+
+// ConsulJob is the consul: section of a job in the config file: which
+// services of the Consul that ConsulConfig reaches become the job's
+// targets.
+type ConsulJob struct {
+	Services []string          `yaml:"services"`
+	Tag      *string           `yaml:"tag"`
+	Health   string            `yaml:"health"`
+	NodeMeta map[string]string `yaml:"node_meta"`
+	MetaTags []string          `yaml:"meta_tags"`
+}
+
+// Apply returns base (the connection: address, TLS, token) with the job's
+// selection. Named services need not carry a tag unless one is given.
+func (j *ConsulJob) Apply(base ConsulConfig) ConsulConfig {
+	c := base
+	c.Services = j.Services
+	if j.Tag != nil {
+		c.Tag = *j.Tag
+	} else if len(c.Services) > 0 {
+		c.Tag = ""
+	}
+	if j.Health != "" {
+		c.Health = j.Health
+	}
+	c.NodeMeta = j.NodeMeta
+	c.MetaTags = j.MetaTags
+	return c
+}
