@@ -195,6 +195,14 @@ func TestSecuredListenerAndSecrets(t *testing.T) {
 		t.Errorf("the bearer-protected target is not up: %s", targets)
 	}
 
+	// The web config is read again on every request: a user added to it
+	// gets in without a restart.
+	hash2, _ := bcrypt.GenerateFromPassword([]byte("second-pass"), bcrypt.MinCost)
+	os.WriteFile(webConfig, []byte(fmt.Sprintf("tls_server_config:\n  cert_file: %s\n  key_file: %s\nbasic_auth_users:\n  operator: %s\n  second: %s\n", webCert, webKey, hash, hash2)), 0o600)
+	if code, _ := get(t, c, base+"/metrics", "second", "second-pass"); code != http.StatusOK {
+		t.Errorf("a user added to --web-config: %d, want 200 without a restart", code)
+	}
+
 	// The container health probe, with credentials.
 	if _, _, err := execute(context.Background(), "health", "--url", base+"/healthz", "--ca-file", ca.file,
 		"--basic-auth-user", "operator", "--basic-auth-password-file", filepath.Join(dir, "webpass")); err != nil {
