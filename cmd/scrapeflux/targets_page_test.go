@@ -174,7 +174,7 @@ func TestTargetsPageAt5000(t *testing.T) {
 	start := time.Now()
 	dom := string(headless(t, bin, "--dump-dom", "http://"+listen+"/targets"))
 	t.Logf("/targets with 5000 targets: %d bytes of DOM, loaded and dumped by Chromium in %s", len(dom), time.Since(start).Round(time.Millisecond))
-	for _, want := range []string{"4500 up, 500 down", "5000 in all", "showing 1-200 (page 1 of 25)", ">engines-a</a>", ">engines-b</a>"} {
+	for _, want := range []string{"4500 up, 500 down", "5000 in all", "showing 1-200 (page 1 of 25)", ">engines-a</a>", ">engines-b</a>", `http-equiv="refresh" content="10"`, "InfluxDB writes:"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("page lacks %q", want)
 		}
