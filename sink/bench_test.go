@@ -25,39 +25,39 @@ func BenchmarkParseConvert(b *testing.B) {
 		body := simulator.Captures()[name]
 		for _, layout := range []Layout{LayoutV1, LayoutV2} {
 			b.Run(fmt.Sprintf("%s/v%d", name, layout), func(b *testing.B) {
-				s, err := New(ConvertOptions{Layout: layout, Measurement: DefaultMeasurement}.config(), &fakeWriter{}, discard)
-				if err != nil {
-					b.Fatal(err)
-				}
-				tg := testTarget()
-				c := s.Appender(tg, scrape.AppendOptions{}).(*converter)
-				var out []byte
-				c.emit = func(ch *chunk) error {
-					out = append(out[:0], ch.buf...)
-					s.chunks.Put(ch)
-					return nil
-				}
-				p := scrape.NewParser()
-				samples := 0
-				b.ReportAllocs()
 				b.SetBytes(int64(len(body)))
-				b.ResetTimer()
-				mem := memBefore()
-				for i := 0; i < b.N; i++ {
-					n, _, err := p.Parse(body, "text/plain; version=0.0.4", 1700000000000+int64(i), false, c)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := c.Commit(); err != nil {
-						b.Fatal(err)
-					}
-					samples += n
-				}
-				b.StopTimer()
-				reportPerSample(b, samples, mem)
+				benchSteadyState(b, ConvertOptions{Layout: layout, Measurement: DefaultMeasurement}, scrape.AppendOptions{}, body)
 			})
 		}
 	}
+}
+
+// benchSteadyState parses and converts body b.N times with one parser and
+// one converter, as a target's loop does, and reports the cost per sample.
+func benchSteadyState(b *testing.B, conv ConvertOptions, app scrape.AppendOptions, body []byte) {
+	s, err := New(conv.config(), &fakeWriter{}, discard)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := s.Appender(testTarget(), app).(*converter)
+	c.emit = func(ch *chunk) error { s.chunks.Put(ch); return nil }
+	p := scrape.NewParser()
+	samples := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	mem := memBefore()
+	for i := 0; i < b.N; i++ {
+		n, _, err := p.Parse(body, "text/plain; version=0.0.4", 1700000000000+int64(i), false, c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Commit(); err != nil {
+			b.Fatal(err)
+		}
+		samples += n
+	}
+	b.StopTimer()
+	reportPerSample(b, samples, mem)
 }
 
 // BenchmarkParseConvertAll runs every capture in turn, each with its own
@@ -147,29 +147,7 @@ func BenchmarkParseConvertRelabel(b *testing.B) {
 			}
 		}
 		b.Run(name, func(b *testing.B) {
-			s, err := New(ConvertOptions{Layout: LayoutV1}.config(), &fakeWriter{}, discard)
-			if err != nil {
-				b.Fatal(err)
-			}
-			c := s.Appender(testTarget(), scrape.AppendOptions{MetricRelabelConfigs: cfgs}).(*converter)
-			c.emit = func(ch *chunk) error { s.chunks.Put(ch); return nil }
-			p := scrape.NewParser()
-			samples := 0
-			b.ReportAllocs()
-			b.ResetTimer()
-			mem := memBefore()
-			for i := 0; i < b.N; i++ {
-				n, _, err := p.Parse(body, "text/plain; version=0.0.4", 1700000000000+int64(i), false, c)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := c.Commit(); err != nil {
-					b.Fatal(err)
-				}
-				samples += n
-			}
-			b.StopTimer()
-			reportPerSample(b, samples, mem)
+			benchSteadyState(b, ConvertOptions{Layout: LayoutV1}, scrape.AppendOptions{MetricRelabelConfigs: cfgs}, body)
 		})
 	}
 }
