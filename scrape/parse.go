@@ -124,13 +124,25 @@ func (p *Parser) ParseLimit(body []byte, contentType string, scrapeTS int64, hon
 func (p *Parser) metricName(tp textparse.Parser, series []byte) []byte {
 	// The text format allows blanks around the name.
 	if i := bytes.IndexByte(series, '{'); i > 0 {
-		return bytes.Trim(series[:i], " \t")
+		return trimBlanks(series[:i])
 	} else if i < 0 {
-		return bytes.Trim(series, " \t")
+		return trimBlanks(series)
 	}
 	tp.Labels(&p.lset)
 	p.name = append(p.name[:0], p.lset.Get(model.MetricNameLabel)...)
 	return p.name
+}
+
+// trimBlanks is bytes.Trim(b, " \t") without building the cut set for
+// every sample: names are rarely padded.
+func trimBlanks(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 // classify tells which family a sample belongs to: the current TYPE'd

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -207,6 +208,16 @@ func TestScrapeFailuresWriteOnlyUpZero(t *testing.T) {
 		{"gzip bomb over limit after decompression", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Encoding", "gzip")
 			w.Write(gz.Bytes())
+		}, func(c *Config) { c.BodyLimit = 100 << 10 }, "exceeds the size limit"},
+		{"gzip body itself over the limit", func(w http.ResponseWriter, r *http.Request) {
+			// Random bytes do not compress: the compressed body alone is
+			// past the limit, and is not read whole.
+			noise := make([]byte, 300<<10)
+			rand.NewChaCha8([32]byte{1}).Read(noise)
+			w.Header().Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(w)
+			zw.Write(noise)
+			zw.Close()
 		}, func(c *Config) { c.BodyLimit = 100 << 10 }, "exceeds the size limit"},
 		{"timeout", func(w http.ResponseWriter, r *http.Request) {
 			select {

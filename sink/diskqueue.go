@@ -25,7 +25,8 @@ import (
 // Records are not fsynced one by one: a power loss can cost the last
 // seconds, a process crash cannot.
 //
-// A record is a 32-byte header (magic, payload length, lines, samples,
+// A record is a 32-byte header (magic, which also tells whether the
+// payload is gzip'd, payload length, lines, samples,
 // samples written to the segment before this record, CRC-32C of the
 // payload, CRC-32C of the header) and the payload. Opening checks every
 // record: a damaged one is skipped and reading resynchronises on the next
@@ -43,6 +44,9 @@ type diskQueue struct {
 
 	segs      []*segment // oldest first; the last one is written to
 	w         *os.File   // open for appending to the last segment
+	cur       *os.File   // the cursor file, open for rewriting in place
+	curSized  bool       // cur holds nothing past the cursor
+	curBuf    [64]byte
 	hdr       [recordHeader]byte
 	fileBytes int64 // bytes of every segment file: what the directory holds
 }
@@ -60,10 +64,12 @@ type diskRecord struct {
 	off, size      int64 // size: header + payload
 	lines, samples int
 	v1             bool // written by an earlier version, with a shorter header
+	gz             bool // the payload is gzip'd line protocol
 }
 
 const (
 	recordMagic    = 0x5346_5132 // "SFQ2"
+	recordMagicGz  = 0x5346_5133 // "SFQ3": as SFQ2, the payload gzip'd
 	recordMagicV1  = 0x5346_5131 // "SFQ1": written by earlier versions, still read
 	recordHeader   = 32
 	recordHeaderV1 = 20
@@ -183,12 +189,17 @@ type header struct {
 	lines, samples int
 	before         uint64
 	sum            uint32
-	v1             bool
+	v1, gz         bool
 }
 
 // parseHeader reads a header at the start of b, checking its own checksum.
 func parseHeader(b []byte) (header, bool) {
-	if len(b) >= recordHeader && binary.LittleEndian.Uint32(b) == recordMagic {
+	var magic uint32
+	if len(b) >= 4 {
+		magic = binary.LittleEndian.Uint32(b)
+	}
+	switch {
+	case len(b) >= recordHeader && (magic == recordMagic || magic == recordMagicGz):
 		if crc32.Checksum(b[:recordHeader-4], crcTable) != binary.LittleEndian.Uint32(b[28:]) {
 			return header{}, false
 		}
@@ -199,9 +210,9 @@ func parseHeader(b []byte) (header, bool) {
 			samples: int(binary.LittleEndian.Uint32(b[12:])),
 			before:  binary.LittleEndian.Uint64(b[16:]),
 			sum:     binary.LittleEndian.Uint32(b[24:]),
+			gz:      magic == recordMagicGz,
 		}, true
-	}
-	if len(b) >= recordHeaderV1 && binary.LittleEndian.Uint32(b) == recordMagicV1 {
+	case len(b) >= recordHeaderV1 && magic == recordMagicV1:
 		n := int64(binary.LittleEndian.Uint32(b[4:]))
 		return header{
 			size: recordHeaderV1 + n, hdrLen: recordHeaderV1, v1: true,
@@ -226,7 +237,7 @@ func recordAt(data []byte, off int64) (header, bool) {
 // starts, or -1.
 func nextRecord(data []byte, off int64) int64 {
 	for p := off + 1; p+3 < int64(len(data)); {
-		// The magic is little-endian: "2QFS" (or "1QFS") in file order.
+		// The magic is little-endian: "2QFS" (or "3QFS", "1QFS") in file order.
 		i := bytes.Index(data[p+1:], []byte("QFS"))
 		if i < 0 {
 			return -1
@@ -264,7 +275,7 @@ func (q *diskQueue) scan(seq uint64) (*segment, []diskRecord, lost, error) {
 				expect = h.before
 			}
 			expect += uint64(h.samples)
-			recs = append(recs, diskRecord{seg: s, off: off, size: h.size, lines: h.lines, samples: h.samples, v1: h.v1})
+			recs = append(recs, diskRecord{seg: s, off: off, size: h.size, lines: h.lines, samples: h.samples, v1: h.v1, gz: h.gz})
 			off += h.size
 			continue
 		}
@@ -306,8 +317,9 @@ func (q *diskQueue) newSegment(seq uint64) error {
 
 func (q *diskQueue) active() *segment { return q.segs[len(q.segs)-1] }
 
-// append writes a record for buf at the end, rotating segments.
-func (q *diskQueue) append(buf []byte, lines, samples int) (diskRecord, error) {
+// append writes a record for buf (gzip'd when gz) at the end, rotating
+// segments.
+func (q *diskQueue) append(buf []byte, lines, samples int, gz bool) (diskRecord, error) {
 	last := q.active()
 	size := recordHeader + int64(len(buf))
 	if last.size > 0 && last.size+size > q.segMax {
@@ -318,7 +330,11 @@ func (q *diskQueue) append(buf []byte, lines, samples int) (diskRecord, error) {
 		last = q.active()
 	}
 	h := q.hdr[:]
-	binary.LittleEndian.PutUint32(h[0:], recordMagic)
+	magic := uint32(recordMagic)
+	if gz {
+		magic = recordMagicGz
+	}
+	binary.LittleEndian.PutUint32(h[0:], magic)
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(buf)))
 	binary.LittleEndian.PutUint32(h[8:], uint32(lines))
 	binary.LittleEndian.PutUint32(h[12:], uint32(samples))
@@ -331,7 +347,7 @@ func (q *diskQueue) append(buf []byte, lines, samples int) (diskRecord, error) {
 	if _, err := q.w.Write(buf); err != nil {
 		return diskRecord{}, q.writeFailed(last, err)
 	}
-	r := diskRecord{seg: last, off: last.size, size: size, lines: lines, samples: samples}
+	r := diskRecord{seg: last, off: last.size, size: size, lines: lines, samples: samples, gz: gz}
 	last.size += size
 	last.samples += uint64(samples)
 	last.live++
@@ -411,17 +427,29 @@ func (q *diskQueue) drained() {
 	}
 }
 
-// saveCursor records where the oldest unwritten record is (atomically, by
-// rename). Without one, the position is the end of the active segment.
+// saveCursor records where the oldest unwritten record is. Without one,
+// the position is the end of the active segment. The cursor is rewritten
+// in place, fixed width, with one write: a process that dies cannot leave
+// half of it (a power loss can; the whole queue is then sent again), and
+// a write per acknowledgement costs one system call rather than a file
+// created and renamed.
 func (q *diskQueue) saveCursor(first *diskRecord) {
 	seq, off := q.active().seq, q.active().size
 	if first != nil {
 		seq, off = first.seg.seq, first.off
 	}
-	tmp := filepath.Join(q.dir, cursorFile+".tmp")
-	data := fmt.Sprintf("%d %d\n", seq, off)
-	if err := os.WriteFile(tmp, []byte(data), 0o640); err == nil {
-		_ = os.Rename(tmp, filepath.Join(q.dir, cursorFile))
+	if q.cur == nil {
+		f, err := os.OpenFile(filepath.Join(q.dir, cursorFile), os.O_RDWR|os.O_CREATE, 0o640)
+		if err != nil {
+			return
+		}
+		q.cur = f
+	}
+	b := fmt.Appendf(q.curBuf[:0], "%020d %020d\n", seq, off)
+	if _, err := q.cur.WriteAt(b, 0); err == nil && !q.curSized {
+		// Whatever the file held before (an earlier version's cursor, a
+		// damaged one) must not trail this one.
+		q.curSized = q.cur.Truncate(int64(len(b))) == nil
 	}
 }
 
@@ -467,6 +495,10 @@ func (q *diskQueue) close() error {
 			err = cerr
 		}
 		q.w = nil
+	}
+	if q.cur != nil {
+		q.cur.Close()
+		q.cur = nil
 	}
 	if q.lock != nil {
 		unlockDir(q.lock)

@@ -227,6 +227,7 @@ func TestDiskQueueBadCursorReplaysAll(t *testing.T) {
 		"negative":     "1 -5\n",
 		"one number":   "1\n",
 		"empty":        "",
+		"long garbage": strings.Repeat("7 ", 60) + "\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -243,6 +244,15 @@ func TestDiskQueueBadCursorReplaysAll(t *testing.T) {
 			}
 			if !strings.Contains(logs.String(), "sending the whole") {
 				t.Errorf("bad cursor not reported:\n%s", logs.String())
+			}
+			closeQ(t, q)
+			// The cursor is rewritten in place: nothing of the bad one may
+			// trail the new one, so the next run starts after the records
+			// written.
+			logs.Reset()
+			q, _ = openQQ(t, dir, MinQueueBytes, slog.New(slog.NewTextHandler(&logs, nil)))
+			if got := drain(t, q); len(got) != 0 || logs.Len() != 0 {
+				t.Errorf("after the records were written, the next run replayed %v and logged:\n%s", got, logs.String())
 			}
 			closeQ(t, q)
 		})
@@ -384,7 +394,7 @@ func FuzzDiskQueueOpen(f *testing.F) {
 		f.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		d.append(mkBatch(i, 40).buf, 1, 10+i)
+		d.append(mkBatch(i, 40).buf, 1, 10+i, false)
 	}
 	d.close()
 	seg, _ := os.ReadFile(filepath.Join(dir, "0000000000000001.seg"))

@@ -1,12 +1,15 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,11 +94,22 @@ func TestWriterAnswersFromFakeServer(t *testing.T) {
 }
 
 // TestOutageLosesNothing writes through a real InfluxDB that goes away for
-// several flush intervals: everything arrives afterwards, once.
+// several flush intervals: everything arrives afterwards, once. Gzip'd,
+// the batches queued during the outage are sent merged, as concatenated
+// gzip members, which InfluxDB reads as one body.
 func TestOutageLosesNothing(t *testing.T) {
 	srv := servertest.StartInfluxDB(t)
-	srv.CreateDB(t, "q")
-	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: "q", Timeout: time.Second})
+	for _, gz := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gzip=%v", gz), func(t *testing.T) {
+			db := fmt.Sprintf("q%v", gz)
+			srv.CreateDB(t, db)
+			outage(t, srv, db, gz)
+		})
+	}
+}
+
+func outage(t *testing.T, srv *servertest.InfluxDB, db string, gz bool) {
+	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: db, Timeout: time.Second, Gzip: gz})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +118,9 @@ func TestOutageLosesNothing(t *testing.T) {
 	cfg.QueueDir = t.TempDir()
 	cfg.MaxBackoff = 200 * time.Millisecond
 	cfg.FlushInterval = 50 * time.Millisecond
-	st := runSink(t, cfg, w, func(s *Sink) {
+	cw := &countingWriter{w: w}
+	var outageCalls int64
+	st := runSink(t, cfg, cw, func(s *Sink) {
 		writeLines(t, s, 0, 100)
 		waitWritten(t, s, 100)
 		srv.Stop()
@@ -115,6 +131,10 @@ func TestOutageLosesNothing(t *testing.T) {
 		if q := s.Stats().QueuedSamples; q < 1000 {
 			t.Errorf("only %d samples queued during the outage", q)
 		}
+		if plain, gzipped := recordsOnDisk(t, cfg.QueueDir); gz && (gzipped == 0 || plain != 0) || !gz && (plain == 0 || gzipped != 0) {
+			t.Errorf("queue holds %d plain and %d gzip'd records, want only %s ones", plain, gzipped, map[bool]string{false: "plain", true: "gzip'd"}[gz])
+		}
+		outageCalls = cw.calls.Load()
 		restarted := time.Now()
 		srv.Restart(t)
 		waitWritten(t, s, 1100)
@@ -123,9 +143,29 @@ func TestOutageLosesNothing(t *testing.T) {
 	if st.Written != 1100 || st.DroppedTotal() != 0 {
 		t.Fatalf("written %d dropped %d, want 1100 and 0", st.Written, st.DroppedTotal())
 	}
-	if n := srv.Count(t, "q", "seq", "gauge"); n != 1100 {
+	if n := srv.Count(t, db, "seq", "gauge"); n != 1100 {
 		t.Fatalf("InfluxDB holds %d points, want 1100", n)
 	}
+	// The outage queued at least 10 batches: after it they go merged.
+	if n := cw.calls.Load() - outageCalls; n > 3 {
+		t.Errorf("%d requests after the outage for its 1000 one-line scrapes, want them merged into few", n)
+	}
+}
+
+// recordsOnDisk counts the plain and gzip'd records in a queue dir's
+// segment files, by their magic.
+func recordsOnDisk(t *testing.T, dir string) (plain, gzipped int) {
+	t.Helper()
+	names, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	for _, n := range names {
+		data, err := os.ReadFile(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain += bytes.Count(data, []byte("2QFS"))
+		gzipped += bytes.Count(data, []byte("3QFS"))
+	}
+	return plain, gzipped
 }
 
 func waitWritten(t *testing.T, s *Sink, n int64) {
@@ -228,6 +268,18 @@ type countingWriter struct {
 func (c *countingWriter) Write(ctx context.Context, body []byte) error {
 	c.calls.Add(1)
 	return c.w.Write(ctx, body)
+}
+
+// countingWriter passes compression on, so the sink queues batches gzip'd
+// when w does.
+func (c *countingWriter) Compresses() bool {
+	cw, ok := c.w.(CompressingWriter)
+	return ok && cw.Compresses()
+}
+
+func (c *countingWriter) WriteCompressed(ctx context.Context, body []byte) error {
+	c.calls.Add(1)
+	return c.w.(CompressingWriter).WriteCompressed(ctx, body)
 }
 
 // TestGzipWrite checks what a compressed write sends: the body gzipped, the

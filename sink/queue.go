@@ -5,11 +5,12 @@ import (
 	"sync"
 )
 
-// batch is a run of whole lines ready to write.
+// batch is a run of whole lines ready to write, gzip'd when gz.
 type batch struct {
 	buf     []byte
 	lines   int
 	samples int
+	gz      bool
 }
 
 // record is one sealed batch in the queue.
@@ -19,6 +20,7 @@ type record struct {
 	lines, samples int
 	disk           diskRecord // disk.seg is nil when the record is not on disk
 	inflight       bool       // taken by the writer: never dropped
+	gz             bool       // buf is gzip'd line protocol (one gzip member)
 }
 
 // queue holds sealed batches in order between the batcher (one pusher)
@@ -49,7 +51,7 @@ type queue struct {
 func newQueue(memMax, bound int64, disk *diskQueue, recovered []diskRecord) *queue {
 	q := &queue{memMax: memMax, bound: bound, disk: disk, notify: make(chan struct{}, 1)}
 	for _, d := range recovered {
-		q.recs = append(q.recs, &record{size: d.size - recordHeaderOf(d), lines: d.lines, samples: d.samples, disk: d})
+		q.recs = append(q.recs, &record{size: d.size - recordHeaderOf(d), lines: d.lines, samples: d.samples, disk: d, gz: d.gz})
 		q.payload += d.size - recordHeaderOf(d)
 	}
 	return q
@@ -71,9 +73,9 @@ func (q *queue) push(b *batch) (dropped lost, reuse bool, err error) {
 	q.mu.Lock()
 	defer q.signal()
 	defer q.mu.Unlock()
-	r := &record{buf: b.buf, size: int64(len(b.buf)), lines: b.lines, samples: b.samples}
+	r := &record{buf: b.buf, size: int64(len(b.buf)), lines: b.lines, samples: b.samples, gz: b.gz}
 	if q.disk != nil {
-		r.disk, err = q.disk.append(b.buf, b.lines, b.samples)
+		r.disk, err = q.disk.append(b.buf, b.lines, b.samples, b.gz)
 		if err == nil && q.memBytes+r.size > q.memMax {
 			r.buf, reuse = nil, true
 		}
@@ -166,11 +168,14 @@ func (q *queue) close() {
 	q.signal()
 }
 
-// job is a run of records the writer took, as one body.
+// job is a run of records the writer took, as one body: gzip'd records
+// are taken together and their members concatenated (a gzip stream may
+// hold several), plain ones together.
 type job struct {
 	recs           []*record
 	body           []byte
 	lines, samples int
+	gz             bool
 	// readErr: records whose payload could not be read back from disk;
 	// they are not in body.
 	unreadable []*record
@@ -184,9 +189,9 @@ func (q *queue) take(ctx context.Context, maxLines int, buf []byte) *job {
 	for {
 		q.mu.Lock()
 		if len(q.recs) > 0 {
-			j := &job{}
+			j := &job{gz: q.recs[0].gz}
 			for _, r := range q.recs {
-				if len(j.recs) > 0 && j.lines+r.lines > maxLines {
+				if len(j.recs) > 0 && (j.lines+r.lines > maxLines || r.gz != j.gz) {
 					break
 				}
 				r.inflight = true
@@ -290,7 +295,7 @@ func (q *queue) spill() (left int, leftBytes int64, err error) {
 			}
 			continue
 		}
-		r.disk, err = q.disk.append(r.buf, r.lines, r.samples)
+		r.disk, err = q.disk.append(r.buf, r.lines, r.samples, r.gz)
 		if err != nil {
 			left += r.samples
 			leftBytes += r.size

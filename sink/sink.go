@@ -1,12 +1,15 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
 
 	"github.com/scrapeflux/scrapeflux/scrape"
 )
@@ -108,6 +111,19 @@ type Writer interface {
 	Write(ctx context.Context, body []byte) error
 }
 
+// A CompressingWriter is a Writer that sends bodies gzip'd, and also takes
+// bodies gzip'd already. The sink then compresses each batch once, when it
+// is sealed, and queues it compressed: the disk queue writes and holds a
+// sixth of the bytes, and a batch sent again is not compressed again.
+type CompressingWriter interface {
+	Writer
+	// Compresses reports whether bodies are sent gzip'd.
+	Compresses() bool
+	// WriteCompressed sends body: gzip members (one or more) of lines
+	// ending in a newline.
+	WriteCompressed(ctx context.Context, body []byte) error
+}
+
 // WriteError is an answer from InfluxDB other than success.
 type WriteError struct {
 	StatusCode int
@@ -134,6 +150,8 @@ type Sink struct {
 	cfg     Config
 	convert ConvertOptions
 	w       Writer
+	cw      CompressingWriter // w, when it takes gzip'd bodies
+	gzip    bool              // batches are queued gzip'd
 	log     *slog.Logger
 	stats   Stats
 
@@ -163,6 +181,9 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 		in:      make(chan *chunk, 256),
 		bufs:    make(chan []byte, 4),
 		closing: make(chan struct{}),
+	}
+	if cw, ok := w.(CompressingWriter); ok {
+		s.cw, s.gzip = cw, cw.Compresses()
 	}
 	s.health.log, s.rejects.log = log, log
 	s.stats.since.Store(time.Now().UnixNano())
@@ -290,6 +311,28 @@ func (s *Sink) Run(ctx context.Context) error {
 	return nil
 }
 
+// compress gzips plain at the fastest level into buf (or a buffer of the
+// writer's pool, or a new one).
+func (s *Sink) compress(zw **gzip.Writer, plain, buf []byte) []byte {
+	if buf == nil {
+		select {
+		case buf = <-s.bufs:
+		default:
+			buf = make([]byte, 0, len(plain)/4)
+		}
+	}
+	out := bytes.NewBuffer(buf[:0])
+	if *zw == nil {
+		*zw, _ = gzip.NewWriterLevel(out, gzip.BestSpeed)
+	} else {
+		(*zw).Reset(out)
+	}
+	// Writes to a bytes.Buffer do not fail.
+	_, _ = (*zw).Write(plain)
+	_ = (*zw).Close()
+	return out.Bytes()
+}
+
 // dropLost counts data the queue bound pushed out.
 func (s *Sink) dropLost(d lost) {
 	if d.samples == 0 && d.bytes == 0 {
@@ -308,19 +351,35 @@ func (s *Sink) batch() {
 	tick := time.NewTicker(s.cfg.FlushInterval)
 	defer tick.Stop()
 	cur := &batch{}
+	var zw *gzip.Writer
+	var zbuf []byte // compressed batch buffer to reuse
 	seal := func() {
 		if cur.lines == 0 {
 			return
 		}
-		dropped, reuse, err := s.q.push(cur)
+		pushed := cur
+		if s.gzip {
+			pushed = &batch{buf: s.compress(&zw, cur.buf, zbuf), lines: cur.lines, samples: cur.samples, gz: true}
+			s.stats.queuedBytes.Add(int64(len(pushed.buf) - len(cur.buf)))
+			zbuf = nil
+		}
+		dropped, reuse, err := s.q.push(pushed)
 		s.dropLost(dropped)
 		if err != nil {
 			s.log.Error("cannot write to the disk queue, keeping the batch in memory", "err", err)
 		}
 		var buf []byte
-		if reuse {
+		switch {
+		case pushed != cur:
+			// The plain lines are done with; the compressed buffer stays
+			// queued unless it went to disk only.
 			buf = cur.buf[:0]
-		} else {
+			if reuse {
+				zbuf = pushed.buf[:0]
+			}
+		case reuse:
+			buf = cur.buf[:0]
+		default:
 			select {
 			case buf = <-s.bufs:
 			default:

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 // The writer: one goroutine that takes queued batches in order, merged up
@@ -33,7 +35,7 @@ func (s *Sink) write(ctx context.Context) {
 			s.stats.addDropped(DropCorrupt, n)
 			s.log.Error("cannot read a record back from the disk queue; it is lost", "samples", n, "err", j.readErr)
 		}
-		if j.lines > 0 && !s.deliver(ctx, j.body, j.lines, j.samples) {
+		if j.lines > 0 && !s.deliver(ctx, part{j.body, j.lines, j.samples, j.gz}) {
 			s.q.untake(j)
 			return
 		}
@@ -57,29 +59,36 @@ func (s *Sink) write(ctx context.Context) {
 	}
 }
 
-// part is a run of lines of a job still to be answered for.
+// part is a run of lines of a job still to be answered for, gzip'd when
+// gz.
 type part struct {
 	buf            []byte
 	lines, samples int
+	gz             bool
 }
 
 // maxBisect bounds the extra requests spent isolating refused lines in one
 // job when InfluxDB does not name them.
 const maxBisect = 32
 
-// deliver sends body until InfluxDB has answered for every line: written,
-// or refused and counted. It reports false when ctx ended first; nothing
-// of the job is then marked done (it is sent again, and InfluxDB keeps one
-// point per series and time).
-func (s *Sink) deliver(ctx context.Context, body []byte, lines, samples int) bool {
-	parts := []part{{body, lines, samples}}
+// deliver sends a job's body until InfluxDB has answered for every line:
+// written, or refused and counted. It reports false when ctx ended first;
+// nothing of the job is then marked done (it is sent again, and InfluxDB
+// keeps one point per series and time). A gzip'd body refused for its
+// data is decompressed to find the lines at fault.
+func (s *Sink) deliver(ctx context.Context, body part) bool {
+	parts := []part{body}
 	budget := maxBisect
 	attempt := 0
 	created := false // one attempt to create a missing database per job
 	for len(parts) > 0 {
 		p := &parts[0]
+		if p.gz && s.cw == nil && !s.inflate(p, "the writer takes no gzip'd bodies (compression was turned off with compressed batches queued)") {
+			parts = parts[1:]
+			continue
+		}
 		start := time.Now()
-		err := s.w.Write(ctx, p.buf)
+		err := s.send(ctx, p)
 		act, wait := classify(err)
 		s.stats.observeWrite(err, act, time.Since(start))
 		if act != actDone && ctx.Err() != nil {
@@ -93,6 +102,13 @@ func (s *Sink) deliver(ctx context.Context, body []byte, lines, samples int) boo
 			s.stats.written.Add(int64(p.samples))
 			parts, attempt = parts[1:], 0
 			continue
+		case actPartial, actBadData, actTooLarge:
+			if p.gz && !s.inflate(p, "finding the lines InfluxDB refused: "+err.Error()) {
+				parts, attempt = parts[1:], 0
+				continue
+			}
+		}
+		switch act {
 		case actPartial, actBadData:
 			s.health.ok()
 			ref := parseRefusal(we.Message)
@@ -163,6 +179,41 @@ func (s *Sink) deliver(ctx context.Context, body []byte, lines, samples int) boo
 		}
 	}
 	return true
+}
+
+// send writes p, gzip'd or plain.
+func (s *Sink) send(ctx context.Context, p *part) error {
+	if p.gz {
+		return s.cw.WriteCompressed(ctx, p.buf)
+	}
+	return s.w.Write(ctx, p.buf)
+}
+
+// inflate turns gzip'd p into plain lines, to look into them or for a
+// writer that takes plain ones only (why says which). A body that does not
+// decompress (it was checked when read back, so this is not expected) is
+// counted as corrupt and logged; inflate then reports false.
+func (s *Sink) inflate(p *part, why string) bool {
+	if err := p.decompress(); err != nil {
+		s.stats.addDropped(DropCorrupt, p.samples)
+		s.log.Error("a queued batch does not decompress; it is lost", "samples", p.samples, "needed_for", why, "err", err)
+		return false
+	}
+	return true
+}
+
+// decompress makes a gzip'd part plain.
+func (p *part) decompress() error {
+	zr, err := gzip.NewReader(bytes.NewReader(p.buf))
+	var plain bytes.Buffer
+	if err == nil {
+		_, err = plain.ReadFrom(zr)
+	}
+	if err != nil {
+		return fmt.Errorf("queued batch does not decompress: %w", err)
+	}
+	p.buf, p.gz = plain.Bytes(), false
+	return nil
 }
 
 // refused counts what a partial write refused and returns its samples:
