@@ -2,10 +2,13 @@ package sink
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"hash/maphash"
 	"runtime"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/prometheus/common/model"
@@ -230,4 +233,80 @@ func BenchmarkWriteCompression(b *testing.B) {
 			b.ReportMetric(100*float64(out.Len())/float64(len(body)), "bytes_per_100")
 		})
 	}
+}
+
+// discardWriter takes every write and keeps nothing; gz says whether it
+// takes gzip'd bodies (as InfluxWriter with InfluxConfig.Gzip).
+type discardWriter struct{ gz bool }
+
+func (discardWriter) Write(context.Context, []byte) error           { return nil }
+func (d discardWriter) Compresses() bool                            { return d.gz }
+func (discardWriter) WriteCompressed(context.Context, []byte) error { return nil }
+
+// BenchmarkSinkBatching measures what the sink spends per sample after
+// conversion, with the shipped queue settings (every batch written to the
+// disk queue): batching, compression when on, the disk append, the writer
+// and acknowledgement, in CPU time of the process (every goroutine).
+// Each op is one committed scrape of the docker-engine capture's lines.
+func BenchmarkSinkBatching(b *testing.B) {
+	// Scrapes of several targets at several times, as a batch holds them.
+	var scrapes [][]byte
+	var nLines, nSamples int
+	s0, err := New(ConvertOptions{Layout: LayoutV1}.config(), &fakeWriter{}, discard)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < 16; i++ {
+		c := s0.Appender([]scrape.Tag{{Key: "instance", Value: fmt.Sprintf("10.0.0.%d:9323", i)}, {Key: "job", Value: "docker"}}, scrape.AppendOptions{}).(*converter)
+		c.emit = func(ch *chunk) error {
+			scrapes, nLines, nSamples = append(scrapes, bytes.Clone(ch.buf)), ch.lines, ch.samples
+			return nil
+		}
+		if _, _, err := scrape.NewParser().Parse(simulator.Captures()["docker-engine-18.09.3-ce"], "text/plain", 1700000000000+int64(i)*1237, false, c); err != nil {
+			b.Fatal(err)
+		}
+		c.Commit()
+	}
+	for _, gz := range []bool{true, false} {
+		b.Run(fmt.Sprintf("gzip=%v", gz), func(b *testing.B) {
+			cfg := DefaultConfig()
+			cfg.QueueDir = b.TempDir()
+			s, err := New(cfg, discardWriter{gz: gz}, discard)
+			if err != nil {
+				b.Fatal(err)
+			}
+			done := make(chan error)
+			go func() { done <- s.Run(context.Background()) }()
+			b.SetBytes(int64(len(scrapes[0])))
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			for i := 0; i < b.N; i++ {
+				ch := s.getChunk()
+				ch.buf = append(ch.buf, scrapes[i%len(scrapes)]...)
+				ch.lines, ch.samples = nLines, nSamples
+				if err := s.put(ch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			// Close seals the last batch at once and Run returns when
+			// everything is written.
+			s.Close()
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			if w := s.Stats().Written; w != int64(b.N*nSamples) {
+				b.Fatalf("written %d of %d samples", w, b.N*nSamples)
+			}
+			b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N*nSamples), "cpu-ns/sample")
+		})
+	}
+}
+
+// cpuTime is the CPU time the process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -311,26 +311,40 @@ func (s *Sink) Run(ctx context.Context) error {
 	return nil
 }
 
-// compress gzips plain at the fastest level into buf (or a buffer of the
-// writer's pool, or a new one).
-func (s *Sink) compress(zw **gzip.Writer, plain, buf []byte) []byte {
-	if buf == nil {
-		select {
-		case buf = <-s.bufs:
-		default:
-			buf = make([]byte, 0, len(plain)/4)
-		}
-	}
-	out := bytes.NewBuffer(buf[:0])
-	if *zw == nil {
-		*zw, _ = gzip.NewWriterLevel(out, gzip.BestSpeed)
+// gzipBatch is the batch being filled when batches are queued gzip'd:
+// each committed scrape is compressed as it comes, so the batch's plain
+// lines are never copied into one buffer.
+type gzipBatch struct {
+	zw    *gzip.Writer
+	out   bytes.Buffer
+	plain int64 // bytes of lines written to zw since the last seal
+	open  bool  // zw holds an unfinished member
+}
+
+// start opens a gzip member written into buf.
+func (g *gzipBatch) start(buf []byte) {
+	g.out = *bytes.NewBuffer(buf[:0])
+	if g.zw == nil {
+		g.zw, _ = gzip.NewWriterLevel(&g.out, gzip.BestSpeed)
 	} else {
-		(*zw).Reset(out)
+		g.zw.Reset(&g.out)
 	}
+	g.open = true
+}
+
+// write compresses lines into the open member.
+func (g *gzipBatch) write(lines []byte) {
 	// Writes to a bytes.Buffer do not fail.
-	_, _ = (*zw).Write(plain)
-	_ = (*zw).Close()
-	return out.Bytes()
+	_, _ = g.zw.Write(lines)
+	g.plain += int64(len(lines))
+}
+
+// finish ends the member and returns it with the plain bytes it holds.
+func (g *gzipBatch) finish() ([]byte, int64) {
+	_ = g.zw.Close()
+	b, n := g.out.Bytes(), g.plain
+	g.out, g.plain, g.open = bytes.Buffer{}, 0, false
+	return b, n
 }
 
 // dropLost counts data the queue bound pushed out.
@@ -351,35 +365,29 @@ func (s *Sink) batch() {
 	tick := time.NewTicker(s.cfg.FlushInterval)
 	defer tick.Stop()
 	cur := &batch{}
-	var zw *gzip.Writer
-	var zbuf []byte // compressed batch buffer to reuse
+	var gz gzipBatch
+	var zbuf []byte // a compressed batch's buffer to reuse
 	seal := func() {
 		if cur.lines == 0 {
 			return
 		}
-		pushed := cur
 		if s.gzip {
-			pushed = &batch{buf: s.compress(&zw, cur.buf, zbuf), lines: cur.lines, samples: cur.samples, gz: true}
-			s.stats.queuedBytes.Add(int64(len(pushed.buf) - len(cur.buf)))
-			zbuf = nil
+			b, plain := gz.finish()
+			cur.buf, cur.gz = b, true
+			s.stats.queuedBytes.Add(int64(len(b)) - plain)
 		}
-		dropped, reuse, err := s.q.push(pushed)
+		dropped, reuse, err := s.q.push(cur)
 		s.dropLost(dropped)
 		if err != nil {
 			s.log.Error("cannot write to the disk queue, keeping the batch in memory", "err", err)
 		}
 		var buf []byte
 		switch {
-		case pushed != cur:
-			// The plain lines are done with; the compressed buffer stays
-			// queued unless it went to disk only.
-			buf = cur.buf[:0]
-			if reuse {
-				zbuf = pushed.buf[:0]
-			}
+		case reuse && s.gzip:
+			zbuf = cur.buf[:0]
 		case reuse:
 			buf = cur.buf[:0]
-		default:
+		case !s.gzip:
 			select {
 			case buf = <-s.bufs:
 			default:
@@ -389,7 +397,22 @@ func (s *Sink) batch() {
 		cur = &batch{buf: buf}
 	}
 	add := func(c *chunk) {
-		cur.buf = append(cur.buf, c.buf...)
+		if s.gzip {
+			if !gz.open {
+				if zbuf == nil {
+					select {
+					case zbuf = <-s.bufs:
+					default:
+						zbuf = make([]byte, 0, 64<<10)
+					}
+				}
+				gz.start(zbuf)
+				zbuf = nil
+			}
+			gz.write(c.buf)
+		} else {
+			cur.buf = append(cur.buf, c.buf...)
+		}
 		cur.lines += c.lines
 		cur.samples += c.samples
 		// Chunks that grew huge are not kept for reuse.
