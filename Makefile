@@ -80,7 +80,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDiskQueueOpen$$' -fuzztime $(FUZZ_QUEUE) -fuzzminimizetime 1000x ./sink/
 
 # Benchmarks: parse + convert per capture and layout (ns/sample, B/sample,
-# allocs/sample) and the end-to-end pipeline (samples per CPU-second).
+# allocs/sample), the sink after conversion (CPU-ns/sample, gzip on and
+# off) and the end-to-end pipeline (samples per CPU-second).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./sink/
 	$(GO) test -run '^$$' -bench Pipeline -benchtime 300000x -count 1 ./cmd/scrapeflux/
