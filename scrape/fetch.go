@@ -83,7 +83,12 @@ func (f *fetcher) fetch(ctx context.Context, timeoutHeader string) ([]byte, stri
 		// take fewer system calls than the inflater's small ones. Gzip
 		// adds at most a few bytes per 64 KiB to data it cannot shrink.
 		zbuf := getBody()
-		defer putBody(zbuf)
+		defer func() {
+			// Nothing may keep the buffer once it is back in the pool:
+			// an idle target would hold its last body.
+			f.zr.Reset(nil)
+			putBody(zbuf)
+		}()
 		zbuf.Grow(f.lastZSize + bytes.MinRead + 1)
 		zlimit := f.limit + f.limit>>8 + 1024
 		n, err := zbuf.ReadFrom(io.LimitReader(resp.Body, zlimit+1))

@@ -112,9 +112,9 @@ type Writer interface {
 }
 
 // A CompressingWriter is a Writer that sends bodies gzip'd, and also takes
-// bodies gzip'd already. The sink then compresses each batch once, when it
-// is sealed, and queues it compressed: the disk queue writes and holds a
-// sixth of the bytes, and a batch sent again is not compressed again.
+// bodies gzip'd already. The sink then compresses each batch once, as its
+// scrapes come, and queues it compressed: the disk queue writes and holds
+// a sixth of the bytes, and a batch sent again is not compressed again.
 type CompressingWriter interface {
 	Writer
 	// Compresses reports whether bodies are sent gzip'd.
