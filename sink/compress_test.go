@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -228,5 +229,69 @@ func waitSealed(t *testing.T, s *Sink, n int) {
 			t.Fatalf("queue records hold %d lines, want %d within 10s", lines, n)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Scrape loops add their lines to the batch themselves: many committing at
+// once, gzip'd or plain, with Close coming in the middle, every scrape is
+// written whole exactly once or counted as dropped at shutdown, never
+// half and never twice.
+func TestConcurrentCommitsAndClose(t *testing.T) {
+	for _, gz := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gzip=%v", gz), func(t *testing.T) {
+			var w interface {
+				Writer
+				lines() []string
+			} = &fakeWriter{}
+			if gz {
+				w = &gzipFake{}
+			}
+			cfg := fastConfig()
+			cfg.QueueDir = t.TempDir()
+			cfg.BatchSize = 70 // sealed by size mid-scrape often
+			const loops, scrapes, perScrape = 8, 60, 10
+			st := runSink(t, cfg, w, func(s *Sink) {
+				var wg sync.WaitGroup
+				for l := 0; l < loops; l++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						app := s.Appender([]scrape.Tag{{Key: "job", Value: fmt.Sprint(l)}}, scrape.AppendOptions{})
+						for i := 0; i < scrapes; i++ {
+							var b strings.Builder
+							for j := 0; j < perScrape; j++ {
+								fmt.Fprintf(&b, "m{i=\"%d\",j=\"%d\"} %d\n", i, j, j)
+							}
+							if _, _, err := scrape.NewParser().Parse([]byte(b.String()), "text/plain", int64(1000+i), false, app); err != nil {
+								t.Error(err)
+								return
+							}
+							if err := app.Commit(); err != nil {
+								t.Error(err)
+								return
+							}
+							if l == 0 && i == scrapes/2 {
+								s.Close()
+							}
+						}
+					}()
+				}
+				wg.Wait()
+			})
+			// Every sample is a line of its own (its own tag set).
+			seen := map[string]bool{}
+			for _, ln := range w.lines() {
+				if seen[ln] {
+					t.Fatalf("line written twice: %s", ln)
+				}
+				seen[ln] = true
+			}
+			if int64(len(seen)) != st.Written || len(seen)%perScrape != 0 {
+				t.Errorf("%d lines written for %d samples: want one per sample, whole scrapes only", len(seen), st.Written)
+			}
+			if st.Written+st.Dropped[DropShutdown.String()] != loops*scrapes*perScrape || st.Written == 0 || st.Dropped[DropShutdown.String()] == 0 {
+				t.Errorf("written %d + dropped at shutdown %d, want %d with some of each", st.Written, st.Dropped[DropShutdown.String()], loops*scrapes*perScrape)
+			}
+		})
 	}
 }

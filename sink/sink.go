@@ -155,17 +155,35 @@ type Sink struct {
 	log     *slog.Logger
 	stats   Stats
 
-	in        chan *chunk
 	chunks    sync.Pool
 	bufs      chan []byte // buffers of written batches, for new ones
 	q         *queue
 	closeOnce sync.Once
 	closing   chan struct{}
 
+	// The batch being filled. A scrape loop adds its committed lines
+	// itself, under bmu (compressing them there when batches are gzip'd,
+	// while they are still in its core's cache), so a scrape needs no
+	// hand-over to another goroutine. A batch that reaches BatchSize is
+	// sealed on the spot; the batcher goroutine seals by time and pushes
+	// sealed batches into the queue, one pusher as the queue wants.
+	bmu     sync.Mutex
+	bcond   sync.Cond // on bmu: sealed shrank, or the sink is closing
+	cur     *batch
+	gz      gzipBatch     // cur's gzip member when batches are gzip'd
+	sealed  []*batch      // sealed, not pushed yet
+	sealedC chan struct{} // cap 1: sealed holds batches
+	// batchCap: the largest plain batch so far, to size the next one.
+	batchCap int
+
 	// Owned by the writer goroutine.
 	health  writeHealth
 	rejects rejectLog
 }
+
+// maxSealed bounds the sealed batches waiting for the batcher: past it,
+// committing waits (the disk queue is that slow).
+const maxSealed = 4
 
 // New makes a sink writing through w. With a QueueDir, what an earlier run
 // left queued is sent first.
@@ -178,10 +196,12 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 		convert: cfg.Convert,
 		w:       w,
 		log:     log,
-		in:      make(chan *chunk, 256),
 		bufs:    make(chan []byte, 4),
 		closing: make(chan struct{}),
+		cur:     &batch{},
+		sealedC: make(chan struct{}, 1),
 	}
+	s.bcond.L = &s.bmu
 	if cw, ok := w.(CompressingWriter); ok {
 		s.cw, s.gzip = cw, cw.Compresses()
 	}
@@ -241,29 +261,91 @@ func (s *Sink) getChunk() *chunk {
 	return &chunk{}
 }
 
-// put hands a committed scrape to the batcher.
+// put adds a committed scrape to the batch being filled, in the caller's
+// goroutine. The chunk goes back to the pool.
 func (s *Sink) put(c *chunk) error {
 	s.stats.scraped.Add(int64(c.samples))
+	defer func() {
+		// Chunks that grew huge are not kept for reuse.
+		if cap(c.buf) <= 1<<20 {
+			s.chunks.Put(c)
+		}
+	}()
 	if c.lines == 0 {
-		s.chunks.Put(c)
 		return nil
 	}
-	select {
-	case <-s.closing:
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	for len(s.sealed) >= maxSealed && !s.isClosing() {
+		s.bcond.Wait()
+	}
+	// Checked under bmu: the batcher's last seal, also under bmu, takes
+	// every scrape added before Close and none after.
+	if s.isClosing() {
 		s.stats.addDropped(DropShutdown, c.samples)
 		return nil
-	default:
 	}
 	s.stats.queuedSamples.Add(int64(c.samples))
 	s.stats.queuedBytes.Add(int64(len(c.buf)))
-	select {
-	case s.in <- c:
-	case <-s.closing:
-		s.stats.queuedSamples.Add(-int64(c.samples))
-		s.stats.queuedBytes.Add(-int64(len(c.buf)))
-		s.stats.addDropped(DropShutdown, c.samples)
+	if s.gzip {
+		if !s.gz.open {
+			s.gz.start(s.newBuf(64 << 10))
+		}
+		s.gz.write(c.buf)
+	} else {
+		s.cur.buf = append(s.cur.buf, c.buf...)
+	}
+	s.cur.lines += c.lines
+	s.cur.samples += c.samples
+	if s.cur.lines >= s.cfg.BatchSize {
+		s.sealLocked()
+		select {
+		case s.sealedC <- struct{}{}:
+		default:
+		}
 	}
 	return nil
+}
+
+func (s *Sink) isClosing() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// newBuf returns a buffer of a written batch, or a new one of capacity n.
+func (s *Sink) newBuf(n int) []byte {
+	select {
+	case b := <-s.bufs:
+		return b[:0]
+	default:
+		return make([]byte, 0, n)
+	}
+}
+
+// sealLocked seals the batch being filled, if it holds lines, for the
+// batcher to push. bmu is held.
+func (s *Sink) sealLocked() {
+	b := s.cur
+	if b.lines == 0 {
+		return
+	}
+	if s.gzip {
+		buf, plain := s.gz.finish()
+		b.buf, b.gz = buf, true
+		s.stats.queuedBytes.Add(int64(len(buf)) - plain)
+	}
+	s.sealed = append(s.sealed, b)
+	s.cur = &batch{}
+	if !s.gzip {
+		// Room for the largest batch so far and some: growing it scrape
+		// by scrape would copy it over and over.
+		s.batchCap = max(s.batchCap, len(b.buf))
+		s.cur.buf = s.newBuf(s.batchCap + s.batchCap/4)
+	}
 }
 
 // Run batches and writes until Close has been called and everything is
@@ -358,89 +440,44 @@ func (s *Sink) dropLost(d lost) {
 	s.log.Warn("queue full, dropped its oldest data (raise --queue-max-bytes to hold longer outages)", "samples", d.samples, "bytes", d.bytes)
 }
 
-// batch owns the batch being filled: it appends committed scrapes and seals
-// the batch into the queue (and so to disk) by size and by time. It never
-// waits on InfluxDB.
+// batch seals the batch being filled by time and pushes sealed batches
+// into the queue (and so to disk). It never waits on InfluxDB. Once the
+// sink is closing it seals what scrapes added and returns.
 func (s *Sink) batch() {
 	tick := time.NewTicker(s.cfg.FlushInterval)
 	defer tick.Stop()
-	cur := &batch{}
-	var gz gzipBatch
-	var zbuf []byte // a compressed batch's buffer to reuse
-	seal := func() {
-		if cur.lines == 0 {
-			return
-		}
-		if s.gzip {
-			b, plain := gz.finish()
-			cur.buf, cur.gz = b, true
-			s.stats.queuedBytes.Add(int64(len(b)) - plain)
-		}
-		dropped, reuse, err := s.q.push(cur)
-		s.dropLost(dropped)
-		if err != nil {
-			s.log.Error("cannot write to the disk queue, keeping the batch in memory", "err", err)
-		}
-		var buf []byte
-		switch {
-		case reuse && s.gzip:
-			zbuf = cur.buf[:0]
-		case reuse:
-			buf = cur.buf[:0]
-		case !s.gzip:
-			select {
-			case buf = <-s.bufs:
-			default:
-				buf = make([]byte, 0, len(cur.buf))
-			}
-		}
-		cur = &batch{buf: buf}
-	}
-	add := func(c *chunk) {
-		if s.gzip {
-			if !gz.open {
-				if zbuf == nil {
-					select {
-					case zbuf = <-s.bufs:
-					default:
-						zbuf = make([]byte, 0, 64<<10)
-					}
-				}
-				gz.start(zbuf)
-				zbuf = nil
-			}
-			gz.write(c.buf)
-		} else {
-			cur.buf = append(cur.buf, c.buf...)
-		}
-		cur.lines += c.lines
-		cur.samples += c.samples
-		// Chunks that grew huge are not kept for reuse.
-		if cap(c.buf) <= 1<<20 {
-			s.chunks.Put(c)
-		}
-		if cur.lines >= s.cfg.BatchSize {
-			seal()
-		}
-	}
 	for {
+		seal, final := false, false
 		select {
-		case c := <-s.in:
-			add(c)
+		case <-s.sealedC:
 		case <-tick.C:
-			seal()
+			seal = true
 		case <-s.closing:
-			// Producers have stopped: take what they handed over.
-			for {
+			seal, final = true, true
+		}
+		s.bmu.Lock()
+		if seal {
+			s.sealLocked()
+		}
+		todo := s.sealed
+		s.sealed = nil
+		s.bcond.Broadcast()
+		s.bmu.Unlock()
+		for _, b := range todo {
+			dropped, reuse, err := s.q.push(b)
+			s.dropLost(dropped)
+			if err != nil {
+				s.log.Error("cannot write to the disk queue, keeping the batch in memory", "err", err)
+			}
+			if reuse {
+				// The batch went to disk only: its buffer is free.
 				select {
-				case c := <-s.in:
-					add(c)
-					continue
+				case s.bufs <- b.buf[:0]:
 				default:
 				}
-				break
 			}
-			seal()
+		}
+		if final {
 			s.q.close()
 			return
 		}
