@@ -3,10 +3,13 @@ package scrape
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"sync"
 
 	"github.com/klauspost/compress/gzip"
@@ -32,7 +35,10 @@ const maxPooledBody = 16 << 20
 // across scrapes and remembers the size of the last body to size the
 // next read buffer up front.
 type fetcher struct {
-	client   *http.Client
+	client *http.Client
+	// direct, when set, carries the scrapes on the loop's own connection
+	// (see directConn); nil: the shared client does.
+	direct   *directConn
 	req      *http.Request
 	limit    int64
 	lastSize int
@@ -56,22 +62,106 @@ func newFetcher(client *http.Client, url string, cfg Config) (*fetcher, error) {
 	case cfg.BasicAuthUser != "":
 		req.SetBasicAuth(cfg.BasicAuthUser, cfg.BasicAuthPassword)
 	}
-	return &fetcher{client: client, req: req, limit: cfg.BodyLimit}, nil
+	if u := req.URL.User; u != nil && req.Header.Get("Authorization") == "" {
+		// Credentials in the URL, as the client would send them.
+		pw, _ := u.Password()
+		req.SetBasicAuth(u.Username(), pw)
+	}
+	return &fetcher{client: client, direct: newDirectConn(client, req), req: req, limit: cfg.BodyLimit}, nil
+}
+
+// newDirectConn returns the loop's own connection to the target of req, or
+// nil when the shared client must carry its scrapes: a proxy applies, or
+// the client's transport is not one whose dialer and TLS settings can be
+// shared.
+func newDirectConn(client *http.Client, req *http.Request) *directConn {
+	tr, ok := client.Transport.(*http.Transport)
+	if !ok || tr.DialContext == nil || tr.DialTLSContext != nil || tr.DialTLS != nil {
+		return nil
+	}
+	if tr.Proxy != nil {
+		if p, err := tr.Proxy(req); err != nil || p != nil {
+			return nil
+		}
+	}
+	host, port := req.URL.Hostname(), req.URL.Port()
+	d := &directConn{dial: tr.DialContext}
+	switch req.URL.Scheme {
+	case "http":
+		if port == "" {
+			port = "80"
+		}
+	case "https":
+		if port == "" {
+			port = "443"
+		}
+		d.tls = &tls.Config{}
+		if tr.TLSClientConfig != nil {
+			d.tls = tr.TLSClientConfig.Clone()
+		}
+		if d.tls.ServerName == "" {
+			d.tls.ServerName = host
+		}
+		// HTTP/1.1 only, as the shared transport speaks to targets.
+		d.tls.NextProtos = nil
+	default:
+		return nil
+	}
+	d.addr = net.JoinHostPort(host, port)
+	return d
+}
+
+// roundTrip sends the scrape's request. A target that answers the direct
+// connection with a redirect is scraped through the client from then on:
+// it follows redirects under the client's policy.
+func (f *fetcher) roundTrip(ctx context.Context) (*http.Response, error) {
+	if f.direct != nil {
+		resp, err := f.direct.roundTrip(ctx, f.req)
+		if err != nil {
+			return nil, &url.Error{Op: "Get", URL: f.req.URL.Redacted(), Err: err}
+		}
+		switch resp.StatusCode {
+		case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+			http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+			f.direct.close()
+			f.direct = nil
+		default:
+			return resp, nil
+		}
+	}
+	return f.client.Do(f.req.WithContext(ctx))
+}
+
+// finish lets go of a response. clean: its body was read to the end.
+func (f *fetcher) finish(resp *http.Response, clean bool) {
+	if f.direct != nil {
+		f.direct.finish(resp, clean)
+		return
+	}
+	if !clean {
+		// Drain a little so the connection can be reused.
+		_, _ = io.CopyN(io.Discard, resp.Body, 4096)
+	}
+	resp.Body.Close()
+}
+
+// close drops the target's connection, when the loop ends.
+func (f *fetcher) close() {
+	if f.direct != nil {
+		f.direct.close()
+	}
 }
 
 // fetch returns the decompressed body and its content type. The body is
 // valid until release.
 func (f *fetcher) fetch(ctx context.Context, timeoutHeader string) ([]byte, string, error) {
 	f.req.Header.Set("X-Prometheus-Scrape-Timeout-Seconds", timeoutHeader)
-	resp, err := f.client.Do(f.req.WithContext(ctx))
+	resp, err := f.roundTrip(ctx)
 	if err != nil {
 		return nil, "", err
 	}
-	defer func() {
-		// Drain a little so the connection can be reused.
-		_, _ = io.CopyN(io.Discard, resp.Body, 4096)
-		resp.Body.Close()
-	}()
+	clean := false
+	defer func() { f.finish(resp, clean) }()
 	if resp.StatusCode != http.StatusOK {
 		return nil, "", fmt.Errorf("server returned HTTP status %s", resp.Status)
 	}
@@ -98,6 +188,7 @@ func (f *fetcher) fetch(ctx context.Context, timeoutHeader string) ([]byte, stri
 		if n > zlimit {
 			return nil, "", fmt.Errorf("%w of %d bytes (compressed)", ErrBodyTooLarge, f.limit)
 		}
+		clean = true
 		f.lastZSize = int(n)
 		f.zr.Reset(zbuf.Bytes())
 		gz, _ := gzipPool.Get().(*gzip.Reader)
@@ -121,6 +212,9 @@ func (f *fetcher) fetch(ctx context.Context, timeoutHeader string) ([]byte, stri
 	}
 	if n > f.limit {
 		return nil, "", fmt.Errorf("%w of %d bytes", ErrBodyTooLarge, f.limit)
+	}
+	if r == resp.Body {
+		clean = true
 	}
 	f.lastSize = int(n)
 	return f.buf.Bytes(), resp.Header.Get("Content-Type"), nil

@@ -121,6 +121,7 @@ func (l *loop) offset(now time.Time) time.Duration {
 // run scrapes until ctx is cancelled.
 func (l *loop) run(ctx context.Context) {
 	defer close(l.done)
+	defer l.fetcher.close()
 	next := time.Now().Add(l.offset(time.Now()))
 	timer := time.NewTimer(time.Until(next))
 	defer timer.Stop()

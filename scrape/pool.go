@@ -337,6 +337,7 @@ func ScrapeOnce(ctx context.Context, cfg Config, t discovery.Target, app Appende
 	if err != nil {
 		return Status{}, err
 	}
+	defer f.close()
 	l := newLoop(t, cfg, app, f, log)
 	now := time.Now()
 	l.scrape(ctx, now, now, 0)

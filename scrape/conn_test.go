@@ -1,0 +1,282 @@
+package scrape
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scrapeflux/scrapeflux/discovery"
+)
+
+// connCounter serves body and counts the connections it accepted.
+func connCounter(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, &conns
+}
+
+func newTestLoop(t *testing.T, cfg Config, url string) (*loop, *recorder) {
+	t.Helper()
+	tg, err := discovery.NewTarget(url, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := NewHTTPClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := newFetcher(client, tg.URL, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.close)
+	r := &recorder{}
+	return newLoop(tg, cfg, r, f, discard), r
+}
+
+// A target is scraped over one kept-alive connection.
+func TestScrapesShareOneConnection(t *testing.T) {
+	// Small bodies go with a Content-Length, large ones chunked.
+	large := body + strings.Repeat("filler_metric{n=\"x\"} 1\n", 5000)
+	for _, c := range []struct {
+		gz   bool
+		body string
+	}{{false, body}, {true, body}, {false, large}, {true, large}} {
+		gz := c.gz
+		zbody := gzipped(t, c.body)
+		srv, conns := connCounter(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+			if gz {
+				w.Header().Set("Content-Encoding", "gzip")
+				w.Write(zbody)
+				return
+			}
+			w.Write([]byte(c.body))
+		})
+		cfg := testConfig()
+		l, r := newTestLoop(t, cfg, srv.URL+"/metrics")
+		for i := 0; i < 5; i++ {
+			if i == 3 {
+				// The connection outlives the scrape's deadline.
+				time.Sleep(cfg.Timeout + 100*time.Millisecond)
+			}
+			l.scrape(context.Background(), time.Now(), time.Now(), 0)
+		}
+		if st := l.snapshot(); st.FailuresTotal != 0 {
+			t.Fatalf("gzip %v: %d failures, last %s", gz, st.FailuresTotal, st.LastError)
+		}
+		if len(r.commits) != 5 {
+			t.Fatalf("gzip %v: %d commits", gz, len(r.commits))
+		}
+		if n := conns.Load(); n != 1 {
+			t.Errorf("gzip %v: 5 scrapes took %d connections, want 1", gz, n)
+		}
+	}
+}
+
+func gzipped(t *testing.T, s string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	if _, err := io.WriteString(zw, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// A target that closes idle connections (a short idle timeout) is scraped
+// on a new one, without a failed scrape.
+func TestIdleConnectionClosedByTarget(t *testing.T) {
+	var closed atomic.Int64
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(body))
+	}))
+	srv.Config.IdleTimeout = 50 * time.Millisecond
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			conns.Add(1)
+		case http.StateClosed:
+			closed.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	l, r := newTestLoop(t, testConfig(), srv.URL)
+	for i := int64(1); i <= 3; i++ {
+		l.scrape(context.Background(), time.Now(), time.Now(), 0)
+		waitFor(t, func() bool { return closed.Load() == i })
+	}
+	if st := l.snapshot(); st.FailuresTotal != 0 {
+		t.Fatalf("%d failures, last: %s", st.FailuresTotal, st.LastError)
+	}
+	if len(r.commits) != 3 || conns.Load() != 3 {
+		t.Fatalf("%d commits over %d connections, want 3 over 3", len(r.commits), conns.Load())
+	}
+}
+
+// A target that answers an idle connection on its own (here a 408, as
+// some servers do before closing it) is not read as the next scrape's
+// answer.
+func TestUnaskedResponseOnIdleConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, r := newTestLoop(t, testConfig(), "http://"+ln.Addr().String()+"/metrics")
+	var wg sync.WaitGroup
+	defer func() {
+		l.fetcher.close() // ends the server's side of the connection
+		ln.Close()
+		wg.Wait()
+	}()
+	var accepted atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+				// Later, once the client has read the answer.
+				time.Sleep(20 * time.Millisecond)
+				io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+				// Held open until the client closes it.
+				io.Copy(io.Discard, br)
+			}()
+		}
+	}()
+	for i := 0; i < 3; i++ {
+		// The 408 must have arrived before the next scrape looks.
+		time.Sleep(100 * time.Millisecond)
+		l.scrape(context.Background(), time.Now(), time.Now(), 0)
+	}
+	if st := l.snapshot(); st.FailuresTotal != 0 {
+		t.Fatalf("%d failures, last: %s", st.FailuresTotal, st.LastError)
+	}
+	if len(r.commits) != 3 || accepted.Load() != 3 {
+		t.Fatalf("%d commits over %d connections, want 3 over 3", len(r.commits), accepted.Load())
+	}
+}
+
+// A target that asks to close the connection after each answer is dialled
+// again each time.
+func TestConnectionCloseHonoured(t *testing.T) {
+	srv, conns := connCounter(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.Write([]byte(body))
+	})
+	l, r := newTestLoop(t, testConfig(), srv.URL)
+	for i := 0; i < 3; i++ {
+		l.scrape(context.Background(), time.Now(), time.Now(), 0)
+	}
+	if st := l.snapshot(); st.FailuresTotal != 0 {
+		t.Fatalf("%d failures, last: %s", st.FailuresTotal, st.LastError)
+	}
+	if len(r.commits) != 3 || conns.Load() != 3 {
+		t.Fatalf("%d commits over %d connections, want 3 over 3", len(r.commits), conns.Load())
+	}
+}
+
+// Stopping a loop ends a scrape in flight at once, not at its timeout.
+func TestStopEndsScrapeInFlight(t *testing.T) {
+	got := make(chan struct{})
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(got)
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	cfg := testConfig()
+	cfg.Interval, cfg.Timeout = time.Minute, time.Minute
+	l, r := newTestLoop(t, cfg, srv.URL)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.scrape(ctx, time.Now(), time.Now(), 0)
+	}()
+	<-got
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("scrape still running 10s after its loop stopped (timeout 1m)")
+	}
+	if len(r.commits) != 0 || r.rollbacks != 1 {
+		t.Fatalf("%d commits, %d rollbacks: a stopped scrape writes nothing", len(r.commits), r.rollbacks)
+	}
+}
+
+// A target behind a proxy is scraped through the shared client, which
+// speaks to the proxy.
+func TestProxiedTargetUsesClient(t *testing.T) {
+	var proxied atomic.Int64
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.IsAbs() {
+			proxied.Add(1)
+		}
+		w.Write([]byte(body))
+	}))
+	defer proxy.Close()
+	pu, _ := url.Parse(proxy.URL)
+	cfg := testConfig()
+	client, err := NewHTTPClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Transport.(*http.Transport).Proxy = http.ProxyURL(pu)
+	// The target's address is never dialled: the proxy answers for it.
+	f, err := newFetcher(client, "http://192.0.2.1:9100/metrics", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	if f.direct != nil {
+		t.Fatal("a proxied target got its own connection")
+	}
+	b, _, err := f.fetch(context.Background(), "1")
+	if err != nil || string(b) != body || proxied.Load() != 1 {
+		t.Fatalf("fetch through the proxy: err %v, %d proxied requests, body %q", err, proxied.Load(), b)
+	}
+	f.release()
+	client.CloseIdleConnections()
+}
