@@ -5,12 +5,15 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -279,4 +282,47 @@ func TestProxiedTargetUsesClient(t *testing.T) {
 	}
 	f.release()
 	client.CloseIdleConnections()
+}
+
+// An https target gets its own connection too, verified against the
+// configured CA and kept alive across scrapes.
+func TestTLSTargetSharesOneConnection(t *testing.T) {
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(body))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.StartTLS()
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.TLS = TLSConfig{CAFile: ca, ServerName: "example.com"}
+	l, r := newTestLoop(t, cfg, srv.URL)
+	if l.fetcher.direct == nil || l.fetcher.direct.tls == nil {
+		t.Fatal("an https target did not get its own TLS connection")
+	}
+	for i := 0; i < 3; i++ {
+		l.scrape(context.Background(), time.Now(), time.Now(), 0)
+	}
+	if st := l.snapshot(); st.FailuresTotal != 0 {
+		t.Fatalf("%d failures, last: %s", st.FailuresTotal, st.LastError)
+	}
+	if len(r.commits) != 3 || conns.Load() != 1 {
+		t.Fatalf("%d commits over %d connections, want 3 over 1", len(r.commits), conns.Load())
+	}
+
+	// Without the CA the certificate is refused, with the reason.
+	cfg.TLS = TLSConfig{}
+	l, _ = newTestLoop(t, cfg, srv.URL)
+	l.scrape(context.Background(), time.Now(), time.Now(), 0)
+	if st := l.snapshot(); st.FailuresTotal != 1 || !strings.Contains(st.LastError, "certificate") {
+		t.Fatalf("unknown CA: %d failures, last error %q", st.FailuresTotal, st.LastError)
+	}
 }
