@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -38,13 +39,27 @@ type directConn struct {
 
 // countingReader counts the bytes a response read took, to tell a
 // connection the target closed while idle (nothing read) from one that
-// failed mid-response.
+// failed mid-response, and caps what the response's head may take.
 type countingReader struct {
-	c net.Conn
-	n int
+	c   net.Conn
+	n   int
+	max int // 0: no cap
 }
 
+// maxHeaderBytes caps a response's status line and headers (and what the
+// read buffer takes in with them): a target sending headers without end
+// fails its scrape instead of growing memory until the timeout.
+const maxHeaderBytes = 1 << 20
+
+var errHeaderTooLarge = fmt.Errorf("response headers exceed %d bytes", maxHeaderBytes)
+
 func (r *countingReader) Read(p []byte) (int, error) {
+	if r.max > 0 {
+		if r.n >= r.max {
+			return 0, errHeaderTooLarge
+		}
+		p = p[:min(len(p), r.max-r.n)]
+	}
 	n, err := r.c.Read(p)
 	r.n += n
 	return n, err
@@ -110,7 +125,7 @@ func (d *directConn) exchange(ctx context.Context, req *http.Request) (*http.Res
 		return nil, err
 	}
 	d.stop = context.AfterFunc(ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
-	d.in = countingReader{c: c}
+	d.in = countingReader{c: c, max: maxHeaderBytes}
 	d.br, _ = readerPool.Get().(*bufio.Reader)
 	if d.br == nil {
 		d.br = bufio.NewReaderSize(nil, 4<<10)
@@ -128,7 +143,9 @@ func (d *directConn) exchange(ctx context.Context, req *http.Request) (*http.Res
 	if err != nil {
 		return nil, err
 	}
-	return http.ReadResponse(d.br, req)
+	resp, err := http.ReadResponse(d.br, req)
+	d.in.max = 0 // the body is capped by the fetcher
+	return resp, err
 }
 
 // finish ends the exchange. clean says the body was read to its end; the

@@ -326,3 +326,46 @@ func TestTLSTargetSharesOneConnection(t *testing.T) {
 		t.Fatalf("unknown CA: %d failures, last error %q", st.FailuresTotal, st.LastError)
 	}
 }
+
+// A target sending headers without end fails its scrape once they pass
+// the cap, long before the timeout, holding no more than the cap.
+func TestEndlessHeadersFailTheScrape(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer func() {
+		ln.Close()
+		wg.Wait()
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n")
+		line := "X-Filler: " + strings.Repeat("a", 1000) + "\r\n"
+		// Bounded: 10 MiB of headers at most, ended by the client's close.
+		for i := 0; i < 10<<10; i++ {
+			if _, err := io.WriteString(c, line); err != nil {
+				return
+			}
+		}
+	}()
+	cfg := testConfig()
+	cfg.Timeout = time.Minute
+	l, r := newTestLoop(t, cfg, "http://"+ln.Addr().String()+"/metrics")
+	l.scrape(context.Background(), time.Now(), time.Now(), 0)
+	st := l.snapshot()
+	if st.FailuresTotal != 1 || !strings.Contains(st.LastError, "response headers exceed") || len(r.commits) != 1 {
+		t.Fatalf("%d failures, %d commits, last error %q", st.FailuresTotal, len(r.commits), st.LastError)
+	}
+	l.fetcher.close()
+}

@@ -62,14 +62,15 @@ func NewHTTPClient(cfg Config) (*http.Client, error) {
 		return nil, err
 	}
 	tr := &http.Transport{
-		TLSClientConfig:       tc,
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   2,
-		IdleConnTimeout:       2*cfg.Interval + 30*time.Second,
-		DisableCompression:    true,
-		ResponseHeaderTimeout: cfg.Timeout,
+		TLSClientConfig:        tc,
+		Proxy:                  http.ProxyFromEnvironment,
+		DialContext:            (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:           0,
+		MaxIdleConnsPerHost:    2,
+		IdleConnTimeout:        2*cfg.Interval + 30*time.Second,
+		DisableCompression:     true,
+		ResponseHeaderTimeout:  cfg.Timeout,
+		MaxResponseHeaderBytes: maxHeaderBytes,
 	}
 	return &http.Client{
 		Transport: tr,
