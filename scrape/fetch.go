@@ -76,7 +76,7 @@ func newFetcher(client *http.Client, url string, cfg Config) (*fetcher, error) {
 // shared.
 func newDirectConn(client *http.Client, req *http.Request) *directConn {
 	tr, ok := client.Transport.(*http.Transport)
-	if !ok || tr.DialContext == nil || tr.DialTLSContext != nil || tr.DialTLS != nil {
+	if !ok || tr.DialContext == nil || tr.DialTLSContext != nil {
 		return nil
 	}
 	if tr.Proxy != nil {
