@@ -81,9 +81,12 @@ fuzz:
 
 # Benchmarks: parse + convert per capture and layout (ns/sample, B/sample,
 # allocs/sample), the sink after conversion (CPU-ns/sample, gzip on and
-# off) and the end-to-end pipeline (samples per CPU-second).
+# off), a fetch over each target's own connection against the shared
+# transport (CPU-us/scrape, back to back and paced) and the end-to-end
+# pipeline (samples per CPU-second).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./sink/
+	$(GO) test -run '^$$' -bench Fetch -benchtime 800x -count 1 ./scrape/
 	$(GO) test -run '^$$' -bench Pipeline -benchtime 300000x -count 1 ./cmd/scrapeflux/
 
 demo: build servers

@@ -96,7 +96,7 @@ func TestScrapesShareOneConnection(t *testing.T) {
 	}
 }
 
-func gzipped(t *testing.T, s string) []byte {
+func gzipped(t testing.TB, s string) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	zw := gzip.NewWriter(&b)
