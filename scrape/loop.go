@@ -106,12 +106,25 @@ func newLoop(t discovery.Target, cfg Config, app Appender, f *fetcher, log *slog
 	return l
 }
 
+// startGrid is the step of the grid that scrape starts sit on: the
+// scrapes falling on one step start together and share one wake-up of the
+// process, which idles between steps. Started each on its own, at 200
+// targets every 5 s, the wake-ups cost about 15 % of the CPU (system time
+// mostly: the Go runtime's threads going to sleep and waking). A tenth of
+// a second keeps the starts close to an even spread.
+const startGrid = 100 * time.Millisecond
+
 // offset is when, within each interval, this target is scraped: spread by
-// the target's hash so that loops do not all fire together, and stable
-// across restarts.
+// the target's hash so that loops do not all fire together, on the start
+// grid (a tenth of the interval when that is finer), and stable across
+// restarts and the same on every replica.
 func (l *loop) offset(now time.Time) time.Duration {
 	iv := int64(l.cfg.Interval)
-	off := int64(l.target.Hash()%uint64(iv)) - now.UnixNano()%iv
+	phase := int64(l.target.Hash() % uint64(iv))
+	if step := int64(min(startGrid, l.cfg.Interval/10)); step > 0 {
+		phase -= phase % step
+	}
+	off := phase - now.UnixNano()%iv
 	if off < 0 {
 		off += iv
 	}

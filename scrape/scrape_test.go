@@ -299,25 +299,39 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestOffsetsSpreadAndStable(t *testing.T) {
-	cfg := Config{Interval: 10 * time.Second}
-	now := time.Unix(1700000000, 0)
-	buckets := map[int64]int{}
-	for i := 0; i < 100; i++ {
-		tg, _ := discovery.NewTarget(fmt.Sprintf("http://127.0.0.1:%d/metrics", 20000+i), "j")
-		l := &loop{target: tg, cfg: cfg}
-		off := l.offset(now)
-		if off < 0 || off >= cfg.Interval {
-			t.Fatalf("offset %s outside [0, interval)", off)
+	for _, c := range []struct {
+		interval, step time.Duration
+	}{{10 * time.Second, 100 * time.Millisecond}, {500 * time.Millisecond, 50 * time.Millisecond}} {
+		cfg := Config{Interval: c.interval}
+		now := time.Unix(1700000000, 0).Add(123456789)
+		buckets := map[int64]int{}
+		starts := map[int64]int{}
+		for i := 0; i < 100; i++ {
+			tg, _ := discovery.NewTarget(fmt.Sprintf("http://127.0.0.1:%d/metrics", 20000+i), "j")
+			l := &loop{target: tg, cfg: cfg}
+			off := l.offset(now)
+			if off < 0 || off >= cfg.Interval {
+				t.Fatalf("offset %s outside [0, interval)", off)
+			}
+			// The absolute phase within the interval is the same at any time.
+			start := now.Add(off).UnixNano()
+			later := now.Add(3*time.Second + 7*time.Millisecond)
+			if a, b := start%int64(cfg.Interval), later.Add(l.offset(later)).UnixNano()%int64(cfg.Interval); a != b {
+				t.Fatalf("phase moved: %d vs %d", a, b)
+			}
+			// Starts sit on the grid, so that several share a wake-up.
+			if start%int64(c.step) != 0 {
+				t.Fatalf("interval %s: start %d is off the %s grid", c.interval, start, c.step)
+			}
+			buckets[int64(off*10/cfg.Interval)]++
+			starts[start]++
 		}
-		// The absolute phase within the interval is the same at any time.
-		later := now.Add(3*time.Second + 7*time.Millisecond)
-		if a, b := now.Add(off).UnixNano()%int64(cfg.Interval), later.Add(l.offset(later)).UnixNano()%int64(cfg.Interval); a != b {
-			t.Fatalf("phase moved: %d vs %d", a, b)
+		if len(buckets) < 8 {
+			t.Errorf("interval %s: 100 targets fell into only %d of 10 slots: %v", c.interval, len(buckets), buckets)
 		}
-		buckets[int64(off/time.Second)]++
-	}
-	if len(buckets) < 8 {
-		t.Errorf("100 targets fell into only %d of 10 one-second slots: %v", len(buckets), buckets)
+		if len(starts) == 100 {
+			t.Errorf("interval %s: 100 targets on a %s grid never share a start", c.interval, c.step)
+		}
 	}
 }
 

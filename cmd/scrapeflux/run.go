@@ -79,7 +79,7 @@ Targets come from repeatable --target flags and from Consul: with --consul
 --consul-tag (or of the --consul-service services) is scraped, and the set
 follows registrations live. Each target is scraped once per
 --interval at a fixed offset within the interval (spread by a hash of the
-target), and every scrape also writes up, scrape_duration_seconds and
+target, on a 100 ms grid), and every scrape also writes up, scrape_duration_seconds and
 scrape_samples_scraped for its target. A failed scrape writes up=0 and none
 of its samples. SIGINT or SIGTERM stops scraping and flushes what is batched
 within --shutdown-timeout.
