@@ -166,8 +166,10 @@ func (f *fetcher) fetch(ctx context.Context, timeoutHeader string) ([]byte, stri
 		return nil, "", fmt.Errorf("server returned HTTP status %s", resp.Status)
 	}
 	var r io.Reader = resp.Body
+	plain := true // the body is read straight from the response
 	f.release()
 	if resp.Header.Get("Content-Encoding") == "gzip" {
+		plain = false
 		// The compressed body is read whole first: the inflater is
 		// fastest on bytes in memory, and large reads into a buffer
 		// take fewer system calls than the inflater's small ones. Gzip
@@ -213,9 +215,7 @@ func (f *fetcher) fetch(ctx context.Context, timeoutHeader string) ([]byte, stri
 	if n > f.limit {
 		return nil, "", fmt.Errorf("%w of %d bytes", ErrBodyTooLarge, f.limit)
 	}
-	if r == resp.Body {
-		clean = true
-	}
+	clean = clean || plain
 	f.lastSize = int(n)
 	return f.buf.Bytes(), resp.Header.Get("Content-Type"), nil
 }

@@ -135,7 +135,11 @@ func (l *loop) offset(now time.Time) time.Duration {
 func (l *loop) run(ctx context.Context) {
 	defer close(l.done)
 	defer l.fetcher.close()
-	next := time.Now().Add(l.offset(time.Now()))
+	// One reading of the clock: the slot is exactly on the target's phase
+	// (two readings put it a few microseconds early, a millisecond early
+	// once truncated, and replicas could disagree on the point's time).
+	now := time.Now()
+	next := now.Add(l.offset(now))
 	timer := time.NewTimer(time.Until(next))
 	defer timer.Stop()
 	for {

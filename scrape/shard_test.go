@@ -203,7 +203,13 @@ func TestPointsCarryTheSlot(t *testing.T) {
 	<-done
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	phase := int64(tg.Hash()%uint64(cfg.Interval)) / int64(time.Millisecond)
+	// The slot's phase within the interval: the target's hash on the start
+	// grid.
+	now := time.Now()
+	phase := now.Add((&loop{target: tg, cfg: cfg}).offset(now)).UnixMilli() % cfg.Interval.Milliseconds()
+	if step := (cfg.Interval / 10).Milliseconds(); phase%step != 0 {
+		t.Fatalf("phase %d ms is off the %d ms grid", phase, step)
+	}
 	for i, c := range rec.commits {
 		ts := c[0].ts
 		if ts%cfg.Interval.Milliseconds() != phase {
