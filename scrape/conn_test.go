@@ -84,15 +84,7 @@ func TestScrapesShareOneConnection(t *testing.T) {
 			}
 			l.scrape(context.Background(), time.Now(), time.Now(), 0)
 		}
-		if st := l.snapshot(); st.FailuresTotal != 0 {
-			t.Fatalf("gzip %v: %d failures, last %s", gz, st.FailuresTotal, st.LastError)
-		}
-		if len(r.commits) != 5 {
-			t.Fatalf("gzip %v: %d commits", gz, len(r.commits))
-		}
-		if n := conns.Load(); n != 1 {
-			t.Errorf("gzip %v: 5 scrapes took %d connections, want 1", gz, n)
-		}
+		checkScrapes(t, fmt.Sprintf("gzip %v", gz), l, r, 5, conns.Load(), 1)
 	}
 }
 
@@ -133,12 +125,7 @@ func TestIdleConnectionClosedByTarget(t *testing.T) {
 		l.scrape(context.Background(), time.Now(), time.Now(), 0)
 		waitFor(t, func() bool { return closed.Load() == i })
 	}
-	if st := l.snapshot(); st.FailuresTotal != 0 {
-		t.Fatalf("%d failures, last: %s", st.FailuresTotal, st.LastError)
-	}
-	if len(r.commits) != 3 || conns.Load() != 3 {
-		t.Fatalf("%d commits over %d connections, want 3 over 3", len(r.commits), conns.Load())
-	}
+	checkScrapes(t, "", l, r, 3, conns.Load(), 3)
 }
 
 // A target that answers an idle connection on its own (here a 408, as
@@ -188,12 +175,7 @@ func TestUnaskedResponseOnIdleConnection(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		l.scrape(context.Background(), time.Now(), time.Now(), 0)
 	}
-	if st := l.snapshot(); st.FailuresTotal != 0 {
-		t.Fatalf("%d failures, last: %s", st.FailuresTotal, st.LastError)
-	}
-	if len(r.commits) != 3 || accepted.Load() != 3 {
-		t.Fatalf("%d commits over %d connections, want 3 over 3", len(r.commits), accepted.Load())
-	}
+	checkScrapes(t, "", l, r, 3, accepted.Load(), 3)
 }
 
 // A target that asks to close the connection after each answer is dialled
@@ -207,12 +189,7 @@ func TestConnectionCloseHonoured(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		l.scrape(context.Background(), time.Now(), time.Now(), 0)
 	}
-	if st := l.snapshot(); st.FailuresTotal != 0 {
-		t.Fatalf("%d failures, last: %s", st.FailuresTotal, st.LastError)
-	}
-	if len(r.commits) != 3 || conns.Load() != 3 {
-		t.Fatalf("%d commits over %d connections, want 3 over 3", len(r.commits), conns.Load())
-	}
+	checkScrapes(t, "", l, r, 3, conns.Load(), 3)
 }
 
 // Stopping a loop ends a scrape in flight at once, not at its timeout.
@@ -311,12 +288,7 @@ func TestTLSTargetSharesOneConnection(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		l.scrape(context.Background(), time.Now(), time.Now(), 0)
 	}
-	if st := l.snapshot(); st.FailuresTotal != 0 {
-		t.Fatalf("%d failures, last: %s", st.FailuresTotal, st.LastError)
-	}
-	if len(r.commits) != 3 || conns.Load() != 1 {
-		t.Fatalf("%d commits over %d connections, want 3 over 1", len(r.commits), conns.Load())
-	}
+	checkScrapes(t, "", l, r, 3, conns.Load(), 1)
 
 	// Without the CA the certificate is refused, with the reason.
 	cfg.TLS = TLSConfig{}
@@ -368,4 +340,16 @@ func TestEndlessHeadersFailTheScrape(t *testing.T) {
 		t.Fatalf("%d failures, %d commits, last error %q", st.FailuresTotal, len(r.commits), st.LastError)
 	}
 	l.fetcher.close()
+}
+
+// checkScrapes fails the test unless every scrape of l succeeded, r got
+// commits of them and the target saw conns connections.
+func checkScrapes(t *testing.T, what string, l *loop, r *recorder, commits int, conns, wantConns int64) {
+	t.Helper()
+	if st := l.snapshot(); st.FailuresTotal != 0 {
+		t.Fatalf("%s: %d failures, last: %s", what, st.FailuresTotal, st.LastError)
+	}
+	if len(r.commits) != commits || conns != wantConns {
+		t.Fatalf("%s: %d commits over %d connections, want %d over %d", what, len(r.commits), conns, commits, wantConns)
+	}
 }
