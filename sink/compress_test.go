@@ -216,12 +216,7 @@ func waitSealed(t *testing.T, s *Sink, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		s.q.mu.Lock()
-		lines := 0
-		for _, r := range s.q.recs {
-			lines += r.lines
-		}
-		s.q.mu.Unlock()
+		lines := s.q.Status().Lines
 		if lines == n {
 			return
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/scrapeflux/scrapeflux/sink/queue"
 )
 
 // reportEvery is the cadence of log lines about a lasting condition: a
@@ -89,4 +91,44 @@ func (r *rejectLog) report(final bool) {
 	r.log.Warn("InfluxDB refused lines; they are dropped and counted (scrapeflux_samples_rejected_total)",
 		"lines", r.lines, "samples", r.samples, "reason", r.class, "answer", cut(r.reason, 300), "first_line", cut(r.example, 200))
 	r.lines, r.samples, r.lastReport = 0, 0, time.Now()
+}
+
+// dropLog sums what the queue's bounds dropped, by reason, and logs it
+// when it starts and then as one summary a minute, each line saying what
+// to do: a long outage or a full disk drops at every batch, and a line
+// per batch would flood the log.
+type dropLog struct {
+	log        *slog.Logger
+	pending    [numDropReasons]queue.Loss
+	any        bool
+	lastReport time.Time
+}
+
+func (d *dropLog) add(r DropReason, l queue.Loss) {
+	d.pending[r].Bytes += l.Bytes
+	d.pending[r].Samples += l.Samples
+	d.any = true
+}
+
+// dropAdvice says what to do about each reason the queue drops for.
+var dropAdvice = map[DropReason]string{
+	DropQueueFull: "the queue is full: its oldest data is dropped (raise --queue-max-bytes to hold longer outages)",
+	DropDiskError: "the disk queue refuses writes and memory is full: the oldest data that waits in memory is dropped (free space on the queue's disk or fix it; --memory-max-bytes holds more meanwhile)",
+}
+
+// report logs what was dropped since the last summary, at once for the
+// first drops after a quiet minute, then at most once a minute, and when
+// final.
+func (d *dropLog) report(now time.Time, final bool) {
+	if !d.any || (!final && !d.lastReport.IsZero() && now.Sub(d.lastReport) < reportEvery) {
+		return
+	}
+	for r, l := range d.pending {
+		if l.Samples == 0 && l.Bytes == 0 {
+			continue
+		}
+		d.log.Warn(dropAdvice[DropReason(r)], "reason", DropReason(r).String(), "samples", l.Samples, "bytes", l.Bytes,
+			"counted_in", `scrapeflux_samples_dropped_total{reason="`+DropReason(r).String()+`"}`)
+	}
+	d.pending, d.any, d.lastReport = [numDropReasons]queue.Loss{}, false, now
 }

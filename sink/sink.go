@@ -12,6 +12,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/scrapeflux/scrapeflux/scrape"
+	"github.com/scrapeflux/scrapeflux/sink/queue"
 )
 
 // Config of the sink.
@@ -22,15 +23,18 @@ type Config struct {
 	BatchSize int
 	// FlushInterval: a partial batch is sent at least this often.
 	FlushInterval time.Duration
-	// QueueDir holds the disk queue: batches InfluxDB has not taken while
-	// it is away or slow, and at shutdown. Empty: memory only.
+	// QueueDir holds the disk queue (package queue): every sealed batch
+	// until InfluxDB has answered for it. Empty: memory only.
 	QueueDir string
-	// MaxQueueBytes bounds the disk queue (or memory, without QueueDir);
-	// past it the oldest data is dropped and counted.
+	// MaxQueueBytes bounds the disk queue; past it the oldest data is
+	// dropped and counted.
 	MaxQueueBytes int64
-	// MaxMemoryBytes is how much waits in memory before batches go to the
-	// disk queue.
+	// MaxMemoryBytes bounds what waits in memory: the whole queue without
+	// QueueDir, what the disk refused with one.
 	MaxMemoryBytes int64
+	// QueueSync says when the disk queue is synced (at most once per
+	// FlushInterval by default).
+	QueueSync queue.SyncPolicy
 	// ShutdownTimeout is how long Run keeps writing after shutdown began.
 	ShutdownTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait between write retries.
@@ -38,6 +42,14 @@ type Config struct {
 	// CreateDatabase: when InfluxDB 1.x answers that the database does not
 	// exist, create it (if the Writer can) and write again.
 	CreateDatabase bool
+}
+
+// queueConfig is the queue's part of c.
+func (c *Config) queueConfig(log *slog.Logger) queue.Config {
+	return queue.Config{
+		Dir: c.QueueDir, MaxBytes: c.MaxQueueBytes, MaxMemoryBytes: c.MaxMemoryBytes,
+		Sync: c.QueueSync, SyncInterval: c.FlushInterval, Log: log,
+	}
 }
 
 // DatabaseCreator is a Writer that can create its InfluxDB 1.x database.
@@ -83,11 +95,10 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxQueueBytes <= 0 {
 		errs = append(errs, fmt.Errorf("queue max bytes must be positive, got %d", c.MaxQueueBytes))
-	} else if c.QueueDir != "" && c.MaxQueueBytes < MinQueueBytes {
-		errs = append(errs, fmt.Errorf("queue max bytes must be at least %d (1MiB) with a queue dir, got %d", MinQueueBytes, c.MaxQueueBytes))
 	}
-	if c.MaxMemoryBytes <= 0 {
-		errs = append(errs, fmt.Errorf("memory max bytes must be positive, got %d", c.MaxMemoryBytes))
+	qc := c.queueConfig(nil)
+	if err := qc.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout must not be negative, got %s", c.ShutdownTimeout))
@@ -157,7 +168,8 @@ type Sink struct {
 
 	chunks    sync.Pool
 	bufs      chan []byte // buffers of written batches, for new ones
-	q         *queue
+	q         *queue.Queue
+	drops     dropLog // owned by the batcher
 	closeOnce sync.Once
 	closing   chan struct{}
 
@@ -169,9 +181,9 @@ type Sink struct {
 	// sealed batches into the queue, one pusher as the queue wants.
 	bmu     sync.Mutex
 	bcond   sync.Cond // on bmu: sealed shrank, or the sink is closing
-	cur     *batch
-	gz      gzipBatch     // cur's gzip member when batches are gzip'd
-	sealed  []*batch      // sealed, not pushed yet
+	cur     *queue.Batch
+	gz      gzipBatch      // cur's gzip member when batches are gzip'd
+	sealed  []*queue.Batch // sealed, not pushed yet
 	sealedC chan struct{} // cap 1: sealed holds batches
 	// batchCap: the largest plain batch so far, to size the next one.
 	batchCap int
@@ -198,7 +210,7 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 		log:     log,
 		bufs:    make(chan []byte, 4),
 		closing: make(chan struct{}),
-		cur:     &batch{},
+		cur:     &queue.Batch{},
 		sealedC: make(chan struct{}, 1),
 	}
 	s.bcond.L = &s.bmu
@@ -207,28 +219,22 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 	}
 	s.health.log, s.rejects.log = log, log
 	s.stats.since.Store(time.Now().UnixNano())
-	if cfg.QueueDir == "" {
-		s.q = newQueue(cfg.MaxQueueBytes, cfg.MaxQueueBytes, nil, nil)
-		return s, nil
-	}
-	disk, recs, ls, err := openDiskQueue(cfg.QueueDir, segmentSize(cfg.MaxQueueBytes), log)
+	s.drops.log = log
+	q, rec, err := queue.Open(cfg.queueConfig(log))
 	if err != nil {
 		return nil, fmt.Errorf("cannot open queue dir %s: %w", cfg.QueueDir, err)
 	}
-	s.q = newQueue(cfg.MaxMemoryBytes, cfg.MaxQueueBytes, disk, recs)
-	s.stats.addDropped(DropCorrupt, int(ls.samples))
-	var samples int64
-	for _, r := range s.q.recs {
-		samples += int64(r.samples)
-	}
-	s.stats.recovered.Add(samples + ls.samples)
-	s.stats.queuedSamples.Add(samples)
-	s.stats.queuedBytes.Add(s.q.payload)
-	if samples > 0 {
-		log.Info("queued data from an earlier run will be sent first", "samples", samples, "bytes", s.q.payload)
+	s.q = q
+	s.stats.addDropped(DropCorrupt, int(rec.Damaged.Samples))
+	s.stats.recovered.Add(rec.Queued.Samples + rec.Damaged.Samples)
+	s.stats.queuedSamples.Add(rec.Queued.Samples)
+	s.stats.queuedBytes.Add(rec.Queued.Bytes)
+	if rec.Queued.Samples > 0 {
+		log.Info("queued data from an earlier run will be sent first", "samples", rec.Queued.Samples, "bytes", rec.Queued.Bytes)
 	}
 	// An earlier run with a larger bound may have left more.
-	s.dropLost(s.q.trim())
+	s.dropQueued(rec.Dropped)
+	s.drops.report(time.Now(), true)
 	return s, nil
 }
 
@@ -240,8 +246,15 @@ func (s *Sink) Appender(ident []scrape.Tag, o scrape.AppendOptions) scrape.Appen
 // Ready reports whether data can go somewhere: InfluxDB takes writes, or
 // the disk queue holds them.
 func (s *Sink) Ready() bool {
-	return s.cfg.QueueDir != "" || !s.stats.failing.Load()
+	if s.cfg.QueueDir != "" && s.q.Status().DiskError == "" {
+		return true
+	}
+	return !s.stats.failing.Load()
 }
+
+// QueueStatus is the queue's state: its size and whether the disk takes
+// writes.
+func (s *Sink) QueueStatus() queue.Status { return s.q.Status() }
 
 // Stats returns the sample counters.
 func (s *Sink) Stats() StatsSnapshot { return s.stats.snapshot() }
@@ -293,11 +306,11 @@ func (s *Sink) put(c *chunk) error {
 		}
 		s.gz.write(c.buf)
 	} else {
-		s.cur.buf = append(s.cur.buf, c.buf...)
+		s.cur.Buf = append(s.cur.Buf, c.buf...)
 	}
-	s.cur.lines += c.lines
-	s.cur.samples += c.samples
-	if s.cur.lines >= s.cfg.BatchSize {
+	s.cur.Lines += c.lines
+	s.cur.Samples += c.samples
+	if s.cur.Lines >= s.cfg.BatchSize {
 		s.sealLocked()
 		select {
 		case s.sealedC <- struct{}{}:
@@ -330,21 +343,21 @@ func (s *Sink) newBuf(n int) []byte {
 // batcher to push. bmu is held.
 func (s *Sink) sealLocked() {
 	b := s.cur
-	if b.lines == 0 {
+	if b.Lines == 0 {
 		return
 	}
 	if s.gzip {
 		buf, plain := s.gz.finish()
-		b.buf, b.gz = buf, true
+		b.Buf, b.GZ = buf, true
 		s.stats.queuedBytes.Add(int64(len(buf)) - plain)
 	}
 	s.sealed = append(s.sealed, b)
-	s.cur = &batch{}
+	s.cur = &queue.Batch{}
 	if !s.gzip {
 		// Room for the largest batch so far and some: growing it scrape
 		// by scrape would copy it over and over.
-		s.batchCap = max(s.batchCap, len(b.buf))
-		s.cur.buf = s.newBuf(s.batchCap + s.batchCap/4)
+		s.batchCap = max(s.batchCap, len(b.Buf))
+		s.cur.Buf = s.newBuf(s.batchCap + s.batchCap/4)
 	}
 }
 
@@ -358,6 +371,8 @@ func (s *Sink) Run(ctx context.Context) error {
 	go func() {
 		select {
 		case <-ctx.Done():
+			// Cancelled without Close: stop taking scrapes, as Close does.
+			s.Close()
 		case <-s.closing:
 		case <-wctx.Done():
 			return
@@ -378,12 +393,13 @@ func (s *Sink) Run(ctx context.Context) error {
 	s.write(wctx)
 	<-done
 	s.rejects.report(true)
-	samples, bytes, err := s.q.spill()
-	s.stats.queuedSamples.Add(-int64(samples))
-	s.stats.queuedBytes.Add(-bytes)
-	s.stats.addDropped(DropShutdown, samples)
-	if samples > 0 {
-		s.log.Error("shutdown with data neither written nor queued on disk", "samples", samples, "bytes", bytes, "err", err)
+	left, err := s.q.Spill()
+	s.stats.queuedSamples.Add(-left.Samples)
+	s.stats.queuedBytes.Add(-left.Bytes)
+	s.stats.addDropped(DropShutdown, int(left.Samples))
+	s.drops.report(time.Now(), true)
+	if left.Samples > 0 {
+		s.log.Error("shutdown with data neither written nor queued on disk", "samples", left.Samples, "bytes", left.Bytes, "err", err)
 	} else if q := s.stats.queuedSamples.Load(); q > 0 {
 		s.log.Info("data left in the disk queue for the next run", "samples", q, "dir", s.cfg.QueueDir)
 	}
@@ -429,15 +445,20 @@ func (g *gzipBatch) finish() ([]byte, int64) {
 	return b, n
 }
 
-// dropLost counts data the queue bound pushed out.
-func (s *Sink) dropLost(d lost) {
-	if d.samples == 0 && d.bytes == 0 {
-		return
+// dropQueued counts data the queue's bounds pushed out.
+func (s *Sink) dropQueued(d queue.Drops) {
+	for _, x := range []struct {
+		l queue.Loss
+		r DropReason
+	}{{d.Full, DropQueueFull}, {d.DiskError, DropDiskError}} {
+		if x.l.IsZero() {
+			continue
+		}
+		s.stats.queuedSamples.Add(-x.l.Samples)
+		s.stats.queuedBytes.Add(-x.l.Bytes)
+		s.stats.addDropped(x.r, int(x.l.Samples))
+		s.drops.add(x.r, x.l)
 	}
-	s.stats.queuedSamples.Add(-d.samples)
-	s.stats.queuedBytes.Add(-d.bytes)
-	s.stats.addDropped(DropQueueFull, int(d.samples))
-	s.log.Warn("queue full, dropped its oldest data (raise --queue-max-bytes to hold longer outages)", "samples", d.samples, "bytes", d.bytes)
 }
 
 // batch seals the batch being filled by time and pushes sealed batches
@@ -464,21 +485,22 @@ func (s *Sink) batch() {
 		s.bcond.Broadcast()
 		s.bmu.Unlock()
 		for _, b := range todo {
-			dropped, reuse, err := s.q.push(b)
-			s.dropLost(dropped)
-			if err != nil {
-				s.log.Error("cannot write to the disk queue, keeping the batch in memory", "err", err)
-			}
+			dropped, reuse := s.q.Push(*b)
+			s.dropQueued(dropped)
 			if reuse {
 				// The batch went to disk only: its buffer is free.
 				select {
-				case s.bufs <- b.buf[:0]:
+				case s.bufs <- b.Buf[:0]:
 				default:
 				}
 			}
 		}
+		if seal {
+			s.dropQueued(s.q.Tick())
+		}
+		s.drops.report(time.Now(), final)
 		if final {
-			s.q.close()
+			s.q.Close()
 			return
 		}
 	}

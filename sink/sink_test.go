@@ -487,23 +487,6 @@ func TestShutdownDeadlineCountsWhatIsLeft(t *testing.T) {
 	}
 }
 
-func TestQueueDropsOldestWhenFull(t *testing.T) {
-	q := newQueue(100, 100, nil, nil)
-	mk := func(n int) *batch { return &batch{buf: make([]byte, n), lines: 1, samples: n} }
-	q.push(mk(40))
-	q.push(mk(41))
-	if d, _, _ := q.push(mk(42)); d.samples != 40 {
-		t.Fatalf("dropped %+v, want the oldest batch (40)", d)
-	}
-	// The batch being written is never dropped.
-	if j := q.take(context.Background(), 1, nil); j.samples != 41 {
-		t.Fatalf("took %d, want the head (41)", j.samples)
-	}
-	if d, _, _ := q.push(mk(43)); d.samples != 42 {
-		t.Fatalf("dropped %+v, want the one after the busy head (42)", d)
-	}
-}
-
 func TestCountSamples(t *testing.T) {
 	buf := []byte("m,a=x\\ y\\=z f=1,g=2 1000\nn\\ x v=3 1000\nh,le=+Inf 0.5=1,+Inf=2,sum=3,count=4 5\n")
 	if n := countSamples(buf); n != 7 {

@@ -27,10 +27,13 @@ const (
 	DropRelabeled
 	// DropOutOfRange: exposed timestamps InfluxDB cannot store.
 	DropOutOfRange
+	// DropDiskError: the oldest data the disk queue refused, past the
+	// memory bound while the disk refuses writes.
+	DropDiskError
 	numDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_full", "shutdown", "invalid_name", "corrupt_queue", "relabeled", "out_of_range"}
+var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_full", "shutdown", "invalid_name", "corrupt_queue", "relabeled", "out_of_range", "disk_error"}
 
 func (r DropReason) String() string { return dropReasonNames[r] }
 

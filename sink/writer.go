@@ -23,33 +23,24 @@ import (
 func (s *Sink) write(ctx context.Context) {
 	var merge []byte
 	for {
-		j := s.q.take(ctx, s.cfg.BatchSize, merge)
+		j := s.q.Take(ctx, s.cfg.BatchSize, merge)
 		if j == nil {
 			return
 		}
-		if j.readErr != nil {
-			var n int
-			for _, r := range j.unreadable {
-				n += r.samples
-			}
-			s.stats.addDropped(DropCorrupt, n)
-			s.log.Error("cannot read a record back from the disk queue; it is lost", "samples", n, "err", j.readErr)
+		if j.ReadErr != nil {
+			s.stats.addDropped(DropCorrupt, int(j.Unreadable.Samples))
+			s.log.Error("cannot read a record back from the disk queue; it is lost", "samples", j.Unreadable.Samples, "err", j.ReadErr)
 		}
-		if j.lines > 0 && !s.deliver(ctx, part{j.body, j.lines, j.samples, j.gz}) {
-			s.q.untake(j)
+		if j.Lines > 0 && !s.deliver(ctx, part{j.Body, j.Lines, j.Samples, j.GZ}) {
+			s.q.Untake(j)
 			return
 		}
-		if len(j.recs) > 1 || j.recs[0].buf == nil {
-			merge = j.body[:0]
+		if j.Merged {
+			merge = j.Body[:0]
 		}
-		var samples, bytes int64
-		for _, r := range j.recs {
-			samples += int64(r.samples)
-			bytes += r.size
-		}
-		s.stats.queuedSamples.Add(-samples)
-		s.stats.queuedBytes.Add(-bytes)
-		for _, b := range s.q.ack(j) {
+		s.stats.queuedSamples.Add(-j.Taken.Samples)
+		s.stats.queuedBytes.Add(-j.Taken.Bytes)
+		for _, b := range s.q.Ack(j) {
 			select {
 			case s.bufs <- b[:0]:
 			default:

@@ -22,6 +22,7 @@ import (
 	"github.com/scrapeflux/scrapeflux/discovery"
 	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/sink"
+	"github.com/scrapeflux/scrapeflux/sink/queue"
 )
 
 type runOptions struct {
@@ -37,6 +38,7 @@ type runOptions struct {
 	sink       sink.Config
 	queueBytes byteSize
 	memBytes   byteSize
+	queueSync  string
 	influx     sink.InfluxConfig
 	tokenFile  string
 
@@ -186,8 +188,9 @@ authentication is on.`,
 	f.IntVar(&o.sink.BatchSize, "batch-size", o.sink.BatchSize, "lines per write request (a scrape's lines are never split)")
 	f.DurationVar(&o.sink.FlushInterval, "flush-interval", o.sink.FlushInterval, "longest time a line waits before it is sent")
 	f.StringVar(&o.sink.QueueDir, "queue-dir", o.sink.QueueDir, "directory of the disk queue that holds data while InfluxDB is away, and across restarts (empty: memory only; default: env "+envQueueDir+", else $STATE_DIRECTORY/queue, else the user cache dir)")
-	f.Var(&o.queueBytes, "queue-max-bytes", "size bound of the disk queue's files, at least 1MiB (of memory without --queue-dir); oldest data dropped past it")
-	f.Var(&o.memBytes, "memory-max-bytes", "queued data also kept in memory, so the writer need not read it back from the disk queue")
+	f.Var(&o.queueBytes, "queue-max-bytes", "size bound of the disk queue's files, at least 1MiB; past it the oldest data is dropped and counted (queue_full)")
+	f.Var(&o.memBytes, "memory-max-bytes", "bound of queued data in memory: the whole queue without --queue-dir (oldest dropped past it, queue_full); with one, what the disk refused while it is full or failing (oldest dropped past it, disk_error); below it a copy of what is on disk is kept so replays need not read it")
+	f.StringVar(&o.queueSync, "queue-sync", "interval", "when the disk queue is made durable (fdatasync): interval (at most once per --flush-interval: a power cut costs at most about two flush intervals), always (every batch and acknowledgement: a power cut costs nothing sealed, one sync per batch), never (left to the OS: a power cut can cost its write-back window, ~30s on Linux)")
 	f.DurationVar(&o.sink.ShutdownTimeout, "shutdown-timeout", o.sink.ShutdownTimeout, "time allowed to flush on shutdown")
 	f.StringVar(&o.listen, "listen", defaultListen(), "address of the /metrics, /healthz, /readyz and /targets server (empty: off; env "+envListen+"; in a container use 0.0.0.0:9274)")
 
@@ -240,6 +243,9 @@ func (o *runOptions) validate() error {
 	}
 	o.sink.MaxQueueBytes = int64(o.queueBytes)
 	o.sink.MaxMemoryBytes = int64(o.memBytes)
+	if o.sink.QueueSync, err = queue.ParseSyncPolicy(o.queueSync); err != nil {
+		errs = append(errs, fmt.Errorf("--queue-sync: %w", err))
+	}
 	if err := o.scrape.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("scrape: %w", err))
 	}

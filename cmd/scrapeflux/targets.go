@@ -57,9 +57,13 @@ type pageStatus struct {
 	LastError           string
 	QueuedSamples       int64
 	QueuedBytes         int64
-	Dropped             string
-	Members             []string
-	Self                string
+	// QueueDisk: the disk queue's files and bound; QueueDiskError: why
+	// the disk refuses writes, while it does.
+	QueueDisk      string
+	QueueDiskError string
+	Dropped        string
+	Members        []string
+	Self           string
 }
 
 type pageData struct {
@@ -231,6 +235,12 @@ func (w *webServer) pageStatus(now time.Time) pageStatus {
 	st := w.sink.Stats()
 	ps := pageStatus{Writer: "ok", WriterClass: "up", LastWrite: ago(st.LastWrite, now),
 		QueuedSamples: st.QueuedSamples, QueuedBytes: st.QueuedBytes, Dropped: droppedByReason(st.Dropped)}
+	if qs := w.sink.QueueStatus(); qs.MaxDisk > 0 {
+		ps.QueueDisk = fmt.Sprintf("%d of %d bytes on disk (%.0f%%)", qs.Disk, qs.MaxDisk, 100*float64(qs.Disk)/float64(qs.MaxDisk))
+		if qs.DiskError != "" {
+			ps.QueueDiskError = fmt.Sprintf("the disk refuses writes (first refusal %s: %s): %d bytes wait in memory, bound %d", ago(qs.DiskErrorSince, now), qs.DiskError, qs.MemoryOnly, qs.MaxMemory)
+		}
+	}
 	if u := st.Undelivered(now); u > 0 {
 		ps.Writer = fmt.Sprintf("failing for %s (%d attempts)", u.Round(time.Second), st.ConsecutiveFailures)
 		ps.WriterClass, ps.LastError = "down", st.LastWriteError
@@ -257,7 +267,8 @@ form{margin:.5em 0}nav a{margin-right:1em}
 <h1>scrapeflux targets</h1>
 <header id="status">
 <div class="{{.Status.WriterClass}}"><b>InfluxDB writes:</b> <span id="writer">{{.Status.Writer}}</span>, last {{.Status.LastWrite}}{{if .Status.LastError}}<br><span class="err">{{.Status.LastError}}</span>{{end}}</div>
-<div><b>Queue:</b> {{.Status.QueuedSamples}} samples, {{.Status.QueuedBytes}} bytes{{if .Status.Dropped}}; dropped {{.Status.Dropped}}{{end}}</div>
+<div><b>Queue:</b> {{.Status.QueuedSamples}} samples, {{.Status.QueuedBytes}} bytes{{with .Status.QueueDisk}}; {{.}}{{end}}{{if .Status.Dropped}}; dropped {{.Status.Dropped}}{{end}}</div>
+{{with .Status.QueueDiskError}}<div class="down"><b>Disk queue degraded:</b> {{.}}</div>{{end}}
 {{if .Status.Self}}<div><b>Cluster:</b> this replica {{.Status.Self}}, members {{range $i, $m := .Status.Members}}{{if $i}}, {{end}}{{$m}}{{end}}</div>{{end}}
 </header>
 <h2>Jobs</h2>

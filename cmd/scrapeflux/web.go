@@ -127,7 +127,11 @@ func (w *webServer) run(ctx context.Context) error {
 			return
 		}
 		if !w.sink.Ready() {
-			http.Error(rw, "InfluxDB is failing and there is no disk queue to hold data", http.StatusServiceUnavailable)
+			msg := "InfluxDB is failing and there is no disk queue to hold data"
+			if qs := w.sink.QueueStatus(); qs.DiskError != "" {
+				msg = "InfluxDB is failing and the disk queue refuses writes (" + qs.DiskError + "): data waits in memory up to --memory-max-bytes"
+			}
+			http.Error(rw, msg, http.StatusServiceUnavailable)
 			return
 		}
 		if st := w.sink.Stats(); w.readyWrite > 0 && st.Undelivered(time.Now()) > w.readyWrite {
@@ -195,6 +199,11 @@ var (
 	descDropped  = prometheus.NewDesc("scrapeflux_samples_dropped_total", "Samples not written, by reason.", []string{"reason"}, nil)
 	descQueued   = prometheus.NewDesc("scrapeflux_queued_samples", "Samples accepted and not yet written.", nil, nil)
 	descQBytes   = prometheus.NewDesc("scrapeflux_queued_bytes", "Bytes of line protocol not yet written.", nil, nil)
+	descQDisk    = prometheus.NewDesc("scrapeflux_queue_disk_bytes", "Bytes of the disk queue's segment files.", nil, nil)
+	descQDiskMax = prometheus.NewDesc("scrapeflux_queue_disk_max_bytes", "Bound of the disk queue's files (--queue-max-bytes; 0: no disk queue).", nil, nil)
+	descQMem     = prometheus.NewDesc("scrapeflux_queue_memory_bytes", "Bytes of queued line protocol held in memory.", []string{"kind"}, nil)
+	descQMemMax  = prometheus.NewDesc("scrapeflux_queue_memory_max_bytes", "Bound of queued data in memory that is not on disk (--memory-max-bytes).", nil, nil)
+	descQFault   = prometheus.NewDesc("scrapeflux_queue_disk_failing", "1 while the disk queue refuses writes (full or failing disk): new data waits in memory.", nil, nil)
 	descRejected = prometheus.NewDesc("scrapeflux_samples_rejected_total", "Samples InfluxDB refused, by its reason (parse, type_conflict, retention, limit, other).", []string{"reason"}, nil)
 	descWrites   = prometheus.NewDesc("scrapeflux_influx_writes_total", "Write requests to InfluxDB by outcome (ok: InfluxDB answered for every line, failed: retried).", []string{"outcome"}, nil)
 	descWriteDur = prometheus.NewDesc("scrapeflux_influx_write_seconds_total", "Time spent in write requests to InfluxDB.", nil, nil)
@@ -249,6 +258,17 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descConsec, prometheus.GaugeValue, float64(st.ConsecutiveFailures))
 	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(st.QueuedSamples))
 	ch <- prometheus.MustNewConstMetric(descQBytes, prometheus.GaugeValue, float64(st.QueuedBytes))
+	qs := c.sink.QueueStatus()
+	ch <- prometheus.MustNewConstMetric(descQDisk, prometheus.GaugeValue, float64(qs.Disk))
+	ch <- prometheus.MustNewConstMetric(descQDiskMax, prometheus.GaugeValue, float64(qs.MaxDisk))
+	ch <- prometheus.MustNewConstMetric(descQMem, prometheus.GaugeValue, float64(qs.MemoryOnly), "not_on_disk")
+	ch <- prometheus.MustNewConstMetric(descQMem, prometheus.GaugeValue, float64(qs.Memory-qs.MemoryOnly), "copy_of_disk")
+	ch <- prometheus.MustNewConstMetric(descQMemMax, prometheus.GaugeValue, float64(qs.MaxMemory))
+	var failing float64
+	if qs.DiskError != "" {
+		failing = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descQFault, prometheus.GaugeValue, failing)
 	health := map[scrape.Health]int{scrape.HealthUp: 0, scrape.HealthDown: 0, scrape.HealthUnknown: 0}
 	roles := map[string]int{scrape.RoleOwned: 0, scrape.RoleLeaving: 0, scrape.RoleSkipped: 0}
 	type counts struct{ scrapes, failures, skipped int64 }

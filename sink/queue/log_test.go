@@ -1,4 +1,4 @@
-package sink
+package queue
 
 import (
 	"bytes"
@@ -11,35 +11,36 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-func mkBatch(i, size int) *batch {
+var discard = slog.New(slog.DiscardHandler)
+
+func mkBatch(i, size int) Batch {
 	buf := []byte(fmt.Sprintf("m,i=%d v=%d 1\n", i, i))
 	for len(buf) < size {
 		buf = append(buf, fmt.Sprintf("m,i=%d,pad=%d v=1 1\n", i, len(buf))...)
 	}
-	return &batch{buf: buf, lines: 1, samples: 10 + i}
+	return Batch{Buf: buf, Lines: 1, Samples: 10 + i}
 }
 
-// openQQ opens the disk queue in dir behind a queue, as the sink does.
-func openQQ(t *testing.T, dir string, bound int64, log *slog.Logger) (*queue, lost) {
+// openQQ opens the queue in dir, as the sink does.
+func openQQ(t *testing.T, dir string, bound int64, log *slog.Logger) (*Queue, Loss) {
 	t.Helper()
 	if log == nil {
 		log = discard
 	}
-	d, recs, ls, err := openDiskQueue(dir, segmentSize(bound), log)
+	q, rec, err := Open(Config{Dir: dir, MaxBytes: bound, MaxMemoryBytes: 1 << 30, SyncInterval: time.Second, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newQueue(1<<30, bound, d, recs), ls
+	return q, rec.Damaged
 }
 
 // drain takes, checks and acknowledges every record; it returns the batch
 // indexes in order.
-func drain(t *testing.T, q *queue) []int {
+func drain(t *testing.T, q *Queue) []int {
 	t.Helper()
 	var got []int
 	for {
@@ -49,23 +50,23 @@ func drain(t *testing.T, q *queue) []int {
 		if n == 0 {
 			return got
 		}
-		j := q.take(context.Background(), 1, nil)
-		if j.readErr != nil {
-			t.Fatal(j.readErr)
+		j := q.Take(context.Background(), 1, nil)
+		if j.ReadErr != nil {
+			t.Fatal(j.ReadErr)
 		}
 		var i int
-		fmt.Sscanf(string(j.body), "m,i=%d", &i)
-		if j.samples != 10+i {
-			t.Fatalf("batch %d came back with %d samples", i, j.samples)
+		fmt.Sscanf(string(j.Body), "m,i=%d", &i)
+		if j.Samples != 10+i {
+			t.Fatalf("batch %d came back with %d samples", i, j.Samples)
 		}
 		got = append(got, i)
-		q.ack(j)
+		q.Ack(j)
 	}
 }
 
-func closeQ(t *testing.T, q *queue) {
+func closeQ(t *testing.T, q *Queue) {
 	t.Helper()
-	if _, _, err := q.spill(); err != nil {
+	if _, err := q.Spill(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -84,22 +85,20 @@ func dirBytes(t *testing.T, dir string) int64 {
 
 func TestDiskQueueOrderAcrossReopen(t *testing.T) {
 	dir := t.TempDir()
-	q, _ := openQQ(t, dir, MinQueueBytes, nil)
-	q.memMax = 0 // read everything back from disk
+	q, _ := openQQ(t, dir, MinBytes, nil)
+	q.cfg.MaxMemoryBytes = 0 // read everything back from disk
 	for i := 0; i < 6; i++ {
-		if _, _, err := q.push(mkBatch(i, 60)); err != nil {
-			t.Fatal(err)
-		}
+		q.Push(mkBatch(i, 60))
 	}
 	for i := 0; i < 2; i++ { // acknowledge two, then restart
-		q.ack(q.take(context.Background(), 1, nil))
+		q.Ack(q.Take(context.Background(), 1, nil))
 	}
 	closeQ(t, q)
-	q, ls := openQQ(t, dir, MinQueueBytes, nil)
-	if ls.bytes != 0 || ls.samples != 0 {
+	q, ls := openQQ(t, dir, MinBytes, nil)
+	if ls.Bytes != 0 || ls.Samples != 0 {
 		t.Errorf("clean reopen lost %+v", ls)
 	}
-	q.push(mkBatch(6, 60))
+	q.Push(mkBatch(6, 60))
 	if got := fmt.Sprint(drain(t, q)); got != "[2 3 4 5 6]" {
 		t.Errorf("order after reopen: %s", got)
 	}
@@ -110,17 +109,17 @@ func TestDiskQueueOrderAcrossReopen(t *testing.T) {
 // is keeping up: a crash loses nothing that was sealed.
 func TestDiskQueueWriteThrough(t *testing.T) {
 	dir := t.TempDir()
-	q, _ := openQQ(t, dir, MinQueueBytes, nil)
+	q, _ := openQQ(t, dir, MinBytes, nil)
 	for i := 0; i < 5; i++ {
-		q.push(mkBatch(i, 100))
+		q.Push(mkBatch(i, 100))
 	}
-	j := q.take(context.Background(), 1, nil) // in flight when the "crash" comes
+	j := q.Take(context.Background(), 1, nil) // in flight when the "crash" comes
 	_ = j
 	// A crash: nothing is closed or synced. Read the directory as the next
 	// process would (the lock is the kernel's, released with the process).
-	unlockDir(q.disk.lock)
-	q2, ls := openQQ(t, dir, MinQueueBytes, nil)
-	if ls.samples != 0 {
+	q.disk.lock.Close()
+	q2, ls := openQQ(t, dir, MinBytes, nil)
+	if ls.Samples != 0 {
 		t.Errorf("lost %+v", ls)
 	}
 	if got := fmt.Sprint(drain(t, q2)); got != "[0 1 2 3 4]" {
@@ -131,9 +130,9 @@ func TestDiskQueueWriteThrough(t *testing.T) {
 
 func TestDiskQueueTornTail(t *testing.T) {
 	dir := t.TempDir()
-	q, _ := openQQ(t, dir, MinQueueBytes, nil)
+	q, _ := openQQ(t, dir, MinBytes, nil)
 	for i := 0; i < 3; i++ {
-		q.push(mkBatch(i, 100))
+		q.Push(mkBatch(i, 100))
 	}
 	closeQ(t, q)
 	seg := lastSegment(t, dir)
@@ -141,14 +140,14 @@ func TestDiskQueueTornTail(t *testing.T) {
 	if err := os.Truncate(seg, st.Size()-30); err != nil { // crash mid-write of record 2
 		t.Fatal(err)
 	}
-	q, ls := openQQ(t, dir, MinQueueBytes, nil)
-	if ls.samples != 12 || ls.bytes == 0 {
+	q, ls := openQQ(t, dir, MinBytes, nil)
+	if ls.Samples != 12 || ls.Bytes == 0 {
 		t.Errorf("lost %+v, want the torn record's 12 samples", ls)
 	}
 	if got := fmt.Sprint(drain(t, q)); got != "[0 1]" {
 		t.Errorf("replayed %s, want [0 1]", got)
 	}
-	q.push(mkBatch(7, 50)) // the queue keeps working after the repair
+	q.Push(mkBatch(7, 50)) // the queue keeps working after the repair
 	if got := fmt.Sprint(drain(t, q)); got != "[7]" {
 		t.Errorf("after repair: %s", got)
 	}
@@ -181,9 +180,9 @@ func TestDiskQueueDamagedByteCostsOneRecord(t *testing.T) {
 	} {
 		t.Run(where.name, func(t *testing.T) {
 			dir := t.TempDir()
-			q, _ := openQQ(t, dir, MinQueueBytes, nil)
+			q, _ := openQQ(t, dir, MinBytes, nil)
 			for i := 0; i < 31; i++ {
-				q.push(mkBatch(i, 120))
+				q.Push(mkBatch(i, 120))
 			}
 			closeQ(t, q)
 			seg := lastSegment(t, dir)
@@ -201,8 +200,8 @@ func TestDiskQueueDamagedByteCostsOneRecord(t *testing.T) {
 			data[where.off(start, size)] ^= 0x5a // record 10
 			os.WriteFile(seg, data, 0o640)
 			var logs bytes.Buffer
-			q, ls := openQQ(t, dir, MinQueueBytes, slog.New(slog.NewTextHandler(&logs, nil)))
-			if ls.samples != 20 || ls.bytes != int64(size) {
+			q, ls := openQQ(t, dir, MinBytes, slog.New(slog.NewTextHandler(&logs, nil)))
+			if ls.Samples != 20 || ls.Bytes != int64(size) {
 				t.Errorf("lost %+v, want exactly record 10: 20 samples, %d bytes", ls, size)
 			}
 			got := drain(t, q)
@@ -231,14 +230,14 @@ func TestDiskQueueBadCursorReplaysAll(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			q, _ := openQQ(t, dir, MinQueueBytes, nil)
+			q, _ := openQQ(t, dir, MinBytes, nil)
 			for i := 0; i < 3; i++ {
-				q.push(mkBatch(i, 100))
+				q.Push(mkBatch(i, 100))
 			}
 			closeQ(t, q)
 			os.WriteFile(filepath.Join(dir, cursorFile), []byte(cursor), 0o640)
 			var logs bytes.Buffer
-			q, _ = openQQ(t, dir, MinQueueBytes, slog.New(slog.NewTextHandler(&logs, nil)))
+			q, _ = openQQ(t, dir, MinBytes, slog.New(slog.NewTextHandler(&logs, nil)))
 			if got := fmt.Sprint(drain(t, q)); got != "[0 1 2]" {
 				t.Errorf("replayed %s, want everything", got)
 			}
@@ -250,7 +249,7 @@ func TestDiskQueueBadCursorReplaysAll(t *testing.T) {
 			// trail the new one, so the next run starts after the records
 			// written.
 			logs.Reset()
-			q, _ = openQQ(t, dir, MinQueueBytes, slog.New(slog.NewTextHandler(&logs, nil)))
+			q, _ = openQQ(t, dir, MinBytes, slog.New(slog.NewTextHandler(&logs, nil)))
 			if got := drain(t, q); len(got) != 0 || logs.Len() != 0 {
 				t.Errorf("after the records were written, the next run replayed %v and logged:\n%s", got, logs.String())
 			}
@@ -265,16 +264,13 @@ func TestDiskQueueBoundHeld(t *testing.T) {
 	dir := t.TempDir()
 	const bound = 2 << 20
 	q, _ := openQQ(t, dir, bound, nil)
-	var dropped lost
+	var dropped Drops
 	var pushed int64
 	const n = 400
 	for i := 0; i < n; i++ {
 		b := mkBatch(i, 20<<10)
-		pushed += int64(b.samples)
-		d, _, err := q.push(b)
-		if err != nil {
-			t.Fatal(err)
-		}
+		pushed += int64(b.Samples)
+		d, _ := q.Push(b)
 		dropped.add(d)
 		if got := dirBytes(t, dir); got > bound {
 			t.Fatalf("after %d pushes the queue dir holds %d bytes, bound %d", i+1, got, bound)
@@ -288,8 +284,8 @@ func TestDiskQueueBoundHeld(t *testing.T) {
 	for _, i := range got {
 		kept += int64(10 + i)
 	}
-	if kept+dropped.samples != pushed {
-		t.Errorf("kept %d + dropped %d != pushed %d", kept, dropped.samples, pushed)
+	if kept+dropped.Full.Samples != pushed || !dropped.DiskError.IsZero() {
+		t.Errorf("kept %d + dropped %+v != pushed %d", kept, dropped, pushed)
 	}
 	if int64(len(got))*(20<<10) < bound*3/4 {
 		t.Errorf("kept only %d records (%d bytes) of a %d bound", len(got), len(got)*(20<<10), bound)
@@ -305,30 +301,30 @@ func TestDiskQueueBoundHeld(t *testing.T) {
 func TestQueueBoundSparesRecordInFlight(t *testing.T) {
 	for _, disk := range []bool{false, true} {
 		t.Run(fmt.Sprint("disk=", disk), func(t *testing.T) {
-			var q *queue
+			var q *Queue
 			if disk {
-				q, _ = openQQ(t, t.TempDir(), MinQueueBytes, nil)
+				q, _ = openQQ(t, t.TempDir(), MinBytes, nil)
 			} else {
-				q = newQueue(MinQueueBytes, MinQueueBytes, nil, nil)
+				q, _, _ = Open(Config{MaxMemoryBytes: MinBytes})
 			}
 			var pushed, written, dropped int64
 			for i := 0; i < 3; i++ {
 				b := mkBatch(i, 100<<10)
-				pushed += int64(b.samples)
-				q.push(b)
+				pushed += int64(b.Samples)
+				q.Push(b)
 			}
-			j := q.take(context.Background(), 1, nil)
-			if !strings.HasPrefix(string(j.body), "m,i=0 ") {
-				t.Fatalf("took %.10q, want batch 0", j.body)
+			j := q.Take(context.Background(), 1, nil)
+			if !strings.HasPrefix(string(j.Body), "m,i=0 ") {
+				t.Fatalf("took %.10q, want batch 0", j.Body)
 			}
 			for i := 3; i < 40; i++ { // far past the bound while batch 0 is written
 				b := mkBatch(i, 100<<10)
-				pushed += int64(b.samples)
-				d, _, _ := q.push(b)
-				dropped += d.samples
+				pushed += int64(b.Samples)
+				d, _ := q.Push(b)
+				dropped += d.Full.Samples + d.DiskError.Samples
 			}
-			q.ack(j)
-			written += int64(j.samples)
+			q.Ack(j)
+			written += int64(j.Samples)
 			var queued int64
 			for _, r := range q.recs {
 				queued += int64(r.samples)
@@ -348,16 +344,16 @@ func TestQueueBoundSparesRecordInFlight(t *testing.T) {
 
 func TestDiskQueueLocked(t *testing.T) {
 	dir := t.TempDir()
-	q, _ := openQQ(t, dir, MinQueueBytes, nil)
-	_, _, _, err := openDiskQueue(dir, segmentSize(MinQueueBytes), discard)
-	if !errors.Is(err, ErrQueueLocked) {
-		t.Fatalf("second open: %v, want ErrQueueLocked", err)
+	q, _ := openQQ(t, dir, MinBytes, nil)
+	_, _, err := Open(Config{Dir: dir, MaxBytes: MinBytes, MaxMemoryBytes: MinBytes, SyncInterval: time.Second})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v, want ErrLocked", err)
 	}
 	if want := fmt.Sprintf("pid %d", os.Getpid()); !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "--queue-dir") {
 		t.Errorf("error %q does not name the holder (%s) and what to do", err, want)
 	}
 	closeQ(t, q)
-	q, _ = openQQ(t, dir, MinQueueBytes, nil) // free again once closed
+	q, _ = openQQ(t, dir, MinBytes, nil) // free again once closed
 	closeQ(t, q)
 }
 
@@ -369,12 +365,12 @@ func TestDiskQueueReadsEarlierFormat(t *testing.T) {
 		b := mkBatch(i, 50)
 		h := make([]byte, recordHeaderV1)
 		putV1Header(h, b)
-		data = append(append(data, h...), b.buf...)
+		data = append(append(data, h...), b.Buf...)
 	}
 	os.WriteFile(filepath.Join(dir, "0000000000000004.seg"), data, 0o640)
 	os.WriteFile(filepath.Join(dir, cursorFile), []byte("4 0\n"), 0o640)
-	q, ls := openQQ(t, dir, MinQueueBytes, nil)
-	if ls.samples != 0 {
+	q, ls := openQQ(t, dir, MinBytes, nil)
+	if ls.Samples != 0 {
 		t.Errorf("lost %+v", ls)
 	}
 	if got := fmt.Sprint(drain(t, q)); got != "[0 1 2]" {
@@ -389,12 +385,12 @@ func TestDiskQueueReadsEarlierFormat(t *testing.T) {
 // or counted lost.
 func FuzzDiskQueueOpen(f *testing.F) {
 	dir := f.TempDir()
-	d, _, _, err := openDiskQueue(dir, 1<<20, discard)
+	d, _, _, err := openLog(OS{}, dir, 1<<20, SyncNever, discard)
 	if err != nil {
 		f.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		d.append(mkBatch(i, 40).buf, 1, 10+i, false)
+		d.append(mkBatch(i, 40).Buf, 1, 10+i, false)
 	}
 	d.close()
 	seg, _ := os.ReadFile(filepath.Join(dir, "0000000000000001.seg"))
@@ -407,7 +403,7 @@ func FuzzDiskQueueOpen(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, "0000000000000001.seg"), data, 0o640); err != nil {
 			t.Fatal(err)
 		}
-		d, recs, ls, err := openDiskQueue(dir, 1<<20, discard)
+		d, recs, ls, err := openLog(OS{}, dir, 1<<20, SyncNever, discard)
 		if err != nil {
 			t.Fatalf("open: %v", err)
 		}
@@ -419,82 +415,43 @@ func FuzzDiskQueueOpen(f *testing.F) {
 				t.Fatal(err)
 			}
 			good += r.size
-			if int64(len(body)) != r.size-recordHeaderOf(r) {
+			if int64(len(body)) != r.payload() {
 				t.Fatalf("record of %d bytes read back as %d", r.size, len(body))
 			}
 		}
-		if good+ls.bytes != int64(len(data)) {
-			t.Fatalf("replayed %d bytes + lost %d != %d in the file", good, ls.bytes, len(data))
+		if good+ls.Bytes != int64(len(data)) {
+			t.Fatalf("replayed %d bytes + lost %d != %d in the file", good, ls.Bytes, len(data))
 		}
-		if ls.samples < 0 {
-			t.Fatalf("negative loss %d", ls.samples)
+		if ls.Samples < 0 {
+			t.Fatalf("negative loss %d", ls.Samples)
 		}
 	})
 }
 
-// blockingWriter takes nothing until released.
-type blockingWriter struct {
-	mu      sync.Mutex
-	release chan struct{}
-	calls   int
-}
-
-func (b *blockingWriter) Write(ctx context.Context, body []byte) error {
-	b.mu.Lock()
-	b.calls++
-	b.mu.Unlock()
-	select {
-	case <-b.release:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// A batch refused with 400 and split is not done until its halves are
-// answered for: shutting down in between leaves all of it queued.
-func TestSplitBatchStaysQueuedUntilHalvesAnswered(t *testing.T) {
-	w := &scripted{answers: []error{&WriteError{StatusCode: 400, Message: "bad"}}, then: &blockingWriter{release: make(chan struct{})}}
-	cfg := fastConfig()
-	cfg.QueueDir = t.TempDir()
-	cfg.BatchSize = 8
-	cfg.FlushInterval = time.Hour
-	cfg.ShutdownTimeout = 100 * time.Millisecond
-	st := runSink(t, cfg, w, func(s *Sink) { push(t, s, 8) })
-	if st.QueuedSamples != 8 || st.DroppedTotal() != 0 {
-		t.Fatalf("queued %d dropped %d, want 8 and 0", st.QueuedSamples, st.DroppedTotal())
-	}
-	fw := &fakeWriter{}
-	cfg.ShutdownTimeout = time.Second
-	st = runSink(t, cfg, fw, func(s *Sink) {})
-	if st.Recovered != 8 || st.Written != 8 {
-		t.Fatalf("next run recovered %d wrote %d, want 8 and 8", st.Recovered, st.Written)
-	}
-}
-
-// scripted answers from a list, then hands over to another writer.
-type scripted struct {
-	mu      sync.Mutex
-	answers []error
-	then    Writer
-}
-
-func (s *scripted) Write(ctx context.Context, body []byte) error {
-	s.mu.Lock()
-	if len(s.answers) > 0 {
-		err := s.answers[0]
-		s.answers = s.answers[1:]
-		s.mu.Unlock()
-		return err
-	}
-	s.mu.Unlock()
-	return s.then.Write(ctx, body)
-}
-
-func putV1Header(h []byte, b *batch) {
+func putV1Header(h []byte, b Batch) {
 	binary.LittleEndian.PutUint32(h[0:], recordMagicV1)
-	binary.LittleEndian.PutUint32(h[4:], uint32(len(b.buf)))
-	binary.LittleEndian.PutUint32(h[8:], uint32(b.lines))
-	binary.LittleEndian.PutUint32(h[12:], uint32(b.samples))
-	binary.LittleEndian.PutUint32(h[16:], crc32.Checksum(b.buf, crcTable))
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(b.Buf)))
+	binary.LittleEndian.PutUint32(h[8:], uint32(b.Lines))
+	binary.LittleEndian.PutUint32(h[12:], uint32(b.Samples))
+	binary.LittleEndian.PutUint32(h[16:], crc32.Checksum(b.Buf, crcTable))
+}
+
+func TestMemoryQueueDropsOldestWhenFull(t *testing.T) {
+	q, _, err := Open(Config{MaxMemoryBytes: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(n int) Batch { return Batch{Buf: make([]byte, n), Lines: 1, Samples: n} }
+	q.Push(mk(40))
+	q.Push(mk(41))
+	if d, _ := q.Push(mk(42)); d.Full.Samples != 40 {
+		t.Fatalf("dropped %+v, want the oldest batch (40)", d)
+	}
+	// The batch being written is never dropped.
+	if j := q.Take(context.Background(), 1, nil); j.Samples != 41 {
+		t.Fatalf("took %d, want the head (41)", j.Samples)
+	}
+	if d, _ := q.Push(mk(43)); d.Full.Samples != 42 {
+		t.Fatalf("dropped %+v, want the one after the busy head (42)", d)
+	}
 }

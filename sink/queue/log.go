@@ -1,7 +1,7 @@
 // This file is long on purpose: the record format's writer, reader and
 // resynchronising scanner are one idea and are read side by side.
 
-package sink
+package queue
 
 import (
 	"bytes"
@@ -12,43 +12,43 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 )
 
-// diskQueue is the durable half of the queue: an append-only log of
-// records (one sealed batch each) in segment files under one directory.
-// Every sealed batch is appended here as soon as it is sealed, whether
-// InfluxDB is up or not, so a crash of the process (kill -9) costs at most
-// the batch still being filled: the page cache keeps what was written.
-// Records are not fsynced one by one: a power loss can cost the last
-// seconds, a process crash cannot.
+// diskLog is the durable half of the queue: an append-only log of records
+// (one sealed batch each) in segment files under one directory, and a
+// cursor file that says where the oldest record not yet written to
+// InfluxDB starts.
 //
 // A record is a 32-byte header (magic, which also tells whether the
-// payload is gzip'd, payload length, lines, samples,
-// samples written to the segment before this record, CRC-32C of the
-// payload, CRC-32C of the header) and the payload. Opening checks every
-// record: a damaged one is skipped and reading resynchronises on the next
-// record that checks out; the "samples before" field of that record says
-// exactly how many samples the damage cost. A cursor file records the
-// position of the oldest record not yet written to InfluxDB.
+// payload is gzip'd, payload length, lines, samples, samples written to the
+// segment before this record, CRC-32C of the payload, CRC-32C of the
+// header) and the payload. Opening checks every record: a damaged one is
+// skipped and reading resynchronises on the next record that checks out;
+// the "samples before" field of that record says exactly how many samples
+// the damage cost.
 //
 // Not safe for concurrent use, except read, which only touches files of
 // records the caller holds; the queue serialises the rest.
-type diskQueue struct {
+type diskLog struct {
+	fs     FS
 	dir    string
 	segMax int64
+	sync   SyncPolicy
 	log    *slog.Logger
-	lock   *os.File
+	lock   interface{ Close() error }
 
 	segs      []*segment // oldest first; the last one is written to
-	w         *os.File   // open for appending to the last segment
-	cur       *os.File   // the cursor file, open for rewriting in place
+	w         File       // open for appending to the last segment; nil after a failure to create one
+	cur       File       // the cursor file, open for rewriting in place
 	curSized  bool       // cur holds nothing past the cursor
 	curBuf    [64]byte
 	hdr       [recordHeader]byte
 	fileBytes int64 // bytes of every segment file: what the directory holds
+	nextSeq   uint64
+	// dirty: written since the last sync (segment data, cursor).
+	dirtySeg, dirtyCur bool
 }
 
 type segment struct {
@@ -67,6 +67,13 @@ type diskRecord struct {
 	gz             bool // the payload is gzip'd line protocol
 }
 
+func (d diskRecord) payload() int64 {
+	if d.v1 {
+		return d.size - recordHeaderV1
+	}
+	return d.size - recordHeader
+}
+
 const (
 	recordMagic    = 0x5346_5132 // "SFQ2"
 	recordMagicGz  = 0x5346_5133 // "SFQ3": as SFQ2, the payload gzip'd
@@ -74,10 +81,8 @@ const (
 	recordHeader   = 32
 	recordHeaderV1 = 20
 	cursorFile     = "cursor"
-	lockFile       = "lock"
+	lockFileName   = "lock"
 	segSuffix      = ".seg"
-	// MinQueueBytes is the smallest disk queue bound accepted.
-	MinQueueBytes = 1 << 20
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -89,22 +94,22 @@ func segmentSize(bound int64) int64 {
 	return min(max(bound/16, 64<<10), 64<<20)
 }
 
-// ErrQueueLocked says another process holds the queue directory.
-var ErrQueueLocked = errors.New("queue dir is in use by another process")
+// ErrLocked says another process holds the queue directory.
+var ErrLocked = errors.New("queue dir is in use by another process")
 
-// openDiskQueue opens (or creates) the queue in dir, locking it against a
-// second process. It returns the records still to send, oldest first, and
-// what damage cost.
-func openDiskQueue(dir string, segMax int64, log *slog.Logger) (*diskQueue, []diskRecord, lost, error) {
-	var ls lost
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+// openLog opens (or creates) the log in dir, locking it against a second
+// process. It returns the records still to send, oldest first, and what
+// damage cost.
+func openLog(fs FS, dir string, segMax int64, sync SyncPolicy, log *slog.Logger) (*diskLog, []diskRecord, Loss, error) {
+	var ls Loss
+	if err := fs.MkdirAll(dir); err != nil {
 		return nil, nil, ls, fmt.Errorf("cannot create queue dir: %w", err)
 	}
-	lf, err := lockDir(filepath.Join(dir, lockFile))
+	lk, err := fs.Lock(filepath.Join(dir, lockFileName))
 	if err != nil {
 		return nil, nil, ls, err
 	}
-	q := &diskQueue{dir: dir, segMax: segMax, log: log, lock: lf}
+	q := &diskLog{fs: fs, dir: dir, segMax: segMax, sync: sync, log: log, lock: lk}
 	recs, ls, err := q.load()
 	if err != nil {
 		q.close()
@@ -113,40 +118,47 @@ func openDiskQueue(dir string, segMax int64, log *slog.Logger) (*diskQueue, []di
 	return q, recs, ls, nil
 }
 
-func (q *diskQueue) load() ([]diskRecord, lost, error) {
-	var ls lost
-	names, err := filepath.Glob(filepath.Join(q.dir, "*"+segSuffix))
+func (q *diskLog) load() ([]diskRecord, Loss, error) {
+	var ls Loss
+	names, err := q.fs.List(q.dir)
 	if err != nil {
-		return nil, ls, err
+		return nil, ls, fmt.Errorf("cannot list queue dir: %w", err)
 	}
 	var seqs []uint64
 	for _, n := range names {
-		seq, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(n), segSuffix), 10, 64)
-		if err == nil {
-			seqs = append(seqs, seq)
+		if !strings.HasSuffix(n, segSuffix) {
+			continue
+		}
+		if seq, err := strconv.ParseUint(strings.TrimSuffix(n, segSuffix), 10, 64); err == nil {
+			seqs = append(seqs, seq) // List is sorted and the names fixed-width
 		}
 	}
-	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
 	curSeq, curOff, curOK := q.readCursor(seqs)
 	var recs []diskRecord
 	next := curSeq + 1
+	removed := false
 	for _, seq := range seqs {
 		next = max(next, seq+1)
 		if curOK && seq < curSeq {
-			os.Remove(q.path(seq)) // written to InfluxDB before the cursor moved on
+			// Written to InfluxDB before the cursor moved on.
+			removed = q.fs.Remove(q.path(seq)) == nil || removed
 			continue
 		}
-		s, found, l, err := q.scan(seq)
+		from := int64(0)
+		if curOK && seq == curSeq {
+			from = curOff
+		}
+		s, found, l, err := q.scan(seq, from)
 		if err != nil {
 			return nil, ls, err
 		}
 		ls.add(l)
 		skip := 0
-		if curOK && seq == curSeq {
+		if from > 0 {
 			for skip < len(found) && found[skip].off < curOff {
 				skip++
 			}
-			if skip < len(found) && curOff != found[skip].off && curOff != s.size {
+			if skip < len(found) && curOff != found[skip].off && curOff < s.size {
 				q.log.Warn("queue cursor does not point at a record; sending the whole segment again (InfluxDB keeps one point per series and time, so nothing doubles)",
 					"segment", q.path(seq), "cursor", curOff)
 				skip = 0
@@ -155,12 +167,15 @@ func (q *diskQueue) load() ([]diskRecord, lost, error) {
 		found = found[skip:]
 		s.live = len(found)
 		if s.live == 0 {
-			os.Remove(q.path(seq))
+			removed = q.fs.Remove(q.path(seq)) == nil || removed
 			continue
 		}
 		q.segs = append(q.segs, s)
 		q.fileBytes += s.size
 		recs = append(recs, found...)
+	}
+	if removed {
+		q.syncDir()
 	}
 	// Always append to a fresh segment: the old last one may end in a torn
 	// record that was cut off.
@@ -170,15 +185,18 @@ func (q *diskQueue) load() ([]diskRecord, lost, error) {
 	return recs, ls, nil
 }
 
-// lost counts what a damaged queue file or the size bound cost: line
-// protocol bytes (without record headers) and samples.
-type lost struct {
-	bytes, samples int64
+// Loss counts what was lost: line protocol bytes (without record
+// headers) and samples.
+type Loss struct {
+	Bytes, Samples int64
 }
 
-func (l *lost) add(o lost) { l.bytes += o.bytes; l.samples += o.samples }
+func (l *Loss) add(o Loss) { l.Bytes += o.Bytes; l.Samples += o.Samples }
 
-func (q *diskQueue) path(seq uint64) string {
+// IsZero reports whether nothing was lost.
+func (l Loss) IsZero() bool { return l.Bytes == 0 && l.Samples == 0 }
+
+func (q *diskLog) path(seq uint64) string {
 	return filepath.Join(q.dir, fmt.Sprintf("%016d%s", seq, segSuffix))
 }
 
@@ -254,10 +272,12 @@ func nextRecord(data []byte, off int64) int64 {
 // scan reads a segment and returns the records that check out. A damaged
 // record is skipped and reading resumes at the next intact one; what was
 // skipped is counted exactly where a later record tells how many samples
-// came before it, and from the damaged header otherwise.
-func (q *diskQueue) scan(seq uint64) (*segment, []diskRecord, lost, error) {
-	var ls lost
-	data, err := os.ReadFile(q.path(seq))
+// came before it, and from the damaged header otherwise. Damage that ends
+// before from (the cursor: records already written to InfluxDB) costs
+// nothing and is not counted.
+func (q *diskLog) scan(seq uint64, from int64) (*segment, []diskRecord, Loss, error) {
+	var ls Loss
+	data, err := q.fs.ReadFile(q.path(seq))
 	if err != nil {
 		return nil, nil, ls, fmt.Errorf("cannot read queue segment: %w", err)
 	}
@@ -268,8 +288,8 @@ func (q *diskQueue) scan(seq uint64) (*segment, []diskRecord, lost, error) {
 	for off := int64(0); off < int64(len(data)); {
 		h, ok := recordAt(data, off)
 		if ok {
-			if !h.v1 && h.before > expect {
-				ls.samples += int64(h.before - expect) // records lost in a damaged stretch
+			if !h.v1 && h.before > expect && off > from {
+				ls.Samples += int64(h.before - expect) // records lost in a damaged stretch
 			}
 			if !h.v1 {
 				expect = h.before
@@ -279,49 +299,77 @@ func (q *diskQueue) scan(seq uint64) (*segment, []diskRecord, lost, error) {
 			off += h.size
 			continue
 		}
-		damaged++
 		next := nextRecord(data, off)
 		if next < 0 {
 			// A damaged or torn tail. Its header, if intact, says what it held.
-			if hh, hok := parseHeader(data[off:]); hok {
-				ls.samples += int64(hh.samples)
+			if off >= from {
+				damaged++
+				if hh, hok := parseHeader(data[off:]); hok {
+					ls.Samples += int64(hh.samples)
+				}
+				ls.Bytes += int64(len(data)) - off
 			}
-			ls.bytes += int64(len(data)) - off
 			break
 		}
-		ls.bytes += next - off
+		if next > from {
+			damaged++
+			ls.Bytes += next - off
+		}
 		off = next
 	}
 	s.samples = expect
 	if damaged > 0 {
 		q.log.Error("queue segment is damaged: skipped the damaged bytes and kept every intact record",
-			"segment", q.path(seq), "damaged_stretches", damaged, "lost_bytes", ls.bytes,
-			"lost_samples", ls.samples, "records_kept", len(recs))
+			"segment", q.path(seq), "damaged_stretches", damaged, "lost_bytes", ls.Bytes,
+			"lost_samples", ls.Samples, "records_kept", len(recs))
 	}
 	return s, recs, ls, nil
 }
 
-func (q *diskQueue) newSegment(seq uint64) error {
+// newSegment starts segment seq and makes it the one written to. The
+// segment before it is synced first (unless the policy is never), and the
+// new file's directory entry is made durable before a record goes in it.
+func (q *diskLog) newSegment(seq uint64) error {
 	if q.w != nil {
+		if q.sync != SyncNever && q.dirtySeg {
+			if err := q.w.Sync(); err != nil {
+				return fmt.Errorf("cannot sync queue segment: %w", err)
+			}
+			q.dirtySeg = false
+		}
 		q.w.Close()
 		q.w = nil
 	}
-	f, err := os.OpenFile(q.path(seq), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	f, err := q.fs.OpenFile(q.path(seq), os.O_CREATE|os.O_WRONLY|os.O_TRUNC)
 	if err != nil {
 		return fmt.Errorf("cannot create queue segment: %w", err)
 	}
+	if q.sync != SyncNever {
+		if err := q.fs.SyncDir(q.dir); err != nil {
+			f.Close()
+			q.fs.Remove(q.path(seq))
+			return fmt.Errorf("cannot sync queue dir: %w", err)
+		}
+	}
 	q.w = f
 	q.segs = append(q.segs, &segment{seq: seq})
+	q.nextSeq = seq + 1
 	return nil
 }
 
-func (q *diskQueue) active() *segment { return q.segs[len(q.segs)-1] }
+func (q *diskLog) active() *segment { return q.segs[len(q.segs)-1] }
 
 // append writes a record for buf (gzip'd when gz) at the end, rotating
-// segments.
-func (q *diskQueue) append(buf []byte, lines, samples int, gz bool) (diskRecord, error) {
-	last := q.active()
+// segments. A failed write is cut off again, so a partly written record
+// never has a good one appended behind it.
+func (q *diskLog) append(buf []byte, lines, samples int, gz bool) (diskRecord, error) {
 	size := recordHeader + int64(len(buf))
+	if q.w == nil {
+		if err := q.newSegment(q.nextSeq); err != nil {
+			return diskRecord{}, err
+		}
+	}
+	last := q.active()
 	if last.size > 0 && last.size+size > q.segMax {
 		if err := q.newSegment(last.seq + 1); err != nil {
 			return diskRecord{}, err
@@ -347,6 +395,14 @@ func (q *diskQueue) append(buf []byte, lines, samples int, gz bool) (diskRecord,
 	if _, err := q.w.Write(buf); err != nil {
 		return diskRecord{}, q.writeFailed(last, err)
 	}
+	if q.sync == SyncAlways {
+		if err := q.w.Sync(); err != nil {
+			// Written but maybe not durable: the record stays in memory.
+			return diskRecord{}, q.writeFailed(last, fmt.Errorf("cannot sync: %w", err))
+		}
+	} else {
+		q.dirtySeg = true
+	}
 	r := diskRecord{seg: last, off: last.size, size: size, lines: lines, samples: samples, gz: gz}
 	last.size += size
 	last.samples += uint64(samples)
@@ -355,24 +411,26 @@ func (q *diskQueue) append(buf []byte, lines, samples int, gz bool) (diskRecord,
 	return r, nil
 }
 
-// writeFailed starts a new segment after a failed write, so a partly
-// written record never has a good one appended behind it.
-func (q *diskQueue) writeFailed(s *segment, err error) error {
-	if st, serr := q.w.Stat(); serr == nil {
-		q.fileBytes += st.Size() - s.size
-		s.size = st.Size()
-	}
-	if nerr := q.newSegment(s.seq + 1); nerr == nil {
+// writeFailed cuts a failed record off the end of s. When that fails too,
+// the segment is closed and the next append starts a new one.
+func (q *diskLog) writeFailed(s *segment, err error) error {
+	if terr := q.w.Truncate(s.size); terr != nil {
+		if n, serr := q.w.Size(); serr == nil {
+			q.fileBytes += n - s.size
+			s.size = n
+		}
+		q.w.Close()
+		q.w = nil
 		q.dropIfDone(s)
 	}
-	return fmt.Errorf("cannot write queue: %w", err)
+	return fmt.Errorf("cannot write to the queue: %w", err)
 }
 
 // read returns the payload of r, read into buf's spare room. It touches
 // only r's file, which stays while r is live, so it may run without the
 // queue's lock.
-func (q *diskQueue) read(r diskRecord, buf []byte) ([]byte, error) {
-	f, err := os.Open(q.path(r.seg.seq))
+func (q *diskLog) read(r diskRecord, buf []byte) ([]byte, error) {
+	f, err := q.fs.OpenFile(q.path(r.seg.seq), os.O_RDONLY)
 	if err != nil {
 		return buf, fmt.Errorf("cannot open queue segment: %w", err)
 	}
@@ -396,13 +454,13 @@ func (q *diskQueue) read(r diskRecord, buf []byte) ([]byte, error) {
 
 // release marks r written or dropped; a segment file goes once none of
 // its records is live.
-func (q *diskQueue) release(r diskRecord) {
+func (q *diskLog) release(r diskRecord) {
 	r.seg.live--
 	q.dropIfDone(r.seg)
 }
 
-func (q *diskQueue) dropIfDone(s *segment) {
-	if s.live > 0 || s == q.active() {
+func (q *diskLog) dropIfDone(s *segment) {
+	if s.live > 0 || (s == q.active() && q.w != nil) {
 		return
 	}
 	for i, o := range q.segs {
@@ -412,13 +470,26 @@ func (q *diskQueue) dropIfDone(s *segment) {
 		}
 	}
 	q.fileBytes -= s.size
-	os.Remove(q.path(s.seq))
+	if q.fs.Remove(q.path(s.seq)) == nil {
+		q.syncDir()
+	}
+}
+
+// syncDir makes removals durable; a failure costs only a file that comes
+// back after a power cut holding records the cursor has passed.
+func (q *diskLog) syncDir() {
+	if q.sync != SyncNever {
+		_ = q.fs.SyncDir(q.dir)
+	}
 }
 
 // drained is called when nothing is queued: a large active segment that
 // holds only written data is replaced by a fresh one, so a drained queue
 // leaves little on disk.
-func (q *diskQueue) drained() {
+func (q *diskLog) drained() {
+	if q.w == nil {
+		return
+	}
 	last := q.active()
 	if last.live == 0 && last.size >= min(q.segMax/4, 1<<20) {
 		if err := q.newSegment(last.seq + 1); err == nil {
@@ -430,34 +501,67 @@ func (q *diskQueue) drained() {
 // saveCursor records where the oldest unwritten record is. Without one,
 // the position is the end of the active segment. The cursor is rewritten
 // in place, fixed width, with one write: a process that dies cannot leave
-// half of it (a power loss can; the whole queue is then sent again), and
-// a write per acknowledgement costs one system call rather than a file
-// created and renamed.
-func (q *diskQueue) saveCursor(first *diskRecord) {
-	seq, off := q.active().seq, q.active().size
-	if first != nil {
+// half of it; after a power cut the last synced cursor is read (a torn
+// one is ignored and the whole queue sent again), which at worst sends
+// written records again, never skips one.
+func (q *diskLog) saveCursor(first *diskRecord) error {
+	var seq uint64
+	var off int64
+	switch {
+	case first != nil:
 		seq, off = first.seg.seq, first.off
+	case q.w != nil:
+		seq, off = q.active().seq, q.active().size
+	default:
+		return nil
 	}
 	if q.cur == nil {
-		f, err := os.OpenFile(filepath.Join(q.dir, cursorFile), os.O_RDWR|os.O_CREATE, 0o640)
+		f, err := q.fs.OpenFile(filepath.Join(q.dir, cursorFile), os.O_RDWR|os.O_CREATE)
 		if err != nil {
-			return
+			return fmt.Errorf("cannot open queue cursor: %w", err)
 		}
 		q.cur = f
 	}
 	b := fmt.Appendf(q.curBuf[:0], "%020d %020d\n", seq, off)
-	if _, err := q.cur.WriteAt(b, 0); err == nil && !q.curSized {
+	if _, err := q.cur.WriteAt(b, 0); err != nil {
+		return fmt.Errorf("cannot write queue cursor: %w", err)
+	}
+	if !q.curSized {
 		// Whatever the file held before (an earlier version's cursor, a
 		// damaged one) must not trail this one.
 		q.curSized = q.cur.Truncate(int64(len(b))) == nil
 	}
+	q.dirtyCur = true
+	if q.sync == SyncAlways {
+		return q.syncFiles()
+	}
+	return nil
+}
+
+// syncFiles makes the records appended and the cursor saved so far
+// durable: the segment first, so a durable cursor never points past
+// durable records.
+func (q *diskLog) syncFiles() error {
+	if q.dirtySeg && q.w != nil {
+		if err := q.w.Sync(); err != nil {
+			return fmt.Errorf("cannot sync queue segment: %w", err)
+		}
+	}
+	q.dirtySeg = false
+	if q.dirtyCur && q.cur != nil {
+		if err := q.cur.Sync(); err != nil {
+			return fmt.Errorf("cannot sync queue cursor: %w", err)
+		}
+	}
+	q.dirtyCur = false
+	return nil
 }
 
 // readCursor reads the cursor. A missing one means nothing was written
 // yet; a damaged one, or one past every segment, is reported and ignored:
 // the whole queue is sent again rather than lost.
-func (q *diskQueue) readCursor(seqs []uint64) (uint64, int64, bool) {
-	data, err := os.ReadFile(filepath.Join(q.dir, cursorFile))
+func (q *diskLog) readCursor(seqs []uint64) (uint64, int64, bool) {
+	data, err := q.fs.ReadFile(filepath.Join(q.dir, cursorFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, 0, false
 	}
@@ -487,7 +591,7 @@ func (q *diskQueue) readCursor(seqs []uint64) (uint64, int64, bool) {
 	return seq, off, true
 }
 
-func (q *diskQueue) close() error {
+func (q *diskLog) close() error {
 	var err error
 	if q.w != nil {
 		err = q.w.Sync()
@@ -497,11 +601,14 @@ func (q *diskQueue) close() error {
 		q.w = nil
 	}
 	if q.cur != nil {
+		if serr := q.cur.Sync(); err == nil {
+			err = serr
+		}
 		q.cur.Close()
 		q.cur = nil
 	}
 	if q.lock != nil {
-		unlockDir(q.lock)
+		q.lock.Close()
 		q.lock = nil
 	}
 	return err

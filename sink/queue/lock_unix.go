@@ -1,6 +1,6 @@
 //go:build unix
 
-package sink
+package queue
 
 import (
 	"errors"
@@ -27,7 +27,7 @@ func lockDir(path string) (*os.File, error) {
 			if holder == "" {
 				holder = "unknown"
 			}
-			return nil, fmt.Errorf("%w (pid %s holds %s): give each scrapeflux process its own --queue-dir", ErrQueueLocked, holder, path)
+			return nil, fmt.Errorf("%w (pid %s holds %s): give each scrapeflux process its own --queue-dir", ErrLocked, holder, path)
 		}
 		return nil, fmt.Errorf("cannot lock queue dir: %w", err)
 	}
