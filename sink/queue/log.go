@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -49,6 +50,15 @@ type diskLog struct {
 	nextSeq   uint64
 	// dirty: written since the last sync (segment data, cursor).
 	dirtySeg, dirtyCur bool
+	// counted: damaged stretches (segment, offset) counted as lost by an
+	// earlier open, kept in damageFile so a restart does not count them
+	// again; found: those of this open.
+	counted, found map[stretch]bool
+}
+
+type stretch struct {
+	seq uint64
+	off int64
 }
 
 type segment struct {
@@ -81,6 +91,7 @@ const (
 	recordHeader   = 32
 	recordHeaderV1 = 20
 	cursorFile     = "cursor"
+	damageFile     = "damage"
 	lockFileName   = "lock"
 	segSuffix      = ".seg"
 )
@@ -134,6 +145,7 @@ func (q *diskLog) load() ([]diskRecord, Loss, error) {
 		}
 	}
 	curSeq, curOff, curOK := q.readCursor(seqs)
+	q.readDamage()
 	var recs []diskRecord
 	next := curSeq + 1
 	removed := false
@@ -174,6 +186,7 @@ func (q *diskLog) load() ([]diskRecord, Loss, error) {
 		q.fileBytes += s.size
 		recs = append(recs, found...)
 	}
+	q.writeDamage()
 	if removed {
 		q.syncDir()
 	}
@@ -285,12 +298,14 @@ func (q *diskLog) scan(seq uint64, from int64) (*segment, []diskRecord, Loss, er
 	var recs []diskRecord
 	var expect uint64 // samples the records so far account for
 	damaged := 0
+	var known bool // the stretch being skipped was counted by an earlier open
 	for off := int64(0); off < int64(len(data)); {
 		h, ok := recordAt(data, off)
 		if ok {
-			if !h.v1 && h.before > expect && off > from {
+			if !h.v1 && h.before > expect && off > from && !known {
 				ls.Samples += int64(h.before - expect) // records lost in a damaged stretch
 			}
+			known = false
 			if !h.v1 {
 				expect = h.before
 			}
@@ -300,6 +315,15 @@ func (q *diskLog) scan(seq uint64, from int64) (*segment, []diskRecord, Loss, er
 			continue
 		}
 		next := nextRecord(data, off)
+		st := stretch{seq, off}
+		q.found[st] = true
+		if known = q.counted[st]; known {
+			off = next
+			if next < 0 {
+				break
+			}
+			continue
+		}
 		if next < 0 {
 			// A damaged or torn tail. Its header, if intact, says what it held.
 			if off >= from {
@@ -324,6 +348,46 @@ func (q *diskLog) scan(seq uint64, from int64) (*segment, []diskRecord, Loss, er
 			"lost_samples", ls.Samples, "records_kept", len(recs))
 	}
 	return s, recs, ls, nil
+}
+
+// readDamage reads the stretches earlier opens counted.
+func (q *diskLog) readDamage() {
+	q.counted, q.found = map[stretch]bool{}, map[stretch]bool{}
+	data, err := q.fs.ReadFile(filepath.Join(q.dir, damageFile))
+	if err != nil {
+		return
+	}
+	for _, ln := range strings.Split(string(data), "\n") {
+		var st stretch
+		if _, err := fmt.Sscanf(ln, "%d %d", &st.seq, &st.off); err == nil {
+			q.counted[st] = true
+		}
+	}
+}
+
+// writeDamage records the stretches of the segments kept, so they are
+// counted once. A failure costs a second count after a restart, no data.
+func (q *diskLog) writeDamage() {
+	if maps.Equal(q.found, q.counted) {
+		return
+	}
+	var b []byte
+	for st := range q.found {
+		b = fmt.Appendf(b, "%d %d\n", st.seq, st.off)
+	}
+	name := filepath.Join(q.dir, damageFile)
+	f, err := q.fs.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC)
+	if err != nil {
+		return
+	}
+	if _, err := f.Write(b); err == nil {
+		_ = f.Sync()
+	}
+	f.Close()
+	if len(q.found) == 0 {
+		_ = q.fs.Remove(name)
+	}
+	_ = q.fs.SyncDir(q.dir)
 }
 
 // newSegment starts segment seq and makes it the one written to. The
@@ -606,6 +670,21 @@ func (q *diskLog) close() error {
 		}
 		q.cur.Close()
 		q.cur = nil
+	}
+	// Whatever the policy, a closed queue's files are all durable; with
+	// never, segments before the active one were not synced when rolled.
+	if q.sync == SyncNever {
+		for _, sg := range q.segs {
+			if f, oerr := q.fs.OpenFile(q.path(sg.seq), os.O_RDWR); oerr == nil {
+				if serr := f.Sync(); err == nil {
+					err = serr
+				}
+				f.Close()
+			}
+		}
+	}
+	if serr := q.fs.SyncDir(q.dir); err == nil {
+		err = serr
 	}
 	if q.lock != nil {
 		q.lock.Close()
