@@ -77,7 +77,7 @@ unit:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzConvert$$' -fuzztime $(FUZZ_CONVERT) -fuzzminimizetime 1000x ./sink/
-	$(GO) test -run '^$$' -fuzz '^FuzzDiskQueueOpen$$' -fuzztime $(FUZZ_QUEUE) -fuzzminimizetime 1000x ./sink/
+	$(GO) test -run '^$$' -fuzz '^FuzzDiskQueueOpen$$' -fuzztime $(FUZZ_QUEUE) -fuzzminimizetime 1000x ./sink/queue/
 
 # Benchmarks: parse + convert per capture and layout (ns/sample, B/sample,
 # allocs/sample), the sink after conversion (CPU-ns/sample, gzip on and

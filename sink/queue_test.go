@@ -1,10 +1,16 @@
 package sink
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/scrapeflux/scrapeflux/sink/queue"
 )
 
 // blockingWriter takes nothing until released.
@@ -64,4 +70,86 @@ func (s *scripted) Write(ctx context.Context, body []byte) error {
 	}
 	s.mu.Unlock()
 	return s.then.Write(ctx, body)
+}
+
+// Run returns once its context is cancelled, without Close: it stops
+// taking scrapes, keeps writing for ShutdownTimeout and spills the rest.
+func TestRunReturnsOnCancelWithoutClose(t *testing.T) {
+	cfg := fastConfig()
+	cfg.QueueDir = t.TempDir()
+	cfg.ShutdownTimeout = 100 * time.Millisecond
+	s, err := New(cfg, &blockingWriter{release: make(chan struct{})}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	push(t, s, 5)
+	waitQueued(t, s, 5)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s of its context's end")
+	}
+	if st := s.Stats(); st.QueuedSamples != 5 || st.DroppedTotal() != 0 {
+		t.Fatalf("queued %d dropped %d, want 5 on disk and none dropped", st.QueuedSamples, st.DroppedTotal())
+	}
+}
+
+// Without a queue dir the queue lives in memory, bounded by
+// --memory-max-bytes (64 MiB by default), not by --queue-max-bytes (1 GiB).
+func TestMemoryOnlyQueueBoundedByMemoryMax(t *testing.T) {
+	cfg := fastConfig()
+	cfg.MaxMemoryBytes = 600
+	cfg.BatchSize = 1
+	down := &fakeWriter{}
+	for i := 0; i < 10000; i++ {
+		down.answers = append(down.answers, errors.New("down"))
+	}
+	cfg.ShutdownTimeout = 10 * time.Millisecond
+	st := runSink(t, cfg, down, func(s *Sink) {
+		push(t, s, 40)
+		waitFor(t, func() bool { return s.Stats().Dropped["queue_full"] > 0 })
+		if b := s.QueueStatus().Payload; b > 600+100 {
+			t.Errorf("memory queue holds %d bytes, bound 600", b)
+		}
+	})
+	if st.Dropped["queue_full"] == 0 {
+		t.Fatal("nothing dropped past the memory bound")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Drops are logged when they start and then as one summary a minute by
+// reason, not once per batch.
+func TestDropLogSummarises(t *testing.T) {
+	var logs bytes.Buffer
+	d := dropLog{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	t0 := time.Unix(1_700_000_000, 0)
+	for i := 0; i < 120; i++ { // two minutes of a drop per second
+		d.add(DropDiskError, queue.Loss{Bytes: 100, Samples: 10})
+		d.report(t0.Add(time.Duration(i)*time.Second), false)
+	}
+	d.report(t0.Add(121*time.Second), true)
+	if n := strings.Count(logs.String(), "reason=disk_error"); n != 3 {
+		t.Fatalf("two minutes of drops took %d log lines, want 3 (start, a minute later, final):\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "samples=600") || !strings.Contains(logs.String(), "free space") {
+		t.Fatalf("summary does not give counts and what to do:\n%s", logs.String())
+	}
 }

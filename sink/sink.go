@@ -184,7 +184,7 @@ type Sink struct {
 	cur     *queue.Batch
 	gz      gzipBatch      // cur's gzip member when batches are gzip'd
 	sealed  []*queue.Batch // sealed, not pushed yet
-	sealedC chan struct{} // cap 1: sealed holds batches
+	sealedC chan struct{}  // cap 1: sealed holds batches
 	// batchCap: the largest plain batch so far, to size the next one.
 	batchCap int
 

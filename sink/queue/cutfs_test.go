@@ -52,7 +52,7 @@ func (c *cutFS) OpenFile(name string, flag int) (File, error) {
 	if flag&os.O_TRUNC != 0 {
 		ino.data = nil
 	}
-	return &cutFile{fs: c, ino: ino}, nil
+	return &cutFile{fs: c, ino: ino, append: flag&os.O_APPEND != 0}, nil
 }
 
 func (c *cutFS) ReadFile(name string) ([]byte, error) {
@@ -137,12 +137,18 @@ func (c *cutFS) cut() {
 }
 
 type cutFile struct {
-	fs  *cutFS
-	ino *inode
-	pos int64
+	fs     *cutFS
+	ino    *inode
+	pos    int64
+	append bool
 }
 
 func (f *cutFile) Write(b []byte) (int, error) {
+	if f.append {
+		f.fs.mu.Lock()
+		f.pos = int64(len(f.ino.data))
+		f.fs.mu.Unlock()
+	}
 	n, err := f.WriteAt(b, f.pos)
 	f.pos += int64(n)
 	return n, err
@@ -207,4 +213,3 @@ func (f *cutFile) Size() (int64, error) {
 func (f *cutFile) Close() error { return nil }
 
 var errNoSpace = errors.New("no space left on device")
-

@@ -53,7 +53,7 @@ func (OS) OpenFile(name string, flag int) (File, error) {
 }
 
 func (OS) ReadFile(name string) ([]byte, error) { return os.ReadFile(name) }
-func (OS) Remove(name string) error            { return os.Remove(name) }
+func (OS) Remove(name string) error             { return os.Remove(name) }
 
 func (OS) List(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)

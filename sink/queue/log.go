@@ -404,7 +404,9 @@ func (q *diskLog) newSegment(seq uint64) error {
 		q.w.Close()
 		q.w = nil
 	}
-	f, err := q.fs.OpenFile(q.path(seq), os.O_CREATE|os.O_WRONLY|os.O_TRUNC)
+	// O_APPEND: after a failed write is cut off, the next one lands at
+	// the new end, not at the old offset past a hole.
+	f, err := q.fs.OpenFile(q.path(seq), os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND)
 	if err != nil {
 		return fmt.Errorf("cannot create queue segment: %w", err)
 	}
