@@ -1,6 +1,7 @@
 package scrape
 
 import (
+	"context"
 	"slices"
 	"strings"
 
@@ -27,6 +28,14 @@ type Appender interface {
 	Append(s *Sample) error
 	Commit() error
 	Rollback()
+}
+
+// RoomWaiter is an Appender that can say the store is behind. A loop
+// calls WaitRoom before it fetches, so it waits holding no body and no
+// CPU slot; without it a loop would fetch and then wait in Commit, and
+// every target's body would be held at once.
+type RoomWaiter interface {
+	WaitRoom(ctx context.Context) error
 }
 
 // Appendable makes the Appender for a target's loop when it starts. ident

@@ -178,6 +178,14 @@ func (l *loop) run(ctx context.Context) {
 // difference is the start lag, exported as a metric.
 func (l *loop) scrape(ctx context.Context, start, slot time.Time, delay time.Duration) {
 	ts := slot.UnixMilli()
+	var roomWait time.Duration
+	if rw, ok := l.app.(RoomWaiter); ok {
+		t0 := time.Now()
+		if rw.WaitRoom(ctx) != nil {
+			return // shutting down
+		}
+		roomWait = time.Since(t0)
+	}
 	sctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
 	defer l.fetcher.release()
 	body, contentType, err := l.fetcher.fetch(sctx, l.timeout)
@@ -200,7 +208,7 @@ func (l *loop) scrape(ctx context.Context, start, slot time.Time, delay time.Dur
 		return
 	}
 	defer func() { <-cpuSlots }()
-	waited := time.Since(waitStart)
+	waited := time.Since(waitStart) + roomWait
 	if err == nil {
 		n, warn, err = l.parser.ParseLimit(body, contentType, ts, l.cfg.HonorTimestamps, l.cfg.SampleLimit, l.app)
 	}

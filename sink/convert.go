@@ -7,6 +7,7 @@ package sink
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"hash/maphash"
 	"math"
@@ -169,6 +170,9 @@ func (c *converter) addField(sc *scratch, k0, n0 int, ts int64, v float64) {
 	}
 	pl.tail = fi
 }
+
+// WaitRoom waits until the sink can take a scrape (see Sink.WaitRoom).
+func (c *converter) WaitRoom(ctx context.Context) error { return c.sink.WaitRoom(ctx) }
 
 // Rollback forgets everything appended since the last Commit.
 func (c *converter) Rollback() {

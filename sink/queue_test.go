@@ -153,3 +153,45 @@ func TestDropLogSummarises(t *testing.T) {
 		t.Fatalf("summary does not give counts and what to do:\n%s", logs.String())
 	}
 }
+
+// While the batcher is behind (a disk queue that takes a second per
+// append), WaitRoom holds scrape loops back before they fetch, and lets
+// them go once there is room.
+func TestWaitRoomHoldsLoopsBack(t *testing.T) {
+	s, err := New(fastConfig(), &fakeWriter{}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No batcher runs: sealed batches pile up as behind a stalled disk.
+	for i := 0; i < maxSealed; i++ {
+		s.bmu.Lock()
+		s.sealed = append(s.sealed, &queue.Batch{Lines: 1})
+		s.bmu.Unlock()
+	}
+	waiting := make(chan error, 1)
+	go func() { waiting <- s.WaitRoom(context.Background()) }()
+	select {
+	case <-waiting:
+		t.Fatal("WaitRoom returned with the hand-off full")
+	case <-time.After(50 * time.Millisecond):
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.WaitRoom(ctx); err == nil {
+		t.Fatal("WaitRoom ignored its context")
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(context.Background()) }() // the batcher takes the sealed batches
+	select {
+	case err := <-waiting:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitRoom did not return once the batcher took the batches")
+	}
+	s.Close()
+	if err := <-ran; err != nil {
+		t.Fatal(err)
+	}
+}

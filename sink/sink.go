@@ -179,8 +179,11 @@ type Sink struct {
 	// hand-over to another goroutine. A batch that reaches BatchSize is
 	// sealed on the spot; the batcher goroutine seals by time and pushes
 	// sealed batches into the queue, one pusher as the queue wants.
-	bmu     sync.Mutex
-	bcond   sync.Cond // on bmu: sealed shrank, or the sink is closing
+	bmu   sync.Mutex
+	bcond sync.Cond // on bmu: sealed shrank, or the sink is closing
+	// room is closed when sealed shrinks below maxSealed; nil while
+	// nobody waits (see WaitRoom).
+	room    chan struct{}
 	cur     *queue.Batch
 	gz      gzipBatch      // cur's gzip member when batches are gzip'd
 	sealed  []*queue.Batch // sealed, not pushed yet
@@ -318,6 +321,32 @@ func (s *Sink) put(c *chunk) error {
 		}
 	}
 	return nil
+}
+
+// WaitRoom waits while the sink cannot take another scrape (the batcher
+// is behind: a slow or refusing disk queue). A scrape loop calls it
+// before it fetches, so a stalled queue holds loops back while they hold
+// no body and no CPU slot: memory does not grow with the number of
+// targets.
+func (s *Sink) WaitRoom(ctx context.Context) error {
+	for {
+		s.bmu.Lock()
+		if len(s.sealed) < maxSealed || s.isClosing() {
+			s.bmu.Unlock()
+			return nil
+		}
+		if s.room == nil {
+			s.room = make(chan struct{})
+		}
+		room := s.room
+		s.bmu.Unlock()
+		select {
+		case <-room:
+		case <-s.closing:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func (s *Sink) isClosing() bool {
@@ -483,6 +512,10 @@ func (s *Sink) batch() {
 		todo := s.sealed
 		s.sealed = nil
 		s.bcond.Broadcast()
+		if s.room != nil {
+			close(s.room)
+			s.room = nil
+		}
 		s.bmu.Unlock()
 		for _, b := range todo {
 			dropped, reuse := s.q.Push(*b)

@@ -504,7 +504,7 @@ func (q *Queue) fill(j *Job, buf []byte) {
 	j.Merged = true
 	buf = buf[:0]
 	for _, r := range j.recs {
-		if r.buf != nil {
+		if r.buf != nil || !r.onDisk() {
 			buf = append(buf, r.buf...)
 			continue
 		}
