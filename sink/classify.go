@@ -60,6 +60,10 @@ func classify(err error) (act writeAction, wait time.Duration) {
 		return actTooLarge, 0
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		return actRetry, we.RetryAfter
+	case code >= 500 && strings.Contains(we.Message, "retention policy not found"):
+		// 1.x answers 500 to a write into a missing retention policy:
+		// a configuration problem, not an overloaded server.
+		return actNeedsPerson, 0
 	case code == http.StatusRequestTimeout || code >= 500:
 		return actRetry, we.RetryAfter
 	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusNotFound:
@@ -80,6 +84,8 @@ func hint(err error) string {
 	switch c := we.StatusCode; {
 	case c == http.StatusUnauthorized || c == http.StatusForbidden:
 		return "InfluxDB refused the credentials: check the token file (--influx-token-file) and the user's write permission; data stays queued"
+	case strings.Contains(we.Message, "retention policy not found"):
+		return "the InfluxDB 1.x retention policy named in --influx-bucket (database/retention-policy) does not exist: create it (CREATE RETENTION POLICY) or name another; data stays queued and writes resume within seconds of the fix"
 	case c == http.StatusNotFound && strings.Contains(we.Message, "database not found"):
 		return "the InfluxDB 1.x database does not exist: create it (CREATE DATABASE), or let scrapeflux create it (--influx-create-database, on by default); data stays queued"
 	case c == http.StatusNotFound && strings.Contains(we.Message, "bucket"):
@@ -158,8 +164,10 @@ func refusalClass(msg string) string {
 		return "type_conflict"
 	case strings.Contains(msg, "beyond retention policy"):
 		return "retention"
-	case strings.Contains(msg, "limit exceeded"):
+	case strings.Contains(msg, "limit exceeded"), strings.Contains(msg, "would exceed"), strings.Contains(msg, "too large"):
 		return "limit"
+	case strings.Contains(msg, "invalid column type"):
+		return "type_conflict"
 	default:
 		return "other"
 	}

@@ -13,11 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unsafe"
 
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
-	"github.com/influxdata/influxdb-client-go/v2/api"
-	ihttp "github.com/influxdata/influxdb-client-go/v2/api/http"
 	"github.com/klauspost/compress/gzip"
 	promconfig "github.com/prometheus/common/config"
 )
@@ -39,7 +36,65 @@ type InfluxConfig struct {
 	// proxy in front of it) that verifies clients; read again for every
 	// new connection, so a renewed certificate is used without a restart.
 	CertFile, KeyFile string
+	// API is the write API to speak; APIAuto asks the server's /ping.
+	API API
 }
+
+// API is an InfluxDB write API: where writes go and how answers read.
+type API int
+
+const (
+	// APIAuto: read /ping's version headers at the first write and after
+	// the server was unreachable.
+	APIAuto API = iota
+	// APIv1: InfluxDB 1.x; /api/v2/write from 1.8 on (/write before),
+	// text errors, "partial write: ... dropped=N".
+	APIv1
+	// APIv2: InfluxDB 2.x OSS and Cloud: /api/v2/write, JSON code and
+	// message, a parse error refuses the whole request and names one line.
+	APIv2
+	// APIv3: InfluxDB 3 Core and Enterprise: /api/v3/write_lp with
+	// accept_partial, JSON errors naming every refused line by number.
+	APIv3
+)
+
+var apiNames = [...]string{"auto", "v1", "v2", "v3"}
+
+func (a API) String() string { return apiNames[a] }
+
+// ParseAPI reads auto, v1, v2 or v3.
+func ParseAPI(s string) (API, error) {
+	for i, n := range apiNames {
+		if strings.EqualFold(s, n) {
+			return API(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown InfluxDB API %q: use auto, v1, v2 or v3", s)
+}
+
+// ServerInfo is what /ping said of the server.
+type ServerInfo struct {
+	// Version and Build as the server names them ("1.8.10"/"OSS",
+	// "v2.7.12"/"OSS", "3.11.0"/"Core"); empty when it did not say.
+	Version, Build string
+	// API is the write API used with it.
+	API API
+}
+
+// redactedURL is u with any password replaced, for messages; a URL that
+// does not parse is cut at its last '@'.
+func redactedURL(u string) string {
+	if p, err := url.Parse(u); err == nil {
+		return p.Redacted()
+	}
+	if i := strings.LastIndex(u, "@"); i >= 0 {
+		return "xxxxx" + u[i:]
+	}
+	return u
+}
+
+// RedactURL is u fit for a log line or a page: its password replaced.
+func RedactURL(u string) string { return redactedURL(u) }
 
 // database is the 1.x database named by the bucket (database or
 // database/retention-policy).
@@ -53,8 +108,10 @@ func (c *InfluxConfig) Validate() error {
 	var errs []error
 	if c.URL == "" {
 		errs = append(errs, errors.New("influx URL must be set"))
-	} else if !strings.HasPrefix(c.URL, "http://") && !strings.HasPrefix(c.URL, "https://") {
-		errs = append(errs, fmt.Errorf("influx URL %q must start with http:// or https://", c.URL))
+	} else if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("influx URL %q must be http:// or https:// and a host", redactedURL(c.URL)))
+	} else if u.User != nil {
+		errs = append(errs, fmt.Errorf("influx URL %q carries credentials, which would reach logs and process listings: put user:password (1.x) or the token in --influx-token-file and leave them out of the URL", u.Redacted()))
 	}
 	if c.Bucket == "" {
 		errs = append(errs, errors.New("influx bucket must be set (for InfluxDB 1.x: database or database/retention-policy)"))
@@ -79,10 +136,13 @@ type InfluxWriter struct {
 	cfg  InfluxConfig
 	opts *influxdb2.Options
 
-	mu       sync.RWMutex // guards client and api, swapped when the token changes
-	client   influxdb2.Client
-	api      api.WriteAPIBlocking
-	writeURL string // the write endpoint, for compressed writes
+	mu     sync.RWMutex // guards client, swapped when the token changes
+	client influxdb2.Client
+
+	smu      sync.Mutex // guards the fields below
+	server   ServerInfo
+	known    bool   // server was read (or API set by configuration)
+	writeURL string // the write endpoint of server.API
 
 	zmu  sync.Mutex // guards the compressor and its buffer
 	zw   *gzip.Writer
@@ -123,25 +183,109 @@ func NewInfluxWriter(cfg InfluxConfig) (*InfluxWriter, error) {
 		SetHTTPClient(hc).
 		SetApplicationName("scrapeflux")
 	w := &InfluxWriter{cfg: cfg, opts: opts}
-	w.connect(cfg.Token)
-	// The write endpoint as the client builds it for its own writes.
-	u, err := url.Parse(w.client.HTTPService().ServerAPIURL())
-	if err == nil {
-		u, err = u.Parse("write")
-	}
-	if err != nil {
-		w.client.Close()
+	if _, err := url.Parse(cfg.URL); err != nil {
 		return nil, fmt.Errorf("cannot build the write URL from %q: %w", cfg.URL, err)
 	}
-	u.RawQuery = url.Values{"org": {cfg.Org}, "bucket": {cfg.Bucket}, "precision": {"ms"}}.Encode()
-	w.writeURL = u.String()
+	w.connect(cfg.Token)
+	api := cfg.API
+	if api == APIAuto {
+		api = APIv2 // until /ping says otherwise: 1.8+, 2.x and 3.x all serve it
+	}
+	w.setServer(ServerInfo{API: api}, cfg.API != APIAuto)
 	return w, nil
 }
 
 func (w *InfluxWriter) connect(token string) {
-	c := influxdb2.NewClientWithOptions(strings.TrimRight(w.cfg.URL, "/"), token, w.opts)
-	w.client, w.api = c, c.WriteAPIBlocking(w.cfg.Org, w.cfg.Bucket)
+	w.client = influxdb2.NewClientWithOptions(strings.TrimRight(w.cfg.URL, "/"), token, w.opts)
 	w.cfg.Token = token
+}
+
+// setServer picks the write endpoint for si.API.
+func (w *InfluxWriter) setServer(si ServerInfo, known bool) {
+	base := strings.TrimRight(w.cfg.URL, "/")
+	var u string
+	switch {
+	case si.API == APIv3:
+		u = base + "/api/v3/write_lp?" + url.Values{"db": {w.cfg.database()}, "precision": {"millisecond"}, "accept_partial": {"true"}}.Encode()
+	case si.API == APIv1 && olderThan18(si.Version):
+		db, rp, _ := strings.Cut(w.cfg.Bucket, "/")
+		u = base + "/write?" + url.Values{"db": {db}, "rp": {rp}, "precision": {"ms"}}.Encode()
+	default:
+		u = base + "/api/v2/write?" + url.Values{"org": {w.cfg.Org}, "bucket": {w.cfg.Bucket}, "precision": {"ms"}}.Encode()
+	}
+	w.smu.Lock()
+	w.server, w.known, w.writeURL = si, known, u
+	w.smu.Unlock()
+}
+
+// olderThan18 reports whether a 1.x version predates /api/v2/write.
+func olderThan18(v string) bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(strings.TrimPrefix(v, "v"), "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major == 1 && minor < 8
+}
+
+// Server returns what is known of the server.
+func (w *InfluxWriter) Server() ServerInfo {
+	w.smu.Lock()
+	defer w.smu.Unlock()
+	return w.server
+}
+
+// Detect reads the server's /ping (with the credentials: InfluxDB 3 asks
+// for them) and, with APIAuto, picks the write API from its version
+// headers: 1.x X-Influxdb-Version "1.8.10", 2.x "v2.7.12" (Cloud sends
+// none, and build "Cloud"), 3.x "3.11.0" with build "Core" or
+// "Enterprise".
+func (w *InfluxWriter) Detect(ctx context.Context) (ServerInfo, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(w.cfg.URL, "/")+"/ping", nil)
+	if err != nil {
+		return ServerInfo{}, err
+	}
+	w.mu.RLock()
+	resp, err := w.client.HTTPService().DoHTTPRequestWithResponse(req, nil)
+	w.mu.RUnlock()
+	if err != nil {
+		return w.Server(), fmt.Errorf("cannot read InfluxDB's /ping: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	si := ServerInfo{Version: resp.Header.Get("X-Influxdb-Version"), Build: resp.Header.Get("X-Influxdb-Build")}
+	si.API = apiOf(si)
+	if w.cfg.API != APIAuto {
+		si.API = w.cfg.API
+	} else if si.API == APIAuto {
+		si.API = w.Server().API
+	}
+	w.setServer(si, true)
+	if resp.StatusCode >= 300 && si.Version == "" {
+		return si, fmt.Errorf("InfluxDB's /ping answered %d without a version; writing with the %s API (set --influx-api to choose)", resp.StatusCode, si.API)
+	}
+	return si, nil
+}
+
+// apiOf maps /ping's headers to an API; APIAuto when they do not tell.
+func apiOf(si ServerInfo) API {
+	v := strings.TrimPrefix(si.Version, "v")
+	switch {
+	case strings.HasPrefix(v, "1."):
+		return APIv1
+	case strings.HasPrefix(v, "2."):
+		return APIv2
+	case strings.HasPrefix(v, "3."):
+		return APIv3
+	case strings.EqualFold(si.Build, "Cloud"):
+		return APIv2
+	case strings.EqualFold(si.Build, "OSS"):
+		// 2.x releases always carry their version; a 1.x built from source
+		// says "unknown".
+		return APIv1
+	case strings.EqualFold(si.Build, "Core"), strings.EqualFold(si.Build, "Enterprise"):
+		return APIv3
+	}
+	return APIAuto
 }
 
 // SetToken makes later writes use token (a configuration reload re-reads
@@ -161,8 +305,7 @@ func (w *InfluxWriter) SetToken(token string) {
 func (w *InfluxWriter) Compresses() bool { return w.cfg.Gzip }
 
 // Write sends body, a run of lines ending in a newline, compressed when
-// the configuration says so. The client reads the body only during the
-// call, so it is passed without a copy.
+// the configuration says so.
 func (w *InfluxWriter) Write(ctx context.Context, body []byte) error {
 	if len(body) == 0 {
 		return nil
@@ -179,55 +322,75 @@ func (w *InfluxWriter) Write(ctx context.Context, body []byte) error {
 		// Writes to a bytes.Buffer do not fail.
 		_, _ = w.zw.Write(body)
 		_ = w.zw.Close()
-		return w.WriteCompressed(ctx, w.zbuf.Bytes())
+		return w.post(ctx, w.zbuf.Bytes(), true)
 	}
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	return writeError(w.api.WriteRecord(ctx, unsafe.String(&body[0], len(body))))
+	return w.post(ctx, body, false)
 }
 
 // WriteCompressed sends body, gzip'd lines (one gzip member or several
-// concatenated: InfluxDB reads them as one stream), through the client's
-// HTTP service, which adds the credentials and reads error answers as for
-// any write.
+// concatenated: InfluxDB reads them as one stream).
 func (w *InfluxWriter) WriteCompressed(ctx context.Context, body []byte) error {
 	if len(body) == 0 {
 		return nil
 	}
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	hs := w.client.HTTPService()
-	herr := hs.DoPostRequest(ctx, w.writeURL, bytes.NewReader(body),
-		func(req *http.Request) { req.Header.Set("Content-Encoding", "gzip") },
-		func(resp *http.Response) error {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			return resp.Body.Close()
-		})
-	if herr == nil { // a typed nil otherwise
-		return nil
-	}
-	return writeError(herr)
+	return w.post(ctx, body, true)
 }
 
-// writeError turns the client's error into a *WriteError for an answer
-// from the server.
-func writeError(err error) error {
-	if err == nil {
+// maxAnswer caps the error body read: a 3.x answer lists every refused
+// line, each cut to a few hundred bytes by the server.
+const maxAnswer = 4 << 20
+
+// post sends a body through the client's HTTP service (its credentials,
+// TLS and user agent) and reads the answer itself: the client's own error
+// parsing keeps only 2.x's code and message and loses 3.x's list of
+// refused lines.
+func (w *InfluxWriter) post(ctx context.Context, body []byte, gz bool) error {
+	w.smu.Lock()
+	known, wurl, api := w.known, w.writeURL, w.server.API
+	w.smu.Unlock()
+	if !known {
+		dctx, cancel := context.WithTimeout(ctx, min(w.cfg.Timeout, 5*time.Second))
+		si, err := w.Detect(dctx)
+		cancel()
+		if err == nil || si.Version != "" {
+			w.smu.Lock()
+			wurl, api = w.writeURL, w.server.API
+			w.smu.Unlock()
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, wurl, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
+	if gz {
+		req.Header.Set("Content-Encoding", "gzip")
+	}
+	w.mu.RLock()
+	token := w.cfg.Token
+	resp, err := w.client.HTTPService().DoHTTPRequestWithResponse(req, func(r *http.Request) {
+		if api == APIv3 && token != "" && !strings.Contains(token, ":") {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+	})
+	w.mu.RUnlock()
+	if err != nil {
+		if w.cfg.API == APIAuto {
+			// Unreachable: the server may come back as another version.
+			w.smu.Lock()
+			w.known = false
+			w.smu.Unlock()
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		_, _ = io.Copy(io.Discard, resp.Body)
 		return nil
 	}
-	var he *ihttp.Error
-	if errors.As(err, &he) && he.StatusCode != 0 {
-		msg := he.Message
-		if msg == "" {
-			msg = he.Error()
-		}
-		return &WriteError{
-			StatusCode: he.StatusCode,
-			Message:    msg,
-			RetryAfter: parseRetryAfter(he.Header.Get("Retry-After"), time.Now()),
-		}
-	}
-	return err
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return parseAnswer(resp.StatusCode, resp.Header, answer, time.Now())
 }
 
 // CreateDatabase creates the bucket's database, for InfluxDB 1.x, which

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -141,6 +142,10 @@ type WriteError struct {
 	// RetryAfter is what the server asked for, zero when it did not.
 	RetryAfter time.Duration
 	Message    string
+	// Refused: the lines the answer names by number (InfluxDB 3).
+	Refused []RefusedLine
+	// Stored: the server stored every line but the Refused ones.
+	Stored bool
 }
 
 func (e *WriteError) Error() string {
@@ -191,6 +196,10 @@ type Sink struct {
 	// batchCap: the largest plain batch so far, to size the next one.
 	batchCap int
 
+	// writeLines: most lines merged into one request (BatchSize, less
+	// after InfluxDB refused a request as too large).
+	writeLines atomic.Int64
+
 	// Owned by the writer goroutine.
 	health  writeHealth
 	rejects rejectLog
@@ -217,6 +226,7 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 		sealedC: make(chan struct{}, 1),
 	}
 	s.bcond.L = &s.bmu
+	s.writeLines.Store(int64(cfg.BatchSize))
 	if cw, ok := w.(CompressingWriter); ok {
 		s.cw, s.gzip = cw, cw.Compresses()
 	}

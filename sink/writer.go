@@ -23,7 +23,7 @@ import (
 func (s *Sink) write(ctx context.Context) {
 	var merge []byte
 	for {
-		j := s.q.Take(ctx, s.cfg.BatchSize, merge)
+		j := s.q.Take(ctx, int(s.writeLines.Load()), merge)
 		if j == nil {
 			return
 		}
@@ -58,18 +58,33 @@ type part struct {
 	gz             bool
 }
 
-// maxBisect bounds the extra requests spent isolating refused lines in one
-// job when InfluxDB does not name them.
-const maxBisect = 32
+// maxNamed bounds the requests spent taking out lines an answer names
+// when the server stored nothing (2.x names one line per answer): past
+// it, the rest is found by bisection.
+const maxNamed = 32
+
+// maxBlindSplits: a server that refuses every part of a job after this
+// many splits (a proxy answering 400 to everything) is not refusing
+// lines; the rest of the job is dropped and counted then, rather than
+// split down to every line.
+const maxBlindSplits = 32
 
 // deliver sends a job's body until InfluxDB has answered for every line:
 // written, or refused and counted. It reports false when ctx ended first;
 // nothing of the job is then marked done (it is sent again, and InfluxDB
 // keeps one point per series and time). A gzip'd body refused for its
 // data is decompressed to find the lines at fault.
+//
+// What it costs per job: one request when everything is stored; one when
+// InfluxDB 3 or a complete 1.x answer names what it refused (the rest was
+// stored); 1 + refused lines, up to maxNamed, when the server stores
+// nothing and names one line per answer (2.x); then about 2 requests per
+// refused line per halving (bisection). A good line is never dropped: a
+// 413 is split down to single lines, and only a single line refused on
+// its own is dropped.
 func (s *Sink) deliver(ctx context.Context, body part) bool {
 	parts := []part{body}
-	budget := maxBisect
+	named, splits, accepted := 0, 0, false
 	attempt := 0
 	created := false // one attempt to create a missing database per job
 	for len(parts) > 0 {
@@ -91,7 +106,7 @@ func (s *Sink) deliver(ctx context.Context, body part) bool {
 		case actDone:
 			s.health.ok()
 			s.stats.written.Add(int64(p.samples))
-			parts, attempt = parts[1:], 0
+			parts, attempt, accepted = parts[1:], 0, true
 			continue
 		case actPartial, actBadData, actTooLarge:
 			if p.gz && !s.inflate(p, "finding the lines InfluxDB refused: "+err.Error()) {
@@ -102,22 +117,17 @@ func (s *Sink) deliver(ctx context.Context, body part) bool {
 		switch act {
 		case actPartial, actBadData:
 			s.health.ok()
-			ref := parseRefusal(we.Message)
-			if act == actPartial && ref.complete {
-				// Stored but for the refused lines: never sent again.
-				d := s.refused(p, ref, we.Message)
-				s.stats.written.Add(int64(p.samples - d))
-				parts, attempt = parts[1:], 0
-				continue
-			}
-			// Nothing was stored, or the answer was cut short before it
-			// named every refused line: take out the lines it names and
-			// send the rest again (what was stored is stored once).
-			if act == actBadData || budget > 0 {
-				if rest, ok := s.takeOutNamed(p, ref, we.Message); ok {
-					if act == actPartial {
-						budget--
-					}
+			if len(we.Refused) > 0 {
+				// InfluxDB 3 names refused lines by number.
+				rest, refused := s.takeOutNumbered(p, we)
+				if we.Stored {
+					// Stored but for the refused lines: never sent again.
+					s.stats.written.Add(int64(p.samples - refused))
+					parts, attempt, accepted = parts[1:], 0, true
+					continue
+				}
+				if rest.lines < p.lines && named < maxNamed {
+					named++
 					if rest.lines == 0 {
 						parts = parts[1:]
 					} else {
@@ -125,22 +135,61 @@ func (s *Sink) deliver(ctx context.Context, body part) bool {
 					}
 					continue
 				}
+			} else {
+				ref := parseRefusal(we.Message)
+				if act == actPartial && ref.complete {
+					// Stored but for the refused lines: never sent again.
+					d := s.refused(p, ref, we.Message)
+					s.stats.written.Add(int64(p.samples - d))
+					parts, attempt, accepted = parts[1:], 0, true
+					continue
+				}
+				// Nothing was stored, or the answer was cut short before it
+				// named every refused line: take out the lines it names and
+				// send the rest again (what was stored is stored once).
+				if named < maxNamed {
+					if rest, ok := s.takeOutNamed(p, ref, we.Message); ok {
+						named++
+						if rest.lines == 0 {
+							parts = parts[1:]
+						} else {
+							*p = rest
+						}
+						continue
+					}
+				}
+				if act == actPartial {
+					// Stored, and nothing more can be learnt of the rest.
+					s.stats.written.Add(int64(p.samples))
+					parts, attempt, accepted = parts[1:], 0, true
+					continue
+				}
 			}
-			if act == actPartial {
-				// Stored, and nothing more can be learnt of the rest.
-				s.stats.written.Add(int64(p.samples))
-				parts, attempt = parts[1:], 0
-				continue
-			}
-			fallthrough
-		case actTooLarge:
-			s.health.ok()
-			if p.lines <= 1 || budget == 0 {
+			if p.lines <= 1 {
 				s.dropRefused(p.lines, p.samples, refusalClass(we.Message), we.Message, firstLine(p.buf))
 				parts = parts[1:]
 				continue
 			}
-			budget--
+			if splits >= maxBlindSplits && !accepted {
+				for _, q := range parts {
+					s.dropRefused(q.lines, q.samples, refusalClass(we.Message), we.Message, firstLine(q.buf))
+				}
+				s.log.Warn("InfluxDB refused every part of a batch after "+strconv.Itoa(splits)+" splits; dropped the rest of it (it is not refusing single lines: check what answers at --influx-url)", "answer", cut(we.Message, 300))
+				parts = nil
+				continue
+			}
+			splits++
+			a, c := splitPart(*p)
+			parts = append([]part{a, c}, parts[1:]...)
+			continue
+		case actTooLarge:
+			s.health.ok()
+			if p.lines <= 1 {
+				s.dropRefused(p.lines, p.samples, "limit", we.Message, firstLine(p.buf))
+				parts = parts[1:]
+				continue
+			}
+			s.shrinkWrites(p)
 			a, c := splitPart(*p)
 			parts = append([]part{a, c}, parts[1:]...)
 			continue
@@ -160,7 +209,9 @@ func (s *Sink) deliver(ctx context.Context, body part) bool {
 		s.health.fail(ctx, err, act == actNeedsPerson, s.stats.queuedBytes.Load())
 		d := backoff(attempt, s.cfg.MinBackoff, s.cfg.MaxBackoff)
 		if act == actNeedsPerson {
-			d = s.cfg.MaxBackoff
+			// Retried often enough that a fixed configuration (a database
+			// created, a token granted) is noticed within seconds.
+			d = min(s.cfg.MaxBackoff, needsPersonRetry)
 		}
 		if wait > 0 {
 			d = min(wait, maxRetryAfter)
@@ -170,6 +221,53 @@ func (s *Sink) deliver(ctx context.Context, body part) bool {
 		}
 	}
 	return true
+}
+
+// needsPersonRetry is the wait between writes while InfluxDB's answer
+// says its configuration is wrong.
+const needsPersonRetry = 4 * time.Second
+
+// shrinkWrites remembers that InfluxDB refused p as too large: requests
+// carry at most half its lines from now on.
+func (s *Sink) shrinkWrites(p *part) {
+	half := int64(max(1, p.lines/2))
+	if cur := s.writeLines.Load(); half < cur {
+		s.writeLines.Store(half)
+		s.log.Warn("InfluxDB refused a request as too large (413); sending at most "+strconv.FormatInt(half, 10)+" lines per request from now on (raise the server's limit, e.g. max-body-size, or lower --batch-size)",
+			"lines", p.lines, "bytes", len(p.buf))
+	}
+}
+
+// takeOutNumbered removes from p the lines an InfluxDB 3 answer names by
+// number (1-based, in the body as sent), counting them as refused, and
+// returns the rest with the samples refused.
+func (s *Sink) takeOutNumbered(p *part, we *WriteError) (rest part, samples int) {
+	reasons := make(map[int]string, len(we.Refused))
+	for _, r := range we.Refused {
+		reasons[r.Number] = r.Reason
+	}
+	var lines int
+	var example, reason string
+	n := 0
+	forLines(p.buf, func(ln []byte) {
+		n++
+		why, ok := reasons[n]
+		if !ok {
+			rest.buf = append(append(rest.buf, ln...), '\n')
+			rest.lines++
+			return
+		}
+		lines++
+		samples += countSamples(ln)
+		if example == "" {
+			example, reason = string(ln), why
+		}
+	})
+	rest.samples = p.samples - samples
+	if lines > 0 {
+		s.dropRefused(lines, samples, refusalClass(reason), we.Message+": "+reason, example)
+	}
+	return rest, samples
 }
 
 // send writes p, gzip'd or plain.

@@ -39,6 +39,7 @@ type runOptions struct {
 	queueBytes byteSize
 	memBytes   byteSize
 	queueSync  string
+	influxAPI  string
 	influx     sink.InfluxConfig
 	tokenFile  string
 
@@ -174,7 +175,8 @@ authentication is on.`,
 	f.BoolVar(&o.scrape.HonorTimestamps, "honor-timestamps", false, "keep timestamps targets expose instead of the scrape time")
 	f.StringVar(&o.layout, "layout", "v1", "InfluxDB layout: v1 (measurement per metric) or v2 (one measurement, field per metric)")
 	f.StringVar(&o.sink.Convert.Measurement, "measurement", sink.DefaultMeasurement, "measurement of layout v2")
-	f.StringVar(&o.influx.URL, "influx-url", "http://127.0.0.1:8086", "InfluxDB URL")
+	f.StringVar(&o.influx.URL, "influx-url", "http://127.0.0.1:8086", "InfluxDB URL, without credentials (those go in --influx-token-file)")
+	f.StringVar(&o.influxAPI, "influx-api", "auto", "InfluxDB write API: auto (read /ping's version: 1.x, 2.x or 3.x), v1, v2 (/api/v2/write), v3 (/api/v3/write_lp, InfluxDB 3 Core/Enterprise)")
 	f.StringVar(&o.influx.Org, "influx-org", "", "InfluxDB 2.x organization (ignored by 1.x)")
 	f.StringVar(&o.influx.Bucket, "influx-bucket", "", "InfluxDB 2.x bucket, or 1.x database[/retention-policy]")
 	f.StringVar(&o.tokenFile, "influx-token-file", "", "file holding the InfluxDB token (default: env INFLUX_TOKEN)")
@@ -243,6 +245,9 @@ func (o *runOptions) validate() error {
 	}
 	o.sink.MaxQueueBytes = int64(o.queueBytes)
 	o.sink.MaxMemoryBytes = int64(o.memBytes)
+	if o.influx.API, err = sink.ParseAPI(o.influxAPI); err != nil {
+		errs = append(errs, fmt.Errorf("--influx-api: %w", err))
+	}
 	if o.sink.QueueSync, err = queue.ParseSyncPolicy(o.queueSync); err != nil {
 		errs = append(errs, fmt.Errorf("--queue-sync: %w", err))
 	}
@@ -355,6 +360,18 @@ func runRun(ctx context.Context, o *runOptions) error {
 		return err
 	}
 	defer w.Close()
+	{
+		// Which InfluxDB answers decides the write endpoint and how its
+		// answers read; one that is down is asked again at the first write.
+		dctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		si, derr := w.Detect(dctx)
+		cancel()
+		if derr != nil {
+			log.Warn("cannot tell which InfluxDB answers yet; asking again at the first write", "influx_url", redactURL(o.influx.URL), "api", si.API.String(), "err", derr)
+		} else {
+			log.Info("InfluxDB found", "influx_url", redactURL(o.influx.URL), "version", si.Version, "build", si.Build, "api", si.API.String())
+		}
+	}
 	snk, err := sink.New(o.sink, w, log.With("component", "sink"))
 	if err != nil {
 		return err
@@ -390,7 +407,7 @@ func runRun(ctx context.Context, o *runOptions) error {
 		}
 		return specs, err
 	}}
-	web := &webServer{addr: o.listen, pprof: o.pprof, targets: js, sink: snk, shard: shard, readyWrite: o.readyWrite, webConfig: o.webConfig, enableReload: o.enableReload, reload: reloads, log: log.With("component", "web")}
+	web := &webServer{addr: o.listen, pprof: o.pprof, targets: js, sink: snk, influx: w, shard: shard, readyWrite: o.readyWrite, webConfig: o.webConfig, enableReload: o.enableReload, reload: reloads, log: log.With("component", "web")}
 	if err := web.listen(); err != nil {
 		return err
 	}
@@ -429,7 +446,7 @@ func runRun(ctx context.Context, o *runOptions) error {
 	g.Go(func() error { return snk.Run(context.WithoutCancel(gctx)) })
 	g.Go(func() error { return reloads.onSIGHUP(gctx) })
 	log.Info("scrapeflux started", "version", version, "jobs", len(specs), "config", o.configFile,
-		"influx_url", o.influx.URL, "listen", web.boundAddr())
+		"influx_url", redactURL(o.influx.URL), "influx_api", w.Server().API.String(), "listen", web.boundAddr())
 	err = g.Wait()
 	st := snk.Stats()
 	log.Info("scrapeflux stopped", "samples_scraped", st.Scraped, "samples_written", st.Written,
@@ -448,3 +465,6 @@ func droppedByReason(d map[string]int64) string {
 	sort.Strings(parts)
 	return strings.Join(parts, ",")
 }
+
+// redactURL is u with its password replaced, for logs.
+func redactURL(u string) string { return sink.RedactURL(u) }

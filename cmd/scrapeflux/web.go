@@ -34,8 +34,9 @@ type webServer struct {
 		Ready() bool
 		Summaries() []scrape.JobSummary
 	}
-	sink  *sink.Sink
-	shard *scrape.Shard // nil: not a replica
+	sink   *sink.Sink
+	influx interface{ Server() sink.ServerInfo }
+	shard  *scrape.Shard // nil: not a replica
 	// readyWrite: /readyz fails once writes have failed this long.
 	readyWrite time.Duration
 	reload     *reloader
@@ -115,7 +116,7 @@ func (w *webServer) run(ctx context.Context) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&selfCollector{targets: w.targets, sink: w.sink, shard: w.shard}, w.reload)
+		&selfCollector{targets: w.targets, sink: w.sink, influx: w.influx, shard: w.shard}, w.reload)
 	reg.MustRegister(discovery.Collectors()...)
 	reg.MustRegister(scrape.Collectors()...)
 	mux := http.NewServeMux()
@@ -188,8 +189,9 @@ type selfCollector struct {
 		Targets() []scrape.Status
 		Handovers() int64
 	}
-	sink  *sink.Sink
-	shard *scrape.Shard
+	sink   *sink.Sink
+	influx interface{ Server() sink.ServerInfo } // nil in tests without a writer
+	shard  *scrape.Shard
 }
 
 var (
@@ -219,6 +221,7 @@ var (
 	descScrapes  = prometheus.NewDesc("scrapeflux_scrapes_total", "Scrapes run, by job (of the targets running now).", []string{"job"}, nil)
 	descFailures = prometheus.NewDesc("scrapeflux_scrape_failures_total", "Scrapes that failed, by job (of the targets running now).", []string{"job"}, nil)
 	descSkipped  = prometheus.NewDesc("scrapeflux_scrapes_skipped_total", "Scrape intervals skipped because a scrape overran, by job (of the targets running now).", []string{"job"}, nil)
+	descInflux   = prometheus.NewDesc("scrapeflux_influxdb_info", "The InfluxDB written to, as its /ping says: version, build and the write API used.", []string{"version", "build", "api"}, nil)
 	descBuild    = prometheus.NewDesc("scrapeflux_build_info", "The running build: version and Go version.", []string{"version", "goversion"}, nil)
 	descLag      = prometheus.NewDesc("scrapeflux_scrape_start_lag_max_seconds", "Largest lag of a scrape's start behind its schedule among the last scrapes of every target.", nil, nil)
 )
@@ -298,6 +301,10 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(n.skipped), job)
 	}
 	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, fullVersion(), runtime.Version())
+	if c.influx != nil {
+		si := c.influx.Server()
+		ch <- prometheus.MustNewConstMetric(descInflux, prometheus.GaugeValue, 1, si.Version, si.Build, si.API.String())
+	}
 	ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, lag.Seconds())
 	if c.shard != nil {
 		members, _ := c.shard.Members()

@@ -482,7 +482,7 @@ func TestDamageBeforeCursorNotCounted(t *testing.T) {
 	if !ls.IsZero() {
 		t.Fatalf("damage in a written record counted as lost: %+v", ls)
 	}
-	q.disk.lock.Close() // a crash: nothing acknowledged
+	q.disk.lock.Close()      // a crash: nothing acknowledged
 	data[offs[4]+40] ^= 0x5a // record 4: still to send
 	os.WriteFile(seg, data, 0o640)
 	q, ls = openQQ(t, dir, MinBytes, nil)

@@ -1,0 +1,169 @@
+package sink
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/klauspost/compress/gzip"
+)
+
+// fakeInflux answers writes as InfluxDB 2.x OSS or 3.x Core/Enterprise do,
+// per their documentation and source (neither can be built here: both
+// need Rust or more than this machine has; the 1.x tests run the real
+// influxd 1.8.10). The answer bodies are those of testdata/answers, where
+// each names its source. A line is refused when it contains refuseMark.
+//
+//   - /ping: 2.x answers 204 with X-Influxdb-Version "v2.7.12" and
+//     X-Influxdb-Build "OSS"; 3.x answers 200 with X-Influxdb-Version
+//     "3.11.0", X-Influxdb-Build "Core" and a JSON body (version,
+//     revision, process_id).
+//   - 2.x /api/v2/write: a line that does not parse refuses the whole
+//     request (400, {"code":"invalid","message":"unable to parse '<line>':
+//     <reason>"}, the first such line only); nothing is stored.
+//   - 3.x /api/v3/write_lp (accept_partial=true, the default): the good
+//     lines are stored, 400 {"error":"partial write of line protocol
+//     occurred","data":[{"original_line","line_number","error_message"}]}
+//     names every refused line by its 1-based number. With
+//     accept_partial=false: nothing stored, 400 {"error":"parsing failed
+//     for write_lp endpoint","data":{...}} naming the first. 3.x serves
+//     /api/v2/write and /write too, answering the same way.
+type fakeInflux struct {
+	t       testing.TB
+	major   int // 2 or 3
+	srv     *httptest.Server
+	maxBody int // 413 past it (0: none)
+
+	mu       sync.Mutex
+	paths    map[string]int // requests by path
+	auth     string         // Authorization of the last write
+	stored   map[string]int // line -> times stored
+	requests int
+	refused  int // refusals answered, line by line
+	pings    int
+}
+
+const refuseMark = "refuse_me"
+
+func newFakeInflux(t testing.TB, major int) *fakeInflux {
+	f := &fakeInflux{t: t, major: major, stored: map[string]int{}, paths: map[string]int{}}
+	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeInflux) serve(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/ping":
+		f.mu.Lock()
+		f.pings++
+		f.mu.Unlock()
+		if f.major == 3 {
+			w.Header().Set("X-Influxdb-Version", "3.11.0")
+			w.Header().Set("X-Influxdb-Build", "Core")
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"version":"3.11.0","revision":"1f2e3d4","process_id":"0199f3a2-7a51-7c2e-9d53-3f1c8a1b2c3d"}`)
+			return
+		}
+		w.Header().Set("X-Influxdb-Version", "v2.7.12")
+		w.Header().Set("X-Influxdb-Build", "OSS")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	case r.URL.Path == "/api/v2/write", r.URL.Path == "/api/v3/write_lp" && f.major == 3, r.URL.Path == "/write" && f.major == 3:
+		// 3.x also serves the 1.x and 2.x write endpoints, with the same
+		// partial writes and answers.
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprint(w, `{"code":"not found","message":"path not found"}`)
+		return
+	}
+	var body io.Reader = r.Body
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		body = zr
+	}
+	data, _ := io.ReadAll(body)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.requests++
+	f.paths[r.URL.Path]++
+	f.auth = r.Header.Get("Authorization")
+	w.Header().Set("Content-Type", "application/json")
+	if f.maxBody > 0 && len(data) > f.maxBody {
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		if f.major == 2 {
+			fmt.Fprint(w, `{"code":"request too large","message":"unable to read data: points batch is too large"}`)
+		} else {
+			fmt.Fprint(w, `{"error":"the request was too large"}`)
+		}
+		return
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	type item struct {
+		OriginalLine string `json:"original_line"`
+		LineNumber   int    `json:"line_number"`
+		ErrorMessage string `json:"error_message"`
+	}
+	var bad []item
+	for i, ln := range lines {
+		if strings.Contains(ln, refuseMark) {
+			bad = append(bad, item{ln, i + 1, "invalid column type for column 'refuse_me', expected iox::column_type::field::float, got iox::column_type::field::string"})
+		}
+	}
+	partial := f.major == 3 && r.URL.Query().Get("accept_partial") != "false"
+	if len(bad) == 0 || partial {
+		for _, ln := range lines {
+			if !strings.Contains(ln, refuseMark) {
+				f.stored[ln]++
+			}
+		}
+	}
+	if len(bad) == 0 {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	w.WriteHeader(http.StatusBadRequest)
+	switch {
+	case f.major == 2:
+		f.refused++
+		b, _ := json.Marshal(map[string]string{"code": "invalid", "message": fmt.Sprintf("unable to parse '%s': invalid field format", bad[0].OriginalLine)})
+		w.Write(b)
+	case partial:
+		f.refused += len(bad)
+		b, _ := json.Marshal(map[string]any{"error": "partial write of line protocol occurred", "data": bad})
+		w.Write(b)
+	default:
+		f.refused++
+		b, _ := json.Marshal(map[string]any{"error": "parsing failed for write_lp endpoint", "data": bad[0]})
+		w.Write(b)
+	}
+}
+
+// twice lists lines stored more than once.
+func (f *fakeInflux) twice() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for ln, n := range f.stored {
+		if n > 1 {
+			out = append(out, ln)
+		}
+	}
+	return out
+}
+
+func (f *fakeInflux) counts() (stored, requests int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.stored), f.requests
+}

@@ -1,0 +1,182 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scrapeflux/scrapeflux/scrape"
+)
+
+// scrapeWithRefusals commits n scrapes of one target, each with good
+// gauges and bad ones the fake server refuses (layout v1: a line each).
+func scrapeWithRefusals(t *testing.T, s *Sink, n, good, bad int) {
+	t.Helper()
+	app := s.Appender(testTarget(), scrape.AppendOptions{})
+	for i := 0; i < n; i++ {
+		var body []byte
+		for g := 0; g < good; g++ {
+			body = fmt.Appendf(body, "# TYPE good_%d gauge\ngood_%d %d\n", g, g, i)
+		}
+		for b := 0; b < bad; b++ {
+			body = fmt.Appendf(body, "# TYPE %s_%d gauge\n%s_%d %d\n", refuseMark, b, refuseMark, b, i)
+		}
+		if _, _, err := scrape.NewParser().Parse(body, "text/plain", 1700000000000+int64(i)*1000, false, app); err != nil {
+			t.Fatal(err)
+		}
+		if err := app.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Against InfluxDB 2.x and 3.x as they answer: what the server stored is
+// never sent again, every refusal is counted exactly, and the requests a
+// batch costs are bounded. 20 scrapes of 50 good and 3 refused samples,
+// 5 scrapes a batch. Before: against 3.x, 17 requests per scrape, good
+// lines stored twice, a seventh of the refusals counted.
+func TestServerVersionsAnswers(t *testing.T) {
+	for _, c := range []struct {
+		major, maxRequests int
+		gz                 bool
+	}{
+		{3, 4, false}, {3, 4, true},
+		// 2.x names one refused line per answer and stores nothing: a
+		// batch of 15 refused lines costs 16 requests.
+		{2, 4 * 16, false}, {2, 4 * 16, true},
+	} {
+		t.Run(fmt.Sprintf("v%d/gzip=%t", c.major, c.gz), func(t *testing.T) {
+			f := newFakeInflux(t, c.major)
+			w, err := NewInfluxWriter(InfluxConfig{URL: f.srv.URL, Bucket: "db", Org: "o", Token: "tok", Timeout: 5 * time.Second, Gzip: c.gz})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			cfg := fastConfig()
+			cfg.BatchSize = 5 * 53
+			cfg.FlushInterval = time.Hour
+			st := runSink(t, cfg, w, func(s *Sink) { scrapeWithRefusals(t, s, 20, 50, 3) })
+			stored, requests := f.counts()
+			if tw := f.twice(); len(tw) > 0 {
+				t.Errorf("%d lines stored more than once, e.g. %q", len(tw), tw[0])
+			}
+			if want := 20 * 50; stored != want {
+				t.Errorf("stored %d lines, want %d", stored, want)
+			}
+			if st.Rejected["other"]+st.Rejected["type_conflict"]+st.Rejected["parse"] != 60 || st.Dropped["rejected"] != 60 {
+				t.Errorf("refusals counted %v (dropped %d), want 60", st.Rejected, st.Dropped["rejected"])
+			}
+			if requests > c.maxRequests {
+				t.Errorf("%d write requests for 4 batches, want at most %d", requests, c.maxRequests)
+			}
+			want := map[int]string{2: "/api/v2/write", 3: "/api/v3/write_lp"}[c.major]
+			if f.paths[want] != requests || f.pings == 0 {
+				t.Errorf("requests by path %v after %d pings, want all to %s", f.paths, f.pings, want)
+			}
+			if info := w.Server(); info.API != map[int]API{2: APIv2, 3: APIv3}[c.major] || info.Version == "" {
+				t.Errorf("server read as %+v", info)
+			}
+			t.Logf("v%d gzip=%t: %d requests, %d lines stored, rejected %v", c.major, c.gz, requests, stored, st.Rejected)
+		})
+	}
+}
+
+// InfluxDB 3 takes its token as a Bearer token on /api/v3/write_lp.
+func TestV3WritesWithBearerToken(t *testing.T) {
+	f := newFakeInflux(t, 3)
+	w, err := NewInfluxWriter(InfluxConfig{URL: f.srv.URL, Bucket: "db", Token: "apiv3_secret", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Write(context.Background(), []byte("m v=1 1\n")); err != nil {
+		t.Fatal(err)
+	}
+	if f.auth != "Bearer apiv3_secret" {
+		t.Fatalf("Authorization %q", f.auth)
+	}
+}
+
+// A 413 never drops a good line: the body is split down to what the
+// server takes, and later requests carry at most what was taken.
+func TestTooLargeNeverDropsGoodLines(t *testing.T) {
+	for _, major := range []int{2, 3} {
+		t.Run(fmt.Sprint("v", major), func(t *testing.T) {
+			f := newFakeInflux(t, major)
+			f.maxBody = 4 << 10
+			w, err := NewInfluxWriter(InfluxConfig{URL: f.srv.URL, Bucket: "db", Timeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			cfg := fastConfig()
+			cfg.BatchSize = 20 * 50
+			cfg.FlushInterval = time.Hour
+			var s *Sink
+			st := runSink(t, cfg, w, func(sk *Sink) { s = sk; scrapeWithRefusals(t, sk, 40, 50, 0) })
+			stored, requests := f.counts()
+			if st.Written != 2000 || stored != 2000 || st.DroppedTotal() != 0 || len(f.twice()) > 0 {
+				t.Fatalf("written %d stored %d dropped %d twice %d, want 2000 2000 0 0", st.Written, stored, st.DroppedTotal(), len(f.twice()))
+			}
+			if wl := s.writeLines.Load(); wl >= int64(cfg.BatchSize) {
+				t.Errorf("lines per request still %d after 413s", wl)
+			}
+			t.Logf("v%d: %d requests for 2,000 lines with a 4 KiB limit, %d lines per request after", major, requests, s.writeLines.Load())
+		})
+	}
+}
+
+// InfluxDB 1.x answers a write into a missing retention policy with 500:
+// said as a configuration problem, and retried often enough that writes
+// resume within seconds of the fix (28 s before, at the slowest backoff).
+func TestMissingRetentionPolicyRetriedSoon(t *testing.T) {
+	var logs lockedLog
+	fw := &fakeWriter{answers: []error{&WriteError{StatusCode: 500, Message: "retention policy not found: rp30d"}}}
+	cfg := fastConfig()
+	cfg.MaxBackoff = 30 * time.Second
+	s, err := New(cfg, fw, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(context.Background()) }()
+	push(t, s, 1)
+	start := time.Now()
+	deadline := start.Add(10 * time.Second)
+	for s.Stats().Written == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("not written within 10s of the fix")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.Close()
+	<-done
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("written %s after the first refusal, want within 5s", took)
+	}
+	if !strings.Contains(logs.String(), "CREATE RETENTION POLICY") || strings.Contains(logs.String(), "overloaded") {
+		t.Errorf("log does not say what to fix:\n%s", logs.String())
+	}
+}
+
+// A password in --influx-url is refused, and the message does not repeat
+// it.
+func TestInfluxURLWithCredentialsRefused(t *testing.T) {
+	for _, u := range []string{"http://admin:s3cr3t-pw@127.0.0.1:8086", "http://admin:s3cr3t-pw@[::1]:bad"} {
+		c := InfluxConfig{URL: u, Bucket: "db", Timeout: time.Second}
+		err := c.Validate()
+		if err == nil {
+			t.Fatalf("%s accepted", u)
+		}
+		if strings.Contains(err.Error(), "s3cr3t-pw") {
+			t.Fatalf("the error repeats the password: %v", err)
+		}
+	}
+	c := InfluxConfig{URL: "http://admin:s3cr3t-pw@127.0.0.1:8086", Bucket: "db", Timeout: time.Second}
+	if err := c.Validate(); !strings.Contains(err.Error(), "--influx-token-file") {
+		t.Fatalf("the error does not say what to do instead: %v", err)
+	}
+}
