@@ -88,7 +88,11 @@ func (r *rejectLog) report(final bool) {
 	if r.lines == 0 || (!final && !r.lastReport.IsZero() && time.Since(r.lastReport) < reportEvery) {
 		return
 	}
-	r.log.Warn("InfluxDB refused lines; they are dropped and counted (scrapeflux_samples_rejected_total)",
+	msg := "InfluxDB refused lines; they are dropped and counted (scrapeflux_samples_rejected_total)"
+	if r.class == "limit" {
+		msg += "; a schema limit: InfluxDB 3 allows 500 columns per table and 2,000 tables per database by default, and --layout v2 puts every metric of a database in one table: use --layout v1 (a table per metric family) or raise the server's limits"
+	}
+	r.log.Warn(msg,
 		"lines", r.lines, "samples", r.samples, "reason", r.class, "answer", cut(r.reason, 300), "first_line", cut(r.example, 200))
 	r.lines, r.samples, r.lastReport = 0, 0, time.Now()
 }

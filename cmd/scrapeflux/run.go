@@ -371,6 +371,9 @@ func runRun(ctx context.Context, o *runOptions) error {
 		} else {
 			log.Info("InfluxDB found", "influx_url", redactURL(o.influx.URL), "version", si.Version, "build", si.Build, "api", si.API.String())
 		}
+		if si.API == sink.APIv3 && o.sink.Convert.Layout == sink.LayoutV2 {
+			log.Warn("--layout v2 writes every metric as a column of one table, and InfluxDB 3 allows 500 columns per table by default (one CockroachDB exporter alone needs 489): use --layout v1, a table per metric family, which fits")
+		}
 	}
 	snk, err := sink.New(o.sink, w, log.With("component", "sink"))
 	if err != nil {
