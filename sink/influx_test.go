@@ -422,3 +422,51 @@ func TestDetectRealInfluxDB(t *testing.T) {
 		t.Fatalf("read as %+v, want an OSS build on the v1 API", si)
 	}
 }
+
+// Points beyond the retention policy are counted exactly, against the real
+// InfluxDB 1.8: its answer says only how many points (dropped=N); they
+// are the N oldest, whose samples are counted line by line. Before, the
+// count was N times the batch's average samples per line (over-counted
+// by 31-67 % when old and new scrapes differ in shape).
+func TestBeyondRetentionCountedExactly(t *testing.T) {
+	srv := servertest.StartInfluxDB(t)
+	srv.Query(t, "", `CREATE DATABASE ret WITH DURATION 1h`)
+	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: "ret", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cfg := fastConfig()
+	cfg.BatchSize = 1000
+	cfg.FlushInterval = time.Hour
+	now := time.Now().UnixMilli()
+	old := now - 3*3600*1000
+	st := runSink(t, cfg, w, func(s *Sink) {
+		app := s.Appender(testTarget(), scrape.AppendOptions{})
+		// Old scrapes: gauges, one sample a line. New ones: a histogram,
+		// seven samples a line.
+		for i := 0; i < 5; i++ {
+			var body []byte
+			for g := 0; g < 12; g++ {
+				body = fmt.Appendf(body, "# TYPE g%d gauge\ng%d %d\n", g, g, i)
+			}
+			if _, _, err := scrape.NewParser().Parse(body, "text/plain", old+int64(i)*1000, false, app); err != nil {
+				t.Fatal(err)
+			}
+			app.Commit()
+		}
+		for i := 0; i < 5; i++ {
+			var body []byte
+			for h := 0; h < 4; h++ {
+				body = fmt.Appendf(body, "# TYPE h%d histogram\nh%d_bucket{le=\"1\"} 1\nh%d_bucket{le=\"2\"} 2\nh%d_bucket{le=\"5\"} 3\nh%d_bucket{le=\"10\"} 4\nh%d_bucket{le=\"+Inf\"} 5\nh%d_sum 9\nh%d_count 5\n", h, h, h, h, h, h, h, h)
+			}
+			if _, _, err := scrape.NewParser().Parse(body, "text/plain", now+int64(i)*1000, false, app); err != nil {
+				t.Fatal(err)
+			}
+			app.Commit()
+		}
+	})
+	if st.Rejected["retention"] != 60 || st.Written != 5*4*7 {
+		t.Fatalf("rejected %v written %d; want exactly 60 samples beyond retention and 140 written", st.Rejected, st.Written)
+	}
+}

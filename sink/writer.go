@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -311,8 +312,14 @@ func (p *part) decompress() error {
 func (s *Sink) refused(p *part, ref refusal, msg string) int {
 	lines, samples, example := ref.split(p.buf, nil)
 	if ref.dropped > 0 && p.lines > lines {
-		per := float64(p.samples-samples) / float64(p.lines-lines)
-		samples += max(ref.dropped, int(float64(ref.dropped)*per+0.5))
+		if ref.reason == "retention" {
+			// Points beyond the retention policy are the oldest ones: the
+			// dropped=N lines with the oldest timestamps, counted exactly.
+			samples += oldestSamples(p.buf, ref, ref.dropped)
+		} else {
+			per := float64(p.samples-samples) / float64(p.lines-lines)
+			samples += max(ref.dropped, int(float64(ref.dropped)*per+0.5))
+		}
 		lines += ref.dropped
 	}
 	samples = min(samples, p.samples)
@@ -320,6 +327,52 @@ func (s *Sink) refused(p *part, ref refusal, msg string) int {
 		s.dropRefused(lines, samples, ref.reason, msg, example)
 	}
 	return samples
+}
+
+// oldestSamples counts the samples of the n lines of buf with the oldest
+// timestamps, leaving out lines the answer names. Lines of one scrape
+// share a timestamp; when n ends inside such a group, the group's lines
+// are counted at their average.
+func oldestSamples(buf []byte, ref refusal, n int) int {
+	type group struct{ lines, samples int }
+	byTS := map[int64]*group{}
+	forLines(buf, func(ln []byte) {
+		if ref.names(ln) {
+			return
+		}
+		i := bytes.LastIndexByte(ln, ' ')
+		ts, err := strconv.ParseInt(string(ln[i+1:]), 10, 64)
+		if i < 0 || err != nil {
+			return
+		}
+		g := byTS[ts]
+		if g == nil {
+			g = &group{}
+			byTS[ts] = g
+		}
+		g.lines++
+		g.samples += countSamples(ln)
+	})
+	keys := make([]int64, 0, len(byTS))
+	for ts := range byTS {
+		keys = append(keys, ts)
+	}
+	slices.Sort(keys)
+	total := 0
+	for _, ts := range keys {
+		g := byTS[ts]
+		if n <= 0 {
+			break
+		}
+		if g.lines <= n {
+			total += g.samples
+			n -= g.lines
+			continue
+		}
+		total += int(float64(g.samples)*float64(n)/float64(g.lines) + 0.5)
+		n = 0
+	}
+	return total
 }
 
 // takeOutNamed removes from p the lines a 400 names; nothing of p was
