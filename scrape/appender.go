@@ -2,6 +2,7 @@ package scrape
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 
@@ -38,6 +39,10 @@ type RoomWaiter interface {
 	WaitRoom(ctx context.Context) error
 }
 
+// ErrLabelLimit fails a scrape with a series past AppendOptions' label
+// limits.
+var ErrLabelLimit = errors.New("label limit exceeded")
+
 // Appendable makes the Appender for a target's loop when it starts. ident
 // are the target's identity tags, sorted by key, which every point it
 // writes carries.
@@ -67,8 +72,11 @@ type AppendOptions struct {
 	// MetricRelabelConfigs rewrite or drop series, labels including
 	// __name__, with Prometheus semantics.
 	MetricRelabelConfigs []*relabel.Config
-	// LabelLimit fails the scrape when a series has more labels (0: none).
-	LabelLimit int
+	// LabelLimit fails the scrape when a series has more labels (0: none);
+	// LabelNameLengthLimit and LabelValueLengthLimit when a label's name
+	// or value is longer, in bytes (0: none). The Appender returns an
+	// error wrapping ErrLabelLimit that names the label.
+	LabelLimit, LabelNameLengthLimit, LabelValueLengthLimit int
 	// Layout and Measurement, when set, override the store's defaults for
 	// this job; the Appendable validates and interprets them.
 	Layout, Measurement string

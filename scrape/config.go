@@ -29,8 +29,10 @@ type Config struct {
 	JobName string
 	// SampleLimit fails a scrape with more samples (0: no limit).
 	SampleLimit int
-	// LabelLimit fails a scrape with a series of more labels (0: none).
-	LabelLimit int
+	// LabelLimit fails a scrape with a series of more labels (0: none);
+	// LabelNameLengthLimit and LabelValueLengthLimit with a label name or
+	// value longer, in bytes (0: none).
+	LabelLimit, LabelNameLengthLimit, LabelValueLengthLimit int
 	// RelabelConfigs rewrite or drop targets before they are scraped, with
 	// Prometheus semantics (__address__, __scheme__, __metrics_path__ and
 	// the discovery's __meta_* labels).
@@ -89,6 +91,10 @@ const (
 	DefaultInterval  = 15 * time.Second
 	DefaultTimeout   = 10 * time.Second
 	DefaultBodyLimit = 50 << 20
+	// DefaultLabelValueLengthLimit: InfluxDB refuses a series key past
+	// 64 KiB on every write, so a longer label value fails its scrape
+	// with a message naming the label instead.
+	DefaultLabelValueLengthLimit = 64 << 10
 )
 
 // FieldError is a problem with one field of Config, named as in Go
@@ -132,6 +138,12 @@ func (c *Config) Validate() error {
 	}
 	if c.LabelLimit < 0 {
 		bad("LabelLimit", "label limit must not be negative, got %d", c.LabelLimit)
+	}
+	if c.LabelNameLengthLimit < 0 {
+		bad("LabelNameLengthLimit", "label name length limit must not be negative, got %d", c.LabelNameLengthLimit)
+	}
+	if c.LabelValueLengthLimit < 0 {
+		bad("LabelValueLengthLimit", "label value length limit must not be negative, got %d", c.LabelValueLengthLimit)
 	}
 	for i, rc := range c.RelabelConfigs {
 		if err := rc.Validate(model.UTF8Validation); err != nil {

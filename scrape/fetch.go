@@ -163,7 +163,7 @@ func (f *fetcher) fetch(ctx context.Context, timeoutHeader string) ([]byte, stri
 	clean := false
 	defer func() { f.finish(resp, clean) }()
 	if resp.StatusCode != http.StatusOK {
-		return nil, "", fmt.Errorf("server returned HTTP status %s", resp.Status)
+		return nil, "", &StatusError{Code: resp.StatusCode, Status: resp.Status}
 	}
 	var r io.Reader = resp.Body
 	plain := true // the body is read straight from the response

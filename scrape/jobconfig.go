@@ -25,6 +25,8 @@ type FileJob struct {
 	HonorTimestamps      bool                 `yaml:"honor_timestamps"`
 	SampleLimit          int                  `yaml:"sample_limit"`
 	LabelLimit           int                  `yaml:"label_limit"`
+	LabelNameLengthLimit *int                 `yaml:"label_name_length_limit"`
+	LabelValueLength     *int                 `yaml:"label_value_length_limit"`
 	BodySizeLimit        string               `yaml:"body_size_limit"`
 	Layout               string               `yaml:"layout"`
 	Measurement          string               `yaml:"measurement"`
@@ -83,6 +85,7 @@ func ParseSize(s string) (int64, error) {
 var yamlKeyOf = map[string]string{
 	"Interval": "scrape_interval", "Timeout": "scrape_timeout", "BodyLimit": "body_size_limit",
 	"SampleLimit": "sample_limit", "LabelLimit": "label_limit", "RelabelConfigs": "relabel_configs",
+	"LabelNameLengthLimit": "label_name_length_limit", "LabelValueLengthLimit": "label_value_length_limit",
 	"MetricRelabelConfigs": "metric_relabel_configs", "TLS": "tls_config", "BearerToken": "bearer_token_file",
 }
 
@@ -102,6 +105,13 @@ func (j *FileJob) Spec(def FileDefaults, consul discovery.ConsulConfig, override
 		HonorTimestamps: j.HonorTimestamps, SampleLimit: j.SampleLimit, LabelLimit: j.LabelLimit,
 		RelabelConfigs: j.RelabelConfigs, MetricRelabelConfigs: j.MetricRelabelConfigs,
 		TLS: j.TLS, Layout: j.Layout, Measurement: j.Measurement,
+		LabelValueLengthLimit: DefaultLabelValueLengthLimit,
+	}
+	if j.LabelNameLengthLimit != nil {
+		sc.LabelNameLengthLimit = *j.LabelNameLengthLimit
+	}
+	if j.LabelValueLength != nil {
+		sc.LabelValueLengthLimit = *j.LabelValueLength
 	}
 	if sc.Interval == 0 {
 		sc.Interval = DefaultInterval

@@ -8,6 +8,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,12 +40,15 @@ const (
 
 // Status is what is known about a target's last scrape.
 type Status struct {
-	Target         discovery.Target
-	Health         Health
-	LastScrape     time.Time
-	LastDuration   time.Duration
-	LastSamples    int
-	LastError      string
+	Target       discovery.Target
+	Health       Health
+	LastScrape   time.Time
+	LastDuration time.Duration
+	LastSamples  int
+	LastError    string
+	// LastErrorKind groups failures (FailTimeout, FailHTTPStatus...);
+	// empty while up.
+	LastErrorKind  string
 	ScrapesTotal   int64
 	FailuresTotal  int64
 	SkippedTotal   int64
@@ -78,6 +82,8 @@ type loop struct {
 	// last log line about it.
 	downSince, lastReport time.Time
 
+	metrics loopMetrics
+
 	// Synthetic series (up, scrape_duration_seconds,
 	// scrape_samples_scraped), built once per loop.
 	synth [3]Sample
@@ -93,6 +99,7 @@ func newLoop(t discovery.Target, cfg Config, app Appender, f *fetcher, log *slog
 		log:     log.With("target", t.Redacted(), "job", t.Tag("job")),
 		timeout: strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64),
 		done:    make(chan struct{}),
+		metrics: newLoopMetrics(t.Tag("job")),
 		status:  Status{Target: t, Health: HealthUnknown, Interval: cfg.Interval},
 		synth: [3]Sample{
 			SyntheticSample(labels.FromStrings(model.MetricNameLabel, "up"), model.MetricTypeGauge, 0, 0),
@@ -162,6 +169,7 @@ func (l *loop) run(ctx context.Context) {
 			skipped++
 		}
 		if skipped > 0 {
+			l.metrics.skipped.Add(float64(skipped))
 			l.mu.Lock()
 			l.status.SkippedTotal += skipped
 			l.mu.Unlock()
@@ -195,6 +203,7 @@ func (l *loop) scrape(ctx context.Context, start, slot time.Time, delay time.Dur
 	}
 	var n int
 	var warn error
+	parsing := false
 	// Parse, convert and commit are CPU work: at most one per core at a
 	// time, however many loops have a body in hand (as VictoriaMetrics
 	// does), so that thousands of targets do not convert at once. The wait
@@ -211,6 +220,7 @@ func (l *loop) scrape(ctx context.Context, start, slot time.Time, delay time.Dur
 	waited := time.Since(waitStart) + roomWait
 	if err == nil {
 		n, warn, err = l.parser.ParseLimit(body, contentType, ts, l.cfg.HonorTimestamps, l.cfg.SampleLimit, l.app)
+		parsing = err != nil
 	}
 	cancel()
 	if ctx.Err() != nil && err != nil {
@@ -235,7 +245,7 @@ func (l *loop) scrape(ctx context.Context, start, slot time.Time, delay time.Dur
 		l.log.Warn("cannot commit scrape", "err", cerr)
 	}
 	scrapeDuration.Observe(dur.Seconds())
-	l.report(start, dur, delay, n, warn, err)
+	l.report(start, dur, delay, n, warn, err, parsing)
 }
 
 // cpuSlots caps the loops parsing and converting at once at the number of
@@ -248,7 +258,14 @@ const targetReportEvery = 5 * time.Minute
 // report records the outcome and logs it: a failure when it starts or its
 // error changes, again every targetReportEvery while it lasts (debug in
 // between), and the recovery.
-func (l *loop) report(start time.Time, dur, delay time.Duration, n int, warn, err error) {
+func (l *loop) report(start time.Time, dur, delay time.Duration, n int, warn, err error, parsing bool) {
+	var kind string
+	l.metrics.scrapes.Inc()
+	if err != nil {
+		base, detail := failureKind(err, parsing)
+		scrapeFailures.WithLabelValues(l.metrics.job, base).Inc()
+		kind = strings.TrimSpace(base + " " + detail)
+	}
 	l.mu.Lock()
 	prev := l.status
 	l.status.LastScrape = start
@@ -259,21 +276,24 @@ func (l *loop) report(start time.Time, dur, delay time.Duration, n int, warn, er
 	if err != nil {
 		l.status.Health = HealthDown
 		l.status.LastError = err.Error()
+		l.status.LastErrorKind = kind
 		l.status.FailuresTotal++
 	} else {
 		l.status.Health = HealthUp
-		l.status.LastError = ""
+		l.status.LastError, l.status.LastErrorKind = "", ""
 	}
 	l.mu.Unlock()
 
 	switch {
 	case err != nil && prev.Health != HealthDown:
 		l.downSince, l.lastReport = start, start
-		l.log.Warn("scrape failed", "err", err)
-	case err != nil && (prev.LastError != err.Error() || start.Sub(l.lastReport) >= targetReportEvery):
-		// Said again at a steady cadence while the target stays down.
+		l.log.Warn("scrape failed", "kind", kind, "err", err)
+	case err != nil && (prev.LastErrorKind != kind || start.Sub(l.lastReport) >= targetReportEvery):
+		// Said again when the kind of failure changes, and at a steady
+		// cadence while the target stays down; not when only the text
+		// changes (it carries a local port that changes every scrape).
 		l.lastReport = start
-		l.log.Warn("scrape still failing", "err", err, "down_for", start.Sub(l.downSince).Round(time.Second).String())
+		l.log.Warn("scrape still failing", "kind", kind, "err", err, "down_for", start.Sub(l.downSince).Round(time.Second).String())
 	case err != nil:
 		l.log.Debug("scrape still failing", "err", err)
 	case prev.Health == HealthDown:

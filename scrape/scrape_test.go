@@ -9,12 +9,18 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
@@ -518,9 +524,9 @@ func TestDeadTargetLoggedAtACadence(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
 	err := errors.New("connection refused")
 	for i := 0; i <= 11; i++ { // down for 11 minutes, a scrape a minute
-		l.report(t0.Add(time.Duration(i)*time.Minute), 0, 0, 0, nil, err)
+		l.report(t0.Add(time.Duration(i)*time.Minute), 0, 0, 0, nil, err, false)
 	}
-	l.report(t0.Add(12*time.Minute), 0, 0, 5, nil, nil)
+	l.report(t0.Add(12*time.Minute), 0, 0, 5, nil, nil, false)
 	out := buf.String()
 	if n := strings.Count(out, "level=WARN"); n != 3 {
 		t.Errorf("%d warnings over 11 minutes down, want 3 (at 0, 5 and 10 minutes):\n%s", n, out)
@@ -531,4 +537,108 @@ func TestDeadTargetLoggedAtACadence(t *testing.T) {
 	if !strings.Contains(out, "job=docker-engine") {
 		t.Errorf("log lines do not carry the target's job:\n%s", out)
 	}
+}
+
+// A hung target's timeouts carry a new local port in their text at every
+// scrape: they are one kind of failure, logged when it starts and at the
+// cadence, not at every scrape (22 lines in 20 s before, for one target
+// at 1 s). A change of kind is logged at once.
+func TestHungTargetLogGroupedByKind(t *testing.T) {
+	var buf bytes.Buffer
+	tg, _ := discovery.NewTarget("http://127.0.0.1:1/metrics", "docker-engine")
+	l := newLoop(tg, testConfig(), &recorder{}, nil, slog.New(slog.NewTextHandler(&buf, nil)))
+	t0 := time.Unix(1_000_000, 0)
+	for i := 0; i < 20; i++ {
+		err := fmt.Errorf("scrape timed out after 1s: %w", &net.OpError{Op: "read", Net: "tcp",
+			Source: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000 + i}, Err: os.ErrDeadlineExceeded})
+		l.report(t0.Add(time.Duration(i)*time.Second), 0, 0, 0, nil, err, false)
+	}
+	if n := strings.Count(buf.String(), "level=WARN"); n != 1 {
+		t.Fatalf("20 timeouts in 20 s logged %d times, want once:\n%s", n, buf.String())
+	}
+	if !strings.Contains(buf.String(), "kind=timeout") {
+		t.Fatalf("the kind is not logged:\n%s", buf.String())
+	}
+	l.report(t0.Add(21*time.Second), 0, 0, 0, nil, &StatusError{Code: 503, Status: "503 Service Unavailable"}, false)
+	if !strings.Contains(buf.String(), `kind="http_status 503"`) {
+		t.Fatalf("a change of kind is not logged at once:\n%s", buf.String())
+	}
+}
+
+func TestFailureKinds(t *testing.T) {
+	for _, c := range []struct {
+		err     error
+		parsing bool
+		want    string
+	}{
+		{context.DeadlineExceeded, false, FailTimeout},
+		{&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, false, FailRefused},
+		{&net.OpError{Op: "read", Err: syscall.ECONNRESET}, false, FailReset},
+		{&net.DNSError{Err: "no such host", Name: "x"}, false, FailDNS},
+		{&StatusError{Code: 404, Status: "404 Not Found"}, false, FailHTTPStatus},
+		{fmt.Errorf("%w of 10 bytes", ErrBodyTooLarge), false, FailBodyLimit},
+		{fmt.Errorf("%w: more than 5", ErrSampleLimit), true, FailSampleLimit},
+		{fmt.Errorf("%w: label", ErrLabelLimit), true, FailLabelLimit},
+		{errors.New("cannot parse body: bad"), true, FailParse},
+		{errors.New("something"), false, FailOther},
+	} {
+		if got, _ := failureKind(c.err, c.parsing); got != c.want {
+			t.Errorf("failureKind(%v) = %s, want %s", c.err, got, c.want)
+		}
+	}
+}
+
+// Counters only go up: removing 3 of 4 targets leaves scrapes_total and
+// scrape_failures_total where they were (it took scrapes_total from 83
+// to 2 when they were sums over the running targets), and a job's series
+// stays after its last target.
+func TestCountersSurviveTargetRemoval(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/bad" {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "x 1\n")
+	}))
+	defer srv.Close()
+	cfg := Config{Interval: 50 * time.Millisecond, Timeout: 50 * time.Millisecond, BodyLimit: 1 << 20}
+	p, err := NewPool(cfg, &recorder{}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const job = "counters-job"
+	tg := func(path string) discovery.Target {
+		x, _ := discovery.NewTarget(srv.URL+path, job)
+		return x
+	}
+	scrapes := func() float64 { return testutil.ToFloat64(scrapesTotal.WithLabelValues(job)) }
+	failures := func() float64 { return testutil.ToFloat64(scrapeFailures.WithLabelValues(job, FailHTTPStatus)) }
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan []discovery.Target)
+	done := make(chan error)
+	go func() { done <- p.Run(ctx, ch) }()
+	ch <- []discovery.Target{tg("/a"), tg("/b"), tg("/c"), tg("/bad")}
+	waitFor(t, func() bool { return scrapes() >= 20 && failures() >= 3 })
+	ch <- []discovery.Target{tg("/a")}
+	waitFor(t, func() bool { return len(p.Targets()) == 1 })
+	before, failed := scrapes(), failures()
+	ch <- nil
+	waitFor(t, func() bool { return len(p.Targets()) == 0 })
+	if scrapes() < before || failures() < failed {
+		t.Fatalf("counters went down: scrapes %v -> %v, failures %v -> %v", before, scrapes(), failed, failures())
+	}
+	n, err := testutil.GatherAndCount(prometheus.Gatherers{gathererOf(Collectors()...)}, "scrapeflux_scrapes_total")
+	if err != nil || n == 0 {
+		t.Fatalf("the job's series went with its last target: %d series, %v", n, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func gathererOf(cs ...prometheus.Collector) prometheus.Gatherer {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(cs...)
+	return reg
 }

@@ -23,7 +23,7 @@ var (
 	ErrInvalidUTF8     = errors.New("label value is not valid UTF-8")
 	ErrDuplicateLabel  = errors.New("duplicate label name")
 	ErrMissingBucketLe = errors.New("histogram bucket without le label")
-	ErrLabelLimit      = errors.New("label limit exceeded")
+	ErrLabelLimit      = scrape.ErrLabelLimit
 	ErrNULByte         = errors.New("label holds a NUL byte")
 )
 

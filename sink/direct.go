@@ -124,6 +124,14 @@ func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 	if c.app.LabelLimit > 0 && len(lbs) > c.app.LabelLimit {
 		return false
 	}
+	if c.app.LabelNameLengthLimit > 0 || c.app.LabelValueLengthLimit > 0 {
+		for _, l := range lbs {
+			if (c.app.LabelNameLengthLimit > 0 && len(l.nameOf(text)) > c.app.LabelNameLengthLimit) ||
+				(c.app.LabelValueLengthLimit > 0 && int(l.end)-int(l.eq)-2 > c.app.LabelValueLengthLimit) {
+				return false // the general way names it
+			}
+		}
+	}
 	// Sort by name (expositions are usually sorted already); a duplicate
 	// name is an error the general way reports.
 	for i := 1; i < len(lbs); i++ {

@@ -41,8 +41,8 @@ func (c *converter) generalKey(sc *scratch, s *scrape.Sample) (drop bool, err er
 			family = strings.TrimSuffix(n, suffix)
 		}
 	}
-	if c.app.LabelLimit > 0 && sc.lset.Len()-1 > c.app.LabelLimit {
-		return false, fmt.Errorf("%w: %d labels on %s, limit %d", ErrLabelLimit, sc.lset.Len()-1, s.Series, c.app.LabelLimit)
+	if err := c.checkLabelLimits(sc.lset, s.Series); err != nil {
+		return false, err
 	}
 	suffix := strings.TrimPrefix(name, family)
 	var measurement, field, skip string
@@ -129,4 +129,27 @@ func (c *converter) identity(key string) bool {
 		}
 	}
 	return false
+}
+
+// checkLabelLimits fails a series past the job's label limits, naming the
+// label (and never quoting a value that is too long).
+func (c *converter) checkLabelLimits(lset labels.Labels, series []byte) error {
+	a := c.app
+	if a.LabelLimit > 0 && lset.Len()-1 > a.LabelLimit {
+		return fmt.Errorf("%w: %d labels on %s, limit %d (label_limit)", ErrLabelLimit, lset.Len()-1, cut(string(series), 200), a.LabelLimit)
+	}
+	if a.LabelNameLengthLimit == 0 && a.LabelValueLengthLimit == 0 {
+		return nil
+	}
+	var err error
+	lset.Range(func(l labels.Label) {
+		switch {
+		case err != nil, l.Name == model.MetricNameLabel:
+		case a.LabelNameLengthLimit > 0 && len(l.Name) > a.LabelNameLengthLimit:
+			err = fmt.Errorf("%w: label name %q of %d bytes on %s, limit %d (label_name_length_limit)", ErrLabelLimit, cut(l.Name, 100), len(l.Name), cut(lset.Get(model.MetricNameLabel), 200), a.LabelNameLengthLimit)
+		case a.LabelValueLengthLimit > 0 && len(l.Value) > a.LabelValueLengthLimit:
+			err = fmt.Errorf("%w: label %q has a value of %d bytes on %s, limit %d (label_value_length_limit)", ErrLabelLimit, l.Name, len(l.Value), cut(lset.Get(model.MetricNameLabel), 200), a.LabelValueLengthLimit)
+		}
+	})
+	return err
 }

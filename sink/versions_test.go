@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -178,5 +179,41 @@ func TestInfluxURLWithCredentialsRefused(t *testing.T) {
 	c := InfluxConfig{URL: "http://admin:s3cr3t-pw@127.0.0.1:8086", Bucket: "db", Timeout: time.Second}
 	if err := c.Validate(); !strings.Contains(err.Error(), "--influx-token-file") {
 		t.Fatalf("the error does not say what to do instead: %v", err)
+	}
+}
+
+// Label limits fail a scrape with a message naming the label, never
+// quoting a value that is too long; the direct and general ways agree.
+func TestLabelLimits(t *testing.T) {
+	long := strings.Repeat("v", 100<<10)
+	for _, c := range []struct {
+		name string
+		opts scrape.AppendOptions
+		body string
+		want string // in the error; "" for none
+	}{
+		{"value over the default", scrape.AppendOptions{LabelValueLengthLimit: scrape.DefaultLabelValueLengthLimit}, `m{big="` + long + `"} 1` + "\n", `label "big" has a value of 102400 bytes`},
+		{"value within", scrape.AppendOptions{LabelValueLengthLimit: 10}, `m{a="0123456789"} 1` + "\n", ""},
+		{"value one past", scrape.AppendOptions{LabelValueLengthLimit: 10}, `m{a="0123456789x"} 1` + "\n", `label "a" has a value of 11 bytes`},
+		{"name", scrape.AppendOptions{LabelNameLengthLimit: 5}, `m{abcdef="x"} 1` + "\n", `label name "abcdef" of 6 bytes`},
+		{"count", scrape.AppendOptions{LabelLimit: 2}, `m{a="1",b="2",c="3"} 1` + "\n", "3 labels"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := New(fastConfig(), &fakeWriter{}, discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			app := s.Appender(testTarget(), c.opts)
+			_, _, err = scrape.NewParser().Parse([]byte(c.body), "text/plain", 1700000000000, false, app)
+			app.Rollback()
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case c.want != "" && (err == nil || !errors.Is(err, scrape.ErrLabelLimit) || !strings.Contains(err.Error(), c.want)):
+				t.Fatalf("error %v, want ErrLabelLimit saying %q", err, c.want)
+			case err != nil && len(err.Error()) > 1000:
+				t.Fatalf("the error quotes the value: %d bytes", len(err.Error()))
+			}
+		})
 	}
 }

@@ -110,6 +110,15 @@ authentication is on.`,
 				if fl.Changed("body-limit") {
 					c.BodyLimit = int64(o.bodyLimit)
 				}
+				if fl.Changed("label-limit") {
+					c.LabelLimit = o.scrape.LabelLimit
+				}
+				if fl.Changed("label-name-length-limit") {
+					c.LabelNameLengthLimit = o.scrape.LabelNameLengthLimit
+				}
+				if fl.Changed("label-value-length-limit") {
+					c.LabelValueLengthLimit = o.scrape.LabelValueLengthLimit
+				}
 				// Global tags and the url tag apply to the config's jobs too.
 				if len(o.scrape.Tags) > 0 {
 					c.Tags = o.scrape.Tags
@@ -173,6 +182,9 @@ authentication is on.`,
 	f.StringVar(&o.scrape.TLS.ServerName, "tls-server-name", "", "server name to verify in the targets' certificates")
 	f.BoolVar(&o.scrape.TLS.InsecureSkipVerify, "tls-insecure-skip-verify", false, "do not verify the targets' certificates (unsafe)")
 	f.BoolVar(&o.scrape.HonorTimestamps, "honor-timestamps", false, "keep timestamps targets expose instead of the scrape time")
+	f.IntVar(&o.scrape.LabelLimit, "label-limit", 0, "fail a scrape with a series of more labels (0: no limit)")
+	f.IntVar(&o.scrape.LabelNameLengthLimit, "label-name-length-limit", 0, "fail a scrape with a label name longer than this many bytes (0: no limit)")
+	f.IntVar(&o.scrape.LabelValueLengthLimit, "label-value-length-limit", scrape.DefaultLabelValueLengthLimit, "fail a scrape with a label value longer than this many bytes (InfluxDB refuses series keys past 64 KiB; 0: no limit)")
 	f.StringVar(&o.layout, "layout", "v1", "InfluxDB layout: v1 (measurement per metric) or v2 (one measurement, field per metric)")
 	f.StringVar(&o.sink.Convert.Measurement, "measurement", sink.DefaultMeasurement, "measurement of layout v2")
 	f.StringVar(&o.influx.URL, "influx-url", "http://127.0.0.1:8086", "InfluxDB URL, without credentials (those go in --influx-token-file)")

@@ -195,35 +195,33 @@ type selfCollector struct {
 }
 
 var (
-	descScraped  = prometheus.NewDesc("scrapeflux_samples_scraped_total", "Samples committed by scrapes.", nil, nil)
-	descWritten  = prometheus.NewDesc("scrapeflux_samples_written_total", "Samples InfluxDB accepted.", nil, nil)
-	descRecov    = prometheus.NewDesc("scrapeflux_samples_recovered_total", "Samples found in the disk queue at start, left by an earlier run.", nil, nil)
-	descDropped  = prometheus.NewDesc("scrapeflux_samples_dropped_total", "Samples not written, by reason.", []string{"reason"}, nil)
-	descQueued   = prometheus.NewDesc("scrapeflux_queued_samples", "Samples accepted and not yet written.", nil, nil)
-	descQBytes   = prometheus.NewDesc("scrapeflux_queued_bytes", "Bytes of line protocol not yet written.", nil, nil)
-	descQDisk    = prometheus.NewDesc("scrapeflux_queue_disk_bytes", "Bytes of the disk queue's segment files.", nil, nil)
-	descQDiskMax = prometheus.NewDesc("scrapeflux_queue_disk_max_bytes", "Bound of the disk queue's files (--queue-max-bytes; 0: no disk queue).", nil, nil)
-	descQMem     = prometheus.NewDesc("scrapeflux_queue_memory_bytes", "Bytes of queued line protocol held in memory.", []string{"kind"}, nil)
-	descQMemMax  = prometheus.NewDesc("scrapeflux_queue_memory_max_bytes", "Bound of queued data in memory that is not on disk (--memory-max-bytes).", nil, nil)
-	descQFault   = prometheus.NewDesc("scrapeflux_queue_disk_failing", "1 while the disk queue refuses writes (full or failing disk): new data waits in memory.", nil, nil)
-	descRejected = prometheus.NewDesc("scrapeflux_samples_rejected_total", "Samples InfluxDB refused, by its reason (parse, type_conflict, retention, limit, other).", []string{"reason"}, nil)
-	descWrites   = prometheus.NewDesc("scrapeflux_influx_writes_total", "Write requests to InfluxDB by outcome (ok: InfluxDB answered for every line, failed: retried).", []string{"outcome"}, nil)
-	descWriteDur = prometheus.NewDesc("scrapeflux_influx_write_seconds_total", "Time spent in write requests to InfluxDB.", nil, nil)
-	descAnswers  = prometheus.NewDesc("scrapeflux_influx_write_answers_total", "Answers to write requests by status: 204, 400, 401, 403, 404, 413, 422, 429, other_4xx, 5xx, network (no answer), other.", []string{"status"}, nil)
-	descLatency  = prometheus.NewDesc("scrapeflux_influx_write_duration_seconds", "Duration of write requests to InfluxDB.", nil, nil)
-	descLastOK   = prometheus.NewDesc("scrapeflux_influx_last_write_timestamp_seconds", "Time of the last write InfluxDB answered (0: none yet).", nil, nil)
-	descConsec   = prometheus.NewDesc("scrapeflux_influx_consecutive_failures", "Failed write attempts since the last answered one.", nil, nil)
-	descMembers  = prometheus.NewDesc("scrapeflux_cluster_members", "Live replicas of the cluster as this replica sees them (itself included).", nil, nil)
-	descMChanges = prometheus.NewDesc("scrapeflux_cluster_membership_changes_total", "Changes of the cluster's member list seen.", nil, nil)
-	descHandover = prometheus.NewDesc("scrapeflux_cluster_handovers_total", "Targets handed over to other replicas.", nil, nil)
-	descRoles    = prometheus.NewDesc("scrapeflux_cluster_targets", "Targets by this replica's role: owned, leaving (handed over, scraped one more interval), skipped (another replica's).", []string{"role"}, nil)
-	descTargets  = prometheus.NewDesc("scrapeflux_targets", "Targets by health.", []string{"health"}, nil)
-	descScrapes  = prometheus.NewDesc("scrapeflux_scrapes_total", "Scrapes run, by job (of the targets running now).", []string{"job"}, nil)
-	descFailures = prometheus.NewDesc("scrapeflux_scrape_failures_total", "Scrapes that failed, by job (of the targets running now).", []string{"job"}, nil)
-	descSkipped  = prometheus.NewDesc("scrapeflux_scrapes_skipped_total", "Scrape intervals skipped because a scrape overran, by job (of the targets running now).", []string{"job"}, nil)
-	descInflux   = prometheus.NewDesc("scrapeflux_influxdb_info", "The InfluxDB written to, as its /ping says: version, build and the write API used.", []string{"version", "build", "api"}, nil)
-	descBuild    = prometheus.NewDesc("scrapeflux_build_info", "The running build: version and Go version.", []string{"version", "goversion"}, nil)
-	descLag      = prometheus.NewDesc("scrapeflux_scrape_start_lag_max_seconds", "Largest lag of a scrape's start behind its schedule among the last scrapes of every target.", nil, nil)
+	descScraped    = prometheus.NewDesc("scrapeflux_samples_scraped_total", "Samples committed by scrapes.", nil, nil)
+	descWritten    = prometheus.NewDesc("scrapeflux_samples_written_total", "Samples InfluxDB accepted.", nil, nil)
+	descRecov      = prometheus.NewDesc("scrapeflux_samples_recovered_total", "Samples found in the disk queue at start, left by an earlier run.", nil, nil)
+	descDropped    = prometheus.NewDesc("scrapeflux_samples_dropped_total", "Samples not written, by reason.", []string{"reason"}, nil)
+	descQueued     = prometheus.NewDesc("scrapeflux_queued_samples", "Samples accepted and not yet written.", nil, nil)
+	descQBytes     = prometheus.NewDesc("scrapeflux_queued_bytes", "Bytes of line protocol not yet written.", nil, nil)
+	descQDisk      = prometheus.NewDesc("scrapeflux_queue_disk_bytes", "Bytes of the disk queue's segment files.", nil, nil)
+	descQDiskMax   = prometheus.NewDesc("scrapeflux_queue_disk_max_bytes", "Bound of the disk queue's files (--queue-max-bytes; 0: no disk queue).", nil, nil)
+	descQMem       = prometheus.NewDesc("scrapeflux_queue_memory_bytes", "Bytes of queued line protocol held in memory.", []string{"kind"}, nil)
+	descQMemMax    = prometheus.NewDesc("scrapeflux_queue_memory_max_bytes", "Bound of queued data in memory that is not on disk (--memory-max-bytes).", nil, nil)
+	descQFault     = prometheus.NewDesc("scrapeflux_queue_disk_failing", "1 while the disk queue refuses writes (full or failing disk): new data waits in memory.", nil, nil)
+	descRejected   = prometheus.NewDesc("scrapeflux_samples_rejected_total", "Samples InfluxDB refused, by its reason (parse, type_conflict, retention, limit, other).", []string{"reason"}, nil)
+	descWrites     = prometheus.NewDesc("scrapeflux_influx_writes_total", "Write requests to InfluxDB by outcome (ok: InfluxDB answered for every line, failed: retried).", []string{"outcome"}, nil)
+	descWriteDur   = prometheus.NewDesc("scrapeflux_influx_write_seconds_total", "Time spent in write requests to InfluxDB.", nil, nil)
+	descAnswers    = prometheus.NewDesc("scrapeflux_influx_write_answers_total", "Answers to write requests by status: 204, 400, 401, 403, 404, 413, 422, 429, other_4xx, 5xx, network (no answer), other.", []string{"status"}, nil)
+	descLatency    = prometheus.NewDesc("scrapeflux_influx_write_duration_seconds", "Duration of write requests to InfluxDB.", nil, nil)
+	descLastOK     = prometheus.NewDesc("scrapeflux_influx_last_write_timestamp_seconds", "Time of the last write InfluxDB answered (0: none yet).", nil, nil)
+	descConsec     = prometheus.NewDesc("scrapeflux_influx_consecutive_failures", "Failed write attempts since the last answered one.", nil, nil)
+	descMembers    = prometheus.NewDesc("scrapeflux_cluster_members", "Live replicas of the cluster as this replica sees them (itself included).", nil, nil)
+	descMChanges   = prometheus.NewDesc("scrapeflux_cluster_membership_changes_total", "Changes of the cluster's member list seen.", nil, nil)
+	descHandover   = prometheus.NewDesc("scrapeflux_cluster_handovers_total", "Targets handed over to other replicas.", nil, nil)
+	descRoles      = prometheus.NewDesc("scrapeflux_cluster_targets", "Targets by this replica's role: owned, leaving (handed over, scraped one more interval), skipped (another replica's).", []string{"role"}, nil)
+	descTargets    = prometheus.NewDesc("scrapeflux_targets", "Targets by health.", []string{"health"}, nil)
+	descJobTargets = prometheus.NewDesc("scrapeflux_job_targets", "Targets this replica scrapes, by job and health (alert on health=\"down\").", []string{"job", "health"}, nil)
+	descInflux     = prometheus.NewDesc("scrapeflux_influxdb_info", "The InfluxDB written to, as its /ping says: version, build and the write API used.", []string{"version", "build", "api"}, nil)
+	descBuild      = prometheus.NewDesc("scrapeflux_build_info", "The running build: version and Go version.", []string{"version", "goversion"}, nil)
+	descLag        = prometheus.NewDesc("scrapeflux_scrape_start_lag_max_seconds", "Largest lag of a scrape's start behind its schedule among the last scrapes of every target.", nil, nil)
 )
 
 func (c *selfCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
@@ -274,31 +272,28 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descQFault, prometheus.GaugeValue, failing)
 	health := map[scrape.Health]int{scrape.HealthUp: 0, scrape.HealthDown: 0, scrape.HealthUnknown: 0}
 	roles := map[string]int{scrape.RoleOwned: 0, scrape.RoleLeaving: 0, scrape.RoleSkipped: 0}
-	type counts struct{ scrapes, failures, skipped int64 }
-	perJob := map[string]*counts{}
+	perJob := map[string]map[scrape.Health]int{}
 	var lag time.Duration
 	for _, t := range c.targets.Targets() {
 		roles[t.Role]++
-		job := t.Target.Tag("job")
-		if perJob[job] == nil {
-			perJob[job] = &counts{}
-		}
 		if t.Role == scrape.RoleSkipped {
 			continue
 		}
+		job := t.Target.Tag("job")
+		if perJob[job] == nil {
+			perJob[job] = map[scrape.Health]int{scrape.HealthUp: 0, scrape.HealthDown: 0, scrape.HealthUnknown: 0}
+		}
+		perJob[job][t.Health]++
 		health[t.Health]++
-		perJob[job].scrapes += t.ScrapesTotal
-		perJob[job].failures += t.FailuresTotal
-		perJob[job].skipped += t.SkippedTotal
 		lag = max(lag, t.LastStartDelay)
 	}
 	for h, n := range health {
 		ch <- prometheus.MustNewConstMetric(descTargets, prometheus.GaugeValue, float64(n), string(h))
 	}
-	for job, n := range perJob {
-		ch <- prometheus.MustNewConstMetric(descScrapes, prometheus.CounterValue, float64(n.scrapes), job)
-		ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(n.failures), job)
-		ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(n.skipped), job)
+	for job, hs := range perJob {
+		for h, n := range hs {
+			ch <- prometheus.MustNewConstMetric(descJobTargets, prometheus.GaugeValue, float64(n), job, string(h))
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, fullVersion(), runtime.Version())
 	if c.influx != nil {
