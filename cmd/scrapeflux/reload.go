@@ -22,9 +22,41 @@ type reloader struct {
 	jobs *scrape.Manager
 	load func() ([]scrape.JobSpec, error)
 
-	mu          sync.Mutex // serialises reloads; guards the fields below
+	reloading sync.Mutex // serialises reloads; never held by readers
+	// mu guards the fields below, never held while a reload runs, so
+	// /metrics and /targets answer while jobs restart.
+	mu          sync.Mutex
 	lastOK      bool
 	lastSuccess time.Time
+	lastErr     string    // of the last failed reload, until one succeeds
+	lastAttempt time.Time // of the last reload, failed or not
+}
+
+// reloadStatus is the last reload's outcome, for the targets page.
+type reloadStatus struct {
+	OK                   bool
+	LastSuccess, Attempt time.Time
+	Err                  string
+}
+
+func (r *reloader) status() reloadStatus {
+	if r == nil {
+		return reloadStatus{OK: true}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return reloadStatus{OK: r.lastOK, LastSuccess: r.lastSuccess, Attempt: r.lastAttempt, Err: r.lastErr}
+}
+
+func (r *reloader) record(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lastAttempt = time.Now()
+	if err != nil {
+		r.lastOK, r.lastErr = false, err.Error()
+		return
+	}
+	r.lastOK, r.lastSuccess, r.lastErr = true, r.lastAttempt, ""
 }
 
 var (
@@ -39,21 +71,20 @@ func (r *reloader) ok() {
 }
 
 func (r *reloader) reload() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.reloading.Lock()
+	defer r.reloading.Unlock()
 	specs, err := r.load()
 	if err != nil {
-		r.lastOK = false
+		r.record(err)
 		r.log.Error("configuration reload failed, keeping the running one", "err", err)
 		return err
 	}
 	started, stopped, kept, err := r.jobs.Apply(specs)
+	r.record(err)
 	if err != nil {
-		r.lastOK = false
 		r.log.Error("configuration reload could not start every job", "err", err)
 		return err
 	}
-	r.lastOK, r.lastSuccess = true, time.Now()
 	r.log.Info("configuration reloaded", "jobs_started", started, "jobs_stopped", stopped, "jobs_kept", kept)
 	return nil
 }

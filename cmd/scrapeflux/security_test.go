@@ -9,8 +9,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -25,7 +27,9 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/scrapeflux/scrapeflux/discovery/servertest"
+	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 )
 
@@ -274,5 +278,62 @@ func TestClientCertificateAuth(t *testing.T) {
 	oc, ok := other.issue("intruder", false)
 	if code, _ := get(t, ca.client(oc, ok), "https://"+listen+"/metrics", "", ""); code == http.StatusOK {
 		t.Error("a certificate from another CA got in")
+	}
+}
+
+// A listener reachable from other hosts without authentication is said
+// at start, with what to do; on loopback nothing is said.
+func TestOpenListenerWarned(t *testing.T) {
+	for _, host := range []string{"0.0.0.0", "127.0.0.1"} {
+		listen := fmt.Sprintf("%s:%d", host, servertest.FreePort(t))
+		d := startDaemon(t, "run", "--target", "http://127.0.0.1:1/metrics", "--influx-bucket", "b", "--influx-url", "http://127.0.0.1:1",
+			"--listen", listen, "--queue-dir", t.TempDir(), "--shutdown-timeout", "100ms")
+		waitUntil(t, "listener up", 10*time.Second, func() bool {
+			code, _ := httpGet(t, "http://127.0.0.1"+listen[strings.LastIndex(listen, ":"):]+"/healthz")
+			return code == 200
+		})
+		d.stop(t)
+		warned := strings.Contains(d.stderr, "reachable from other hosts without authentication")
+		if warned != (host == "0.0.0.0") {
+			t.Errorf("--listen %s: warned %t\n%s", listen, warned, d.stderr)
+		}
+	}
+}
+
+// /metrics answers while a reload runs: the reload's own lock is not the
+// one its metrics are read under (a slow reload stalled /metrics before).
+func TestMetricsDuringSlowReload(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	r := &reloader{log: slog.New(slog.DiscardHandler), load: func() ([]scrape.JobSpec, error) {
+		close(entered)
+		<-release
+		return nil, errors.New("bad config")
+	}}
+	r.ok()
+	done := make(chan error, 1)
+	go func() { done <- r.reload() }()
+	<-entered
+	got := make(chan int, 1)
+	go func() {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(r)
+		mfs, _ := reg.Gather()
+		got <- len(mfs)
+	}()
+	select {
+	case n := <-got:
+		if n != 2 {
+			t.Errorf("%d metric families, want 2", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("metrics waited on the reload")
+	}
+	close(release)
+	if err := <-done; err == nil {
+		t.Fatal("the bad reload succeeded")
+	}
+	if st := r.status(); st.OK || st.Err != "bad config" {
+		t.Fatalf("status after a failed reload: %+v", st)
 	}
 }

@@ -61,9 +61,12 @@ type pageStatus struct {
 	// the disk refuses writes, while it does.
 	QueueDisk      string
 	QueueDiskError string
-	Dropped        string
-	Members        []string
-	Self           string
+	// Reload: the last configuration reload, when one failed (the
+	// running configuration is the one before it).
+	ReloadError string
+	Dropped     string
+	Members     []string
+	Self        string
 }
 
 type pageData struct {
@@ -251,6 +254,9 @@ func (w *webServer) pageStatus(now time.Time) pageStatus {
 		ps.Members, _ = w.shard.Members()
 		ps.Self = w.shard.Self()
 	}
+	if rs := w.reload.status(); rs.Err != "" {
+		ps.ReloadError = fmt.Sprintf("the configuration reload %s failed, the configuration loaded %s runs on: %s", ago(rs.Attempt, now), ago(rs.LastSuccess, now), rs.Err)
+	}
 	return ps
 }
 
@@ -269,6 +275,7 @@ form{margin:.5em 0}nav a{margin-right:1em}
 <div class="{{.Status.WriterClass}}"><b>InfluxDB writes:</b> <span id="writer">{{.Status.Writer}}</span>, last {{.Status.LastWrite}}{{if .Status.LastError}}<br><span class="err">{{.Status.LastError}}</span>{{end}}</div>
 <div><b>Queue:</b> {{.Status.QueuedSamples}} samples, {{.Status.QueuedBytes}} bytes{{with .Status.QueueDisk}}; {{.}}{{end}}{{if .Status.Dropped}}; dropped {{.Status.Dropped}}{{end}}</div>
 {{with .Status.QueueDiskError}}<div class="down"><b>Disk queue degraded:</b> {{.}}</div>{{end}}
+{{with .Status.ReloadError}}<div class="down"><b>Configuration:</b> <span class="err">{{.}}</span></div>{{end}}
 {{if .Status.Self}}<div><b>Cluster:</b> this replica {{.Status.Self}}, members {{range $i, $m := .Status.Members}}{{if $i}}, {{end}}{{$m}}{{end}}</div>{{end}}
 </header>
 <h2>Jobs</h2>

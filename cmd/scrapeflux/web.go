@@ -70,6 +70,11 @@ func (w *webServer) listen() error {
 				"give --web-config with basic_auth_users or client_auth_type: RequireAndVerifyClientCert, or listen on 127.0.0.1 (reload also works with SIGHUP)", w.addr)
 		}
 	}
+	if !isLoopback(host) {
+		if authed, err := webConfigAuthenticates(w.webConfig); err == nil && !authed {
+			w.log.Warn("--listen "+w.addr+" is reachable from other hosts without authentication: anyone who reaches it reads /metrics and /targets (target addresses, errors); give --web-config with basic_auth_users and TLS, or listen on 127.0.0.1", "listen", w.addr)
+		}
+	}
 	ln, err := net.Listen("tcp", w.addr)
 	if err != nil {
 		return fmt.Errorf("cannot listen on --listen %s: %w", w.addr, err)
