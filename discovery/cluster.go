@@ -132,7 +132,7 @@ func (c *Cluster) Run(ctx context.Context, set func([]string)) error {
 		}
 	}()
 	var last []string
-	return c.consul.watch(ctx, queryMembers, func(q *api.QueryOptions) (uint64, error) {
+	return c.consul.watch(ctx, queryMembers, nil, func(q *api.QueryOptions) (uint64, error) {
 		entries, meta, err := c.consul.client.Health().Service(c.cfg.Service, c.cfg.Name, true, q)
 		if err != nil {
 			return 0, err

@@ -58,6 +58,9 @@ type ConsulConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Fetchers bounds the concurrent per-service requests of a refresh.
 	Fetchers int
+	// Filter is a Consul filter expression on the instances read
+	// (Prometheus 3's consul_sd filter), e.g. `Service.Meta.env == "prod"`.
+	Filter string
 }
 
 // DefaultConsulConfig returns the defaults.
@@ -105,7 +108,7 @@ func (c *ConsulConfig) Validate() error {
 }
 
 // minRefreshGap rate-limits refreshes of the instance lists.
-const minRefreshGap = time.Second
+const minRefreshGap = 200 * time.Millisecond
 
 // Consul discovers targets from the Consul catalog.
 //
@@ -119,6 +122,9 @@ type Consul struct {
 	cfg    ConsulConfig
 	client *api.Client
 	log    *slog.Logger
+
+	skipMu  sync.Mutex        // guards skipped
+	skipped map[string]string // instance and reason -> service, said once
 }
 
 // NewConsul makes a Consul discoverer.
@@ -173,36 +179,34 @@ func NewAPIClient(cfg ConsulConfig) (*api.Client, error) {
 
 // Run watches Consul and sends snapshots until ctx is cancelled. On errors
 // it keeps the last good snapshot and retries with backoff.
+//
+// What it asks costs in proportion to what changes, never to the
+// catalog's size: the two blocking queries wake the refresher only when
+// their index moved, and a refresh reads only the services a change
+// touched: those whose checks changed (the health state lists every
+// check with its service and node), those on a node whose node checks
+// changed, new ones, and (when the catalog changed without a check
+// telling which service) the services that have no checks.
 func (c *Consul) Run(ctx context.Context, ch chan<- []Target) error {
-	changed := make(chan struct{}, 1)
-	notify := func() {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	}
+	st := newConsulState()
 	g, gctx := errgroup.WithContext(ctx)
-	var services serviceSet
 	g.Go(func() error {
-		return c.watch(gctx, queryCatalog, func(q *api.QueryOptions) (uint64, error) {
+		return c.watch(gctx, queryCatalog, nil, func(q *api.QueryOptions) (uint64, error) {
 			m, meta, err := c.client.Catalog().Services(q)
 			if err != nil {
 				return 0, err
 			}
-			// Any change of the catalog may be a new instance of a
-			// watched service, so every answer triggers a refresh.
-			services.set(c.match(m))
-			notify()
+			st.catalog(c.match(m), meta.LastIndex)
 			return meta.LastIndex, nil
 		})
 	})
 	g.Go(func() error {
-		return c.watch(gctx, queryHealth, func(q *api.QueryOptions) (uint64, error) {
-			_, meta, err := c.client.Health().State(api.HealthAny, q)
+		return c.watch(gctx, queryHealth, st.healthFailed, func(q *api.QueryOptions) (uint64, error) {
+			checks, meta, err := c.client.Health().State(api.HealthAny, q)
 			if err != nil {
 				return 0, err
 			}
-			notify()
+			st.health(checks, meta.LastIndex)
 			return meta.LastIndex, nil
 		})
 	})
@@ -215,28 +219,29 @@ func (c *Consul) Run(ctx context.Context, ch chan<- []Target) error {
 			select {
 			case <-gctx.Done():
 				return nil
-			case <-changed:
+			case <-st.changed:
 			}
-			names, ok := services.get()
+			names, dirty, ok := st.take()
 			if !ok {
 				continue
 			}
-			targets, err := c.refresh(gctx, names)
+			fresh, err := c.refresh(gctx, dirty)
 			if err != nil {
 				if gctx.Err() != nil {
 					return nil
 				}
+				st.retry(dirty)
 				attempt++
 				if msg := err.Error(); msg != failing {
 					c.log.Warn("cannot read Consul services, keeping last targets", "err", err, "targets", len(last))
 					failing = msg
 				}
-				notify() // try again after the backoff
 				if !sleep(gctx, backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)) {
 					return nil
 				}
 				continue
 			}
+			targets := st.merge(names, fresh)
 			if failing != "" {
 				c.log.Info("Consul services readable again", "targets", len(targets))
 				failing, attempt = "", 0
@@ -250,7 +255,7 @@ func (c *Consul) Run(ctx context.Context, ch chan<- []Target) error {
 				}
 			}
 			// Changes that come in a burst (a whole swarm restarting) are
-			// read once a second at most.
+			// read together, at most five times a second.
 			if !sleep(gctx, minRefreshGap) {
 				return nil
 			}
@@ -259,10 +264,222 @@ func (c *Consul) Run(ctx context.Context, ch chan<- []Target) error {
 	return g.Wait()
 }
 
+// consulState is what the two watches learnt and the refresher has not
+// read yet, and the instances read so far.
+type consulState struct {
+	changed chan struct{} // capacity 1: something is dirty
+
+	mu       sync.Mutex // guards the fields below
+	names    []string   // the services to watch, sorted; nil until the catalog answered
+	known    bool
+	catIndex uint64
+	hIndex   uint64
+	hKnown   bool // the health state answered (or failed) once
+	svcSig   map[string]string   // service -> its checks' state
+	nodeSig  map[string]string   // node -> its node checks' state
+	dirty    map[string]bool     // services to read again
+	cache    map[string][]Target // service -> its instances, as last read
+}
+
+func newConsulState() *consulState {
+	return &consulState{changed: make(chan struct{}, 1), svcSig: map[string]string{}, nodeSig: map[string]string{},
+		dirty: map[string]bool{}, cache: map[string][]Target{}}
+}
+
+func (s *consulState) signal() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// catalog takes an answer of the service list.
+func (s *consulState) catalog(names []string, index uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.known && index == s.catIndex && slices.Equal(names, s.names) {
+		return // a blocking query that timed out: nothing changed
+	}
+	was := map[string]bool{}
+	for _, n := range s.names {
+		was[n] = true
+	}
+	for _, n := range names {
+		_, checked := s.svcSig[n]
+		// New services, and (the catalog changed, no check says which
+		// service) those without checks.
+		if !was[n] || !checked || !s.known {
+			s.dirty[n] = true
+		}
+	}
+	keep := map[string]bool{}
+	for _, n := range names {
+		keep[n] = true
+	}
+	for n := range s.cache {
+		if !keep[n] {
+			delete(s.cache, n)
+			delete(s.dirty, n)
+		}
+	}
+	s.names, s.known, s.catIndex = names, true, index
+	s.signal()
+}
+
+// health takes an answer of the health state: every check of the
+// datacenter, with its node and service.
+func (s *consulState) health(checks api.HealthChecks, index uint64) {
+	svc := map[string][]string{}
+	node := map[string][]string{}
+	for _, ch := range checks {
+		entry := ch.Node + "/" + ch.ServiceID + "/" + ch.CheckID + "=" + ch.Status
+		if ch.ServiceName == "" {
+			node[ch.Node] = append(node[ch.Node], entry)
+		} else {
+			svc[ch.ServiceName] = append(svc[ch.ServiceName], entry)
+		}
+	}
+	sig := func(m map[string][]string) map[string]string {
+		out := make(map[string]string, len(m))
+		for k, v := range m {
+			sort.Strings(v)
+			out[k] = strings.Join(v, ",")
+		}
+		return out
+	}
+	svcSig, nodeSig := sig(svc), sig(node)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hKnown && index == s.hIndex {
+		return
+	}
+	first := !s.hKnown
+	s.hIndex, s.hKnown = index, true
+	if first {
+		// The first refresh waits for this answer and reads every
+		// service: nothing to compare with yet.
+		s.svcSig, s.nodeSig = svcSig, nodeSig
+		s.signal()
+		return
+	}
+	any := false
+	for name := range union(svcSig, s.svcSig) {
+		if svcSig[name] != s.svcSig[name] {
+			s.dirty[name] = true
+			any = true
+		}
+	}
+	for n := range union(nodeSig, s.nodeSig) {
+		if nodeSig[n] == s.nodeSig[n] {
+			continue
+		}
+		// A node check changed: every service with an instance there.
+		for name, ts := range s.cache {
+			for _, t := range ts {
+				if t.Tag("node") == n {
+					s.dirty[name] = true
+					any = true
+					break
+				}
+			}
+		}
+	}
+	s.svcSig, s.nodeSig = svcSig, nodeSig
+	if any {
+		s.signal()
+	}
+}
+
+func union(a, b map[string]string) map[string]bool {
+	out := make(map[string]bool, len(a)+len(b))
+	for k := range a {
+		out[k] = true
+	}
+	for k := range b {
+		out[k] = true
+	}
+	return out
+}
+
+// healthFailed lets refreshes go on without the health state (an ACL
+// token without node:read, a failing server): services are then read
+// again at every change of the catalog.
+func (s *consulState) healthFailed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.hKnown {
+		s.hKnown = true
+		s.signal()
+	}
+	s.svcSig = map[string]string{}
+}
+
+// take returns the services to watch and those to read again (only
+// watched ones), clearing the latter.
+func (s *consulState) take() (names, dirty []string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.known || !s.hKnown {
+		return nil, nil, false
+	}
+	watched := map[string]bool{}
+	for _, n := range s.names {
+		watched[n] = true
+	}
+	for n := range s.dirty {
+		if watched[n] {
+			dirty = append(dirty, n)
+		}
+	}
+	sort.Strings(dirty)
+	clear(s.dirty)
+	return s.names, dirty, true
+}
+
+// retry marks services dirty again after a failed read, and wakes the
+// refresher (after its backoff).
+func (s *consulState) retry(names []string) {
+	s.mu.Lock()
+	for _, n := range names {
+		s.dirty[n] = true
+	}
+	s.mu.Unlock()
+	s.signal()
+}
+
+// merge stores what was read and returns every watched service's
+// instances. The same endpoint registered twice (two IDs, two services)
+// is scraped once: the first by service name, then instance order, wins.
+func (s *consulState) merge(names []string, fresh map[string][]Target) []Target {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	watched := map[string]bool{}
+	for _, n := range s.names {
+		watched[n] = true
+	}
+	for n, ts := range fresh {
+		if watched[n] {
+			s.cache[n] = ts
+		}
+	}
+	var out []Target
+	seen := map[string]bool{}
+	for _, n := range names {
+		for _, t := range s.cache[n] {
+			if !seen[t.URL] {
+				seen[t.URL] = true
+				out = append(out, t)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].URL < out[j].URL })
+	return out
+}
+
 // watch runs one blocking query in a loop, following Consul's rules: the
 // index resets when it goes backwards and is floored at 1, the loop is
 // rate-limited, and errors back off. fn returns the new index.
-func (c *Consul) watch(ctx context.Context, what string, fn func(*api.QueryOptions) (uint64, error)) error {
+func (c *Consul) watch(ctx context.Context, what string, failed func(), fn func(*api.QueryOptions) (uint64, error)) error {
 	var index uint64
 	attempt := 0
 	backwards := 0 // answers in a row whose index went backwards
@@ -291,6 +508,9 @@ func (c *Consul) watch(ctx context.Context, what string, fn func(*api.QueryOptio
 			}
 			attempt++
 			index = 0
+			if failed != nil {
+				failed()
+			}
 			if msg := err.Error(); msg != failing {
 				c.log.Warn("Consul query failed, keeping last targets", "query", what, "err", err)
 				failing = msg
@@ -348,14 +568,14 @@ func (c *Consul) match(all map[string][]string) []string {
 	return out
 }
 
-// refresh reads the instances of every watched service, Fetchers at a time.
-func (c *Consul) refresh(ctx context.Context, names []string) ([]Target, error) {
+// refresh reads the instances of the named services, Fetchers at a time.
+func (c *Consul) refresh(ctx context.Context, names []string) (map[string][]Target, error) {
 	results := make([][]Target, len(names))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.cfg.Fetchers)
 	for i, name := range names {
 		g.Go(func() error {
-			q := (&api.QueryOptions{AllowStale: c.cfg.AllowStale, Datacenter: c.cfg.Datacenter, NodeMeta: c.cfg.NodeMeta}).WithContext(gctx)
+			q := (&api.QueryOptions{AllowStale: c.cfg.AllowStale, Datacenter: c.cfg.Datacenter, NodeMeta: c.cfg.NodeMeta, Filter: c.cfg.Filter}).WithContext(gctx)
 			start := time.Now()
 			entries, _, err := c.client.Health().Service(name, c.cfg.Tag, c.cfg.Health == "passing", q)
 			consulQueryDuration.observe(queryInstance, time.Since(start), err)
@@ -365,7 +585,7 @@ func (c *Consul) refresh(ctx context.Context, names []string) ([]Target, error) 
 			for _, e := range entries {
 				t, err := c.target(e)
 				if err != nil {
-					c.log.Warn("skipping Consul instance", "service", name, "err", err)
+					c.skip(name, e, err)
 					continue
 				}
 				results[i] = append(results[i], t)
@@ -376,20 +596,32 @@ func (c *Consul) refresh(ctx context.Context, names []string) ([]Target, error) 
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	// The same endpoint registered twice (two IDs, two services) is scraped
-	// once: the first by service name, then instance order, wins.
-	var out []Target
-	seen := map[string]bool{}
-	for _, ts := range results {
-		for _, t := range ts {
-			if !seen[t.URL] {
-				seen[t.URL] = true
-				out = append(out, t)
-			}
-		}
+	out := make(map[string][]Target, len(names))
+	for i, n := range names {
+		out[n] = results[i]
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].URL < out[j].URL })
 	return out, nil
+}
+
+// skip reports an instance that cannot be scraped, once per instance and
+// reason: it is read again at every change of its service.
+func (c *Consul) skip(service string, e *api.ServiceEntry, err error) {
+	id := service
+	if e.Service != nil {
+		id = e.Service.ID
+	}
+	key := id + "\x00" + err.Error()
+	c.skipMu.Lock()
+	if c.skipped == nil {
+		c.skipped = map[string]string{}
+	}
+	_, seen := c.skipped[key]
+	c.skipped[key] = service
+	c.skipMu.Unlock()
+	consulSkipped.Inc()
+	if !seen {
+		c.log.Warn("skipping Consul instance", "service", service, "instance", id, "err", err)
+	}
 }
 
 // target turns one Consul instance into a target.
@@ -441,26 +673,6 @@ func (c *Consul) target(e *api.ServiceEntry) (Target, error) {
 		t.Meta["__meta_consul_metadata_"+k] = v
 	}
 	return t, nil
-}
-
-// serviceSet is the list of services to watch, shared between the catalog
-// watch and the refresher.
-type serviceSet struct {
-	mu    sync.Mutex // guards names and known
-	names []string
-	known bool
-}
-
-func (s *serviceSet) set(names []string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.names, s.known = names, true
-}
-
-func (s *serviceSet) get() ([]string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.names, s.known
 }
 
 func sameTargets(a, b []Target) bool {

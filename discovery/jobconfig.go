@@ -9,6 +9,9 @@ type ConsulJob struct {
 	Health   string            `yaml:"health"`
 	NodeMeta map[string]string `yaml:"node_meta"`
 	MetaTags []string          `yaml:"meta_tags"`
+	// Filter is a Consul filter expression on instances, as Prometheus
+	// 3's consul_sd_configs filter.
+	Filter string `yaml:"filter"`
 }
 
 // Apply returns base (the connection: address, TLS, token) with the job's
@@ -26,5 +29,8 @@ func (j *ConsulJob) Apply(base ConsulConfig) ConsulConfig {
 	}
 	c.NodeMeta = j.NodeMeta
 	c.MetaTags = j.MetaTags
+	if j.Filter != "" {
+		c.Filter = j.Filter
+	}
 	return c
 }

@@ -60,7 +60,14 @@ func (m queryMetrics) observe(query string, d time.Duration, err error) {
 	}
 }
 
+// consulSkipped counts Consul instances read and not scraped (no port, a
+// scheme or address that makes no URL), each time they are read.
+var consulSkipped = prometheus.NewCounter(prometheus.CounterOpts{
+	Name: "scrapeflux_consul_skipped_instances_total",
+	Help: "Consul instances read but not scraped (no port, a bad scheme or address), counted at each read; the log names each once.",
+})
+
 // Collectors returns the package's self-metrics for registration.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{consulQueryDuration.requests, consulQueryDuration.errors, consulQueryDuration.duration}
+	return []prometheus.Collector{consulQueryDuration.requests, consulQueryDuration.errors, consulQueryDuration.duration, consulSkipped}
 }

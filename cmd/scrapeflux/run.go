@@ -131,7 +131,7 @@ authentication is on.`,
 			if !cmd.Flags().Changed("timeout") {
 				o.scrape.Timeout = scrape.DefaultTimeoutFor(o.scrape.Interval)
 			}
-			for _, name := range []string{"consul-health", "consul-tag", "consul-node-meta", "consul-meta-tags", "consul-allow-stale", "consul-wait"} {
+			for _, name := range []string{"consul-health", "consul-tag", "consul-node-meta", "consul-meta-tags", "consul-allow-stale", "consul-wait", "consul-filter"} {
 				if cmd.Flags().Changed(name) {
 					o.consulOnly = append(o.consulOnly, name)
 				}
@@ -219,6 +219,7 @@ authentication is on.`,
 	f.StringArrayVar(&o.consulMeta, "consul-node-meta", nil, "only nodes with this metadata, key=value (repeatable)")
 	f.StringVar(&o.consul.Health, "consul-health", o.consul.Health, "which instances to scrape: passing (all checks pass) or any")
 	f.StringSliceVar(&o.consul.MetaTags, "consul-meta-tags", nil, "service meta keys to add to every point as tags")
+	f.StringVar(&o.consul.Filter, "consul-filter", "", `Consul filter expression on the instances read, e.g. 'Service.Meta.env == "prod"' (as Prometheus 3's consul_sd filter)`)
 	f.BoolVar(&o.consul.AllowStale, "consul-allow-stale", o.consul.AllowStale, "let any Consul server answer (spares the leader)")
 	f.DurationVar(&o.consul.WaitTime, "consul-wait", o.consul.WaitTime, "wait time of Consul blocking queries")
 
