@@ -21,7 +21,7 @@ func (e *StatusError) Error() string { return "server returned HTTP status " + e
 
 // Failure kinds: what a failed scrape is grouped by in logs (a change of
 // kind is logged at once, the same kind again only at a cadence) and in
-// scrapeflux_scrape_failures_total. An error's text is not used: it
+// scrapeflux_scrape_failure_kinds_total. An error's text is not used: it
 // carries local ports and addresses that change on every scrape.
 const (
 	FailTimeout     = "timeout"

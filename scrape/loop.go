@@ -263,7 +263,8 @@ func (l *loop) report(start time.Time, dur, delay time.Duration, n int, warn, er
 	l.metrics.scrapes.Inc()
 	if err != nil {
 		base, detail := failureKind(err, parsing)
-		scrapeFailures.WithLabelValues(l.metrics.job, base).Inc()
+		l.metrics.failures.Inc()
+		scrapeFailureKinds.WithLabelValues(base).Inc()
 		kind = strings.TrimSpace(base + " " + detail)
 	}
 	l.mu.Lock()

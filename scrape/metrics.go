@@ -17,8 +17,14 @@ var (
 	}, []string{"job"})
 	scrapeFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "scrapeflux_scrape_failures_total",
-		Help: "Scrapes that failed, by job and kind: timeout, refused, reset, dns, tls, http_status, body_limit, sample_limit, label_limit, parse, other.",
-	}, []string{"job", "kind"})
+		Help: "Scrapes that failed, by job.",
+	}, []string{"job"})
+	// By kind, over every job: the kinds are few, the jobs may be many
+	// (one per Consul service).
+	scrapeFailureKinds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "scrapeflux_scrape_failure_kinds_total",
+		Help: "Scrapes that failed, by kind: timeout, refused, reset, dns, tls, http_status, body_limit, sample_limit, label_limit, parse, other.",
+	}, []string{"kind"})
 	scrapesSkipped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "scrapeflux_scrapes_skipped_total",
 		Help: "Scrape intervals skipped because a scrape overran, by job.",
@@ -27,15 +33,20 @@ var (
 
 // loopMetrics are a loop's children of the counters, looked up once.
 type loopMetrics struct {
-	job              string
-	scrapes, skipped prometheus.Counter
+	scrapes, failures, skipped prometheus.Counter
 }
 
 func newLoopMetrics(job string) loopMetrics {
-	return loopMetrics{job: job, scrapes: scrapesTotal.WithLabelValues(job), skipped: scrapesSkipped.WithLabelValues(job)}
+	return loopMetrics{scrapes: scrapesTotal.WithLabelValues(job), failures: scrapeFailures.WithLabelValues(job), skipped: scrapesSkipped.WithLabelValues(job)}
+}
+
+func init() {
+	for _, k := range []string{FailTimeout, FailRefused, FailReset, FailDNS, FailTLS, FailHTTPStatus, FailBodyLimit, FailSampleLimit, FailLabelLimit, FailParse, FailOther} {
+		scrapeFailureKinds.WithLabelValues(k)
+	}
 }
 
 // Collectors returns the package's self-metrics for registration.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{scrapeDuration, scrapesTotal, scrapeFailures, scrapesSkipped}
+	return []prometheus.Collector{scrapeDuration, scrapesTotal, scrapeFailures, scrapeFailureKinds, scrapesSkipped}
 }

@@ -612,7 +612,7 @@ func TestCountersSurviveTargetRemoval(t *testing.T) {
 		return x
 	}
 	scrapes := func() float64 { return testutil.ToFloat64(scrapesTotal.WithLabelValues(job)) }
-	failures := func() float64 { return testutil.ToFloat64(scrapeFailures.WithLabelValues(job, FailHTTPStatus)) }
+	failures := func() float64 { return testutil.ToFloat64(scrapeFailures.WithLabelValues(job)) }
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan []discovery.Target)
 	done := make(chan error)
