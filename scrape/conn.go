@@ -144,9 +144,23 @@ func (d *directConn) exchange(ctx context.Context, req *http.Request) (*http.Res
 		return nil, err
 	}
 	resp, err := http.ReadResponse(d.br, req)
+	// Informational answers (103 Early Hints, 100 Continue) come before
+	// the real one, as net/http's client skips them; 101 would switch
+	// protocols and is an answer of its own. Their headers count towards
+	// the same cap.
+	for n := 0; err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols; n++ {
+		if n == maxInformational {
+			return nil, fmt.Errorf("target sent more than %d informational (1xx) answers", maxInformational)
+		}
+		resp, err = http.ReadResponse(d.br, req)
+	}
 	d.in.max = 0 // the body is capped by the fetcher
 	return resp, err
 }
+
+// maxInformational bounds the 1xx answers skipped before the real one
+// (net/http's client allows 5).
+const maxInformational = 5
 
 // finish ends the exchange. clean says the body was read to its end; the
 // connection is kept for the next scrape only then, and only when the

@@ -353,3 +353,53 @@ func checkScrapes(t *testing.T, what string, l *loop, r *recorder, commits int, 
 		t.Fatalf("%s: %d commits over %d connections, want %d over %d", what, len(r.commits), conns, commits, wantConns)
 	}
 }
+
+// A target that sends 103 Early Hints before its 200 is scraped, over its
+// kept-alive connection, as net/http's client would (before: "server
+// returned HTTP status 103" and up=0 forever). Endless 1xx answers fail.
+func TestEarlyHintsSkipped(t *testing.T) {
+	for _, c := range []struct {
+		hints int
+		ok    bool
+	}{{1, true}, {3, true}, {20, false}} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			br := bufio.NewReader(conn)
+			for i := 0; i < 2; i++ { // two scrapes on one connection
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				for h := 0; h < c.hints; h++ {
+					io.WriteString(conn, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+				}
+				body := "# TYPE hinted gauge\nhinted 1\n"
+				fmt.Fprintf(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+			}
+		}()
+		l, r := newTestLoop(t, testConfig(), "http://"+ln.Addr().String()+"/metrics")
+		for i := 0; i < 2 && (c.ok || i == 0); i++ {
+			l.scrape(context.Background(), time.Now(), time.Now(), 0)
+		}
+		st := l.snapshot()
+		if c.ok && (st.FailuresTotal != 0 || len(r.commits) != 2) {
+			t.Errorf("%d hints: %d failures (%s), %d commits", c.hints, st.FailuresTotal, st.LastError, len(r.commits))
+		}
+		if !c.ok && (st.FailuresTotal != 1 || !strings.Contains(st.LastError, "informational")) {
+			t.Errorf("%d hints: %d failures, last error %q", c.hints, st.FailuresTotal, st.LastError)
+		}
+		l.fetcher.close()
+		ln.Close()
+		wg.Wait()
+	}
+}

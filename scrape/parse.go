@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/prometheus/common/model"
@@ -31,6 +32,7 @@ type Parser struct {
 	family  []byte
 	typ     model.MetricType
 	name    []byte
+	help    []byte
 	lset    labels.Labels
 	sample  Sample
 }
@@ -88,12 +90,12 @@ func (p *Parser) ParseLimit(body []byte, contentType string, scrapeTS int64, hon
 		switch e {
 		case textparse.EntryType:
 			name, typ := tp.Type()
-			p.family = append(p.family[:0], name...)
+			p.family = appendFamily(p.family[:0], name)
 			p.typ = typ
 		case textparse.EntryHelp:
 			name, _ := tp.Help()
-			if !bytes.Equal(name, p.family) {
-				p.family = append(p.family[:0], name...)
+			if p.help = appendFamily(p.help[:0], name); !bytes.Equal(p.help, p.family) {
+				p.family = append(p.family[:0], p.help...)
 				p.typ = model.MetricTypeUnknown
 			}
 		case textparse.EntrySeries:
@@ -117,6 +119,20 @@ func (p *Parser) ParseLimit(body []byte, contentType string, scrapeTS int64, hon
 			// which are not negotiated.
 		}
 	}
+}
+
+// appendFamily appends a family name from a TYPE or HELP line, which the
+// parser gives as written: quoted for UTF-8 names
+// (# TYPE "http.server.request.duration" histogram). The samples' names
+// come unquoted, from __name__, so the quotes go here.
+func appendFamily(dst, name []byte) []byte {
+	if len(name) < 2 || name[0] != '"' || name[len(name)-1] != '"' {
+		return append(dst, name...)
+	}
+	if u, err := strconv.Unquote(string(name)); err == nil {
+		return append(dst, u...)
+	}
+	return append(dst, name[1:len(name)-1]...)
 }
 
 // metricName returns the metric name of the current series: the text before

@@ -217,3 +217,42 @@ func TestLabelLimits(t *testing.T) {
 		})
 	}
 }
+
+// A histogram whose family name is UTF-8 (quoted, as OpenTelemetry SDKs
+// and client_golang serve it) is one histogram line with its bucket
+// fields, sum and count, in both exposition formats; before, its TYPE
+// line's quoted name was not tied to its samples and every bucket became
+// an untyped line with an le tag.
+func TestUTF8HistogramFamily(t *testing.T) {
+	body := `# HELP "http.server.request.duration" Duration of HTTP server requests.
+# TYPE "http.server.request.duration" histogram
+{"http.server.request.duration_bucket","http.route"="/api",le="0.1"} 3
+{"http.server.request.duration_bucket","http.route"="/api",le="+Inf"} 5
+{"http.server.request.duration_sum","http.route"="/api"} 1.5
+{"http.server.request.duration_count","http.route"="/api"} 5
+`
+	for _, ct := range []string{"text/plain; version=0.0.4; charset=utf-8; escaping=allow-utf-8", "application/openmetrics-text; version=1.0.0; charset=utf-8",
+		"text/plain; version=1.0.0; charset=utf-8; escaping=allow-utf-8", "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8", ""} {
+		b := body
+		if strings.HasPrefix(ct, "application/openmetrics") {
+			b += "# EOF\n"
+		}
+		out, _, err := encodeWith(t, LayoutV1, []byte(b), nil, ct, true)
+		if err != nil {
+			t.Fatalf("%s: %v", ct, err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 1 || !strings.HasPrefix(lines[0], `http.server.request.duration,http.route=/api,`) ||
+			!strings.Contains(lines[0], " 0.1=3,+Inf=5,sum=1.5,count=5 ") && !strings.Contains(lines[0], "0.1=3") {
+			t.Fatalf("%s: want one histogram line, got:\n%s", ct, out)
+		}
+		for _, f := range []string{"0.1=3", "+Inf=5", "sum=1.5", "count=5"} {
+			if !strings.Contains(lines[0], f) {
+				t.Fatalf("%s: field %s missing:\n%s", ct, f, out)
+			}
+		}
+		if strings.Contains(lines[0], "le=") {
+			t.Fatalf("%s: le became a tag:\n%s", ct, out)
+		}
+	}
+}

@@ -233,3 +233,41 @@ func TestRegisterKeep(t *testing.T) {
 		t.Errorf("re-registration not logged:\n%s", d.stderr)
 	}
 }
+
+// register --keep started before its agent waits for it (a node's boot
+// order), and --deregister refuses while a --keep holds the registration,
+// saying which process does (before: --keep exited when the agent was not
+// up, and --deregister was undone 0.2 s later without a word).
+func TestRegisterKeepBeforeAgentAndDeregister(t *testing.T) {
+	port := servertest.FreePort(t)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	d := startDaemon(t, "register", "--consul-addr", addr, "--address", "127.0.0.1", "--port", "9323",
+		"--keep", "--keep-interval", "500ms", "--check", "none", "--id", "engine-early")
+	time.Sleep(1500 * time.Millisecond) // the agent is not there for a while
+	agent := servertest.StartConsul(t, servertest.ConsulOptions{HTTPPort: port})
+	registered := func() bool {
+		svc, _, err := agent.Client().Agent().Service("engine-early", nil)
+		return err == nil && svc != nil
+	}
+	took := waitUntil(t, "registered once the agent is up", 20*time.Second, registered)
+	t.Logf("registered %s after the agent came up", took)
+
+	_, _, err := execute(context.Background(), "register", "--consul-addr", addr, "--id", "engine-early", "--deregister")
+	if err == nil || !strings.Contains(err.Error(), "--keep") || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("--deregister under a running --keep: %v", err)
+	}
+	if !registered() {
+		t.Fatal("the refused --deregister removed the registration")
+	}
+	d.stop(t)
+	if registered() {
+		t.Error("still registered after register --keep stopped")
+	}
+	if !strings.Contains(d.stderr, "does not take the registration yet") {
+		t.Errorf("the wait was not logged:\n%s", d.stderr)
+	}
+	// Nobody holds it now: --deregister of a missing one is fine.
+	if _, _, err := execute(context.Background(), "register", "--consul-addr", addr, "--id", "engine-early", "--deregister"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -411,4 +412,33 @@ func startProcess(t *testing.T, args ...string) (*exec.Cmd, *lockedBuffer) {
 		t.Fatal(err)
 	}
 	return cmd, stderr
+}
+
+// scrape takes the same TLS and authentication flags as run, so it
+// reaches every target run can.
+func TestScrapeCommandTLSAndAuth(t *testing.T) {
+	const token = "scrape-token-31d"
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		io.WriteString(w, "# TYPE secret_gauge gauge\nsecret_gauge 7\n")
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
+	tok := filepath.Join(dir, "token")
+	os.WriteFile(tok, []byte(token+"\n"), 0o600)
+	out, _, err := execute(context.Background(), "scrape", "--tls-ca-file", ca, "--bearer-token-file", tok, srv.URL+"/metrics")
+	if err != nil || !strings.Contains(out, "secret_gauge,") {
+		t.Fatalf("scrape with TLS and a bearer token: %v\n%s", err, out)
+	}
+	if strings.Contains(out, token) {
+		t.Fatal("the token is in the output")
+	}
+	if _, _, err := execute(context.Background(), "scrape", "--tls-ca-file", ca, srv.URL+"/metrics"); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("without the token: %v", err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -36,6 +37,7 @@ type registerOptions struct {
 	check           string
 	keep            bool
 	keepInterval    time.Duration
+	force           bool
 }
 
 func newCmdRegister(g *globalOptions) *cobra.Command {
@@ -96,6 +98,7 @@ configs/consul/docker-engine.json.`,
 	f.StringVar(&o.check, "check", "tcp", "health check: tcp (connect to the endpoint), http (GET the whole endpoint) or none")
 	f.BoolVar(&o.keep, "keep", false, "keep running: register again whenever the registration is lost, deregister on SIGTERM")
 	f.DurationVar(&o.keepInterval, "keep-interval", 10*time.Second, "with --keep: how often the registration is checked")
+	f.BoolVar(&o.force, "force", false, "with --deregister: remove the registration even while a running --keep holds it (which then registers it again)")
 	return cmd
 }
 
@@ -142,6 +145,9 @@ func runRegister(ctx context.Context, o *registerOptions) error {
 	agent := client.Agent()
 	id := o.serviceID()
 	if o.deregister {
+		if holder := keeperOf(agent, id); holder != "" && !o.force {
+			return fmt.Errorf("%s is kept registered by a running `scrapeflux register --keep` (%s), which would register it again at once: stop that process (SIGTERM deregisters it), or pass --force", id, holder)
+		}
 		if err := agent.ServiceDeregister(id); err != nil {
 			return fmt.Errorf("cannot deregister %s: %w", id, err)
 		}
@@ -153,6 +159,10 @@ func runRegister(ctx context.Context, o *registerOptions) error {
 	}
 	meta["metrics_path"] = o.path
 	meta["metrics_scheme"] = o.scheme
+	if o.keep {
+		host, _ := os.Hostname()
+		meta[keeperMeta] = fmt.Sprintf("%s pid %d", host, os.Getpid())
+	}
 	checkHost := o.checkAddress
 	if checkHost == "" {
 		checkHost = o.address
@@ -179,7 +189,13 @@ func runRegister(ctx context.Context, o *registerOptions) error {
 		ID: id, Name: o.service, Address: o.address, Port: o.port, Tags: o.tags, Meta: meta, Check: check,
 	}
 	if err := agent.ServiceRegister(reg); err != nil {
-		return fmt.Errorf("cannot register %s: %w", id, err)
+		if !o.keep {
+			return fmt.Errorf("cannot register %s: %w", id, err)
+		}
+		// A node's boot order may start this before its agent: wait.
+		if !waitToRegister(ctx, o, agent, reg, err) {
+			return nil // stopped before the agent came up: nothing to undo
+		}
 	}
 	how := "without a check"
 	if check != nil {
@@ -190,6 +206,54 @@ func runRegister(ctx context.Context, o *registerOptions) error {
 		return nil
 	}
 	return keepRegistered(ctx, o, agent, reg)
+}
+
+// keeperMeta is the service meta key naming the `register --keep` process
+// that holds a registration: "<host> pid <pid>".
+const keeperMeta = "scrapeflux_keep"
+
+// keeperOf names the running --keep process holding id on this host, or
+// "" when none does (none recorded, another host, or the process is gone).
+func keeperOf(agent *api.Agent, id string) string {
+	svc, _, err := agent.Service(id, nil)
+	if err != nil || svc == nil {
+		return ""
+	}
+	var host string
+	var pid int
+	if _, err := fmt.Sscanf(svc.Meta[keeperMeta], "%s pid %d", &host, &pid); err != nil || pid <= 0 {
+		return ""
+	}
+	if me, _ := os.Hostname(); me != host || syscall.Kill(pid, 0) != nil {
+		return ""
+	}
+	return svc.Meta[keeperMeta]
+}
+
+// waitToRegister tries to register with capped backoff until it works or
+// ctx ends, saying once that it waits. It reports whether it registered.
+func waitToRegister(ctx context.Context, o *registerOptions, agent *api.Agent, reg *api.AgentServiceRegistration, first error) bool {
+	log, err := o.logger()
+	if err != nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log.Warn("the local Consul agent does not take the registration yet (it may still be starting); trying again", "service_id", reg.ID, "err", first)
+	wait := time.Second
+	for attempt := 1; ; attempt++ {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		if err := agent.ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err == nil {
+			log.Info("registered once the local Consul agent was up", "service_id", reg.ID, "attempts", attempt+1)
+			fmt.Fprintf(o.stdout, "registered %s (%s)\n", reg.ID, reg.Name)
+			return true
+		}
+		wait = min(wait*2, o.keepInterval)
+	}
 }
 
 // keepRegistered re-registers reg whenever the local agent no longer has

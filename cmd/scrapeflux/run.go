@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
@@ -58,11 +59,10 @@ type runOptions struct {
 	// consulOnly: flags given that only mean something with --consul.
 	consulOnly []string
 
-	webConfig         string
-	enableReload      bool
-	tags              []string
-	bearerTokenFile   string
-	basicAuthPassFile string
+	webConfig    string
+	enableReload bool
+	tags         []string
+	targetAuth   targetAuthFlags
 }
 
 func newCmdRun(g *globalOptions) *cobra.Command {
@@ -173,14 +173,7 @@ authentication is on.`,
 	f.Var(&o.bodyLimit, "body-limit", "largest body accepted from a target, after decompression")
 	f.StringArrayVar(&o.tags, "tag", nil, "key=value tag added to every point of every target (repeatable), like Telegraf's global_tags")
 	f.StringVar(&o.scrape.URLTag, "url-tag", "", "name of a tag holding each target's URL, like Telegraf's url tag (empty: none)")
-	f.StringVar(&o.bearerTokenFile, "bearer-token-file", "", "file holding a bearer token sent to the --target/--consul targets")
-	f.StringVar(&o.scrape.BasicAuthUser, "basic-auth-user", "", "basic auth user for the --target/--consul targets (password: --basic-auth-password-file)")
-	f.StringVar(&o.basicAuthPassFile, "basic-auth-password-file", "", "file holding the basic auth password for the --target/--consul targets")
-	f.StringVar(&o.scrape.TLS.CAFile, "tls-ca-file", "", "CA file to verify the --target/--consul targets")
-	f.StringVar(&o.scrape.TLS.CertFile, "tls-cert-file", "", "client certificate file for the --target/--consul targets")
-	f.StringVar(&o.scrape.TLS.KeyFile, "tls-key-file", "", "client key file for the --target/--consul targets")
-	f.StringVar(&o.scrape.TLS.ServerName, "tls-server-name", "", "server name to verify in the targets' certificates")
-	f.BoolVar(&o.scrape.TLS.InsecureSkipVerify, "tls-insecure-skip-verify", false, "do not verify the targets' certificates (unsafe)")
+	o.targetAuth.register(f, &o.scrape, "the --target/--consul targets")
 	f.BoolVar(&o.scrape.HonorTimestamps, "honor-timestamps", false, "keep timestamps targets expose instead of the scrape time")
 	f.IntVar(&o.scrape.LabelLimit, "label-limit", 0, "fail a scrape with a series of more labels (0: no limit)")
 	f.IntVar(&o.scrape.LabelNameLengthLimit, "label-name-length-limit", 0, "fail a scrape with a label name longer than this many bytes (0: no limit)")
@@ -250,12 +243,7 @@ func (o *runOptions) validate() error {
 		}
 		sort.Slice(o.scrape.Tags, func(i, j int) bool { return o.scrape.Tags[i].Key < o.scrape.Tags[j].Key })
 	}
-	if o.scrape.BearerToken, err = readSecret(o.bearerTokenFile, ""); err != nil {
-		errs = append(errs, fmt.Errorf("--bearer-token-file: %w", err))
-	}
-	if o.scrape.BasicAuthPassword, err = readSecret(o.basicAuthPassFile, ""); err != nil {
-		errs = append(errs, fmt.Errorf("--basic-auth-password-file: %w", err))
-	}
+	errs = append(errs, o.targetAuth.read(&o.scrape)...)
 	o.sink.MaxQueueBytes = int64(o.queueBytes)
 	o.sink.MaxMemoryBytes = int64(o.memBytes)
 	if o.influx.API, err = sink.ParseAPI(o.influxAPI); err != nil {
@@ -484,3 +472,33 @@ func droppedByReason(d map[string]int64) string {
 
 // redactURL is u with its password replaced, for logs.
 func redactURL(u string) string { return sink.RedactURL(u) }
+
+// targetAuthFlags are the flags of authentication and TLS towards
+// targets, the same for run and scrape.
+type targetAuthFlags struct {
+	bearerTokenFile, basicAuthPassFile string
+}
+
+func (a *targetAuthFlags) register(f *pflag.FlagSet, c *scrape.Config, whom string) {
+	f.StringVar(&a.bearerTokenFile, "bearer-token-file", "", "file holding a bearer token sent to "+whom)
+	f.StringVar(&c.BasicAuthUser, "basic-auth-user", "", "basic auth user for "+whom+" (password: --basic-auth-password-file)")
+	f.StringVar(&a.basicAuthPassFile, "basic-auth-password-file", "", "file holding the basic auth password for "+whom)
+	f.StringVar(&c.TLS.CAFile, "tls-ca-file", "", "CA file to verify "+whom)
+	f.StringVar(&c.TLS.CertFile, "tls-cert-file", "", "client certificate file for "+whom)
+	f.StringVar(&c.TLS.KeyFile, "tls-key-file", "", "client key file for "+whom)
+	f.StringVar(&c.TLS.ServerName, "tls-server-name", "", "server name to verify in the certificates of "+whom)
+	f.BoolVar(&c.TLS.InsecureSkipVerify, "tls-insecure-skip-verify", false, "do not verify the certificates of "+whom+" (unsafe)")
+}
+
+// read reads the secrets the flags name into c.
+func (a *targetAuthFlags) read(c *scrape.Config) []error {
+	var errs []error
+	var err error
+	if c.BearerToken, err = readSecret(a.bearerTokenFile, ""); err != nil {
+		errs = append(errs, fmt.Errorf("--bearer-token-file: %w", err))
+	}
+	if c.BasicAuthPassword, err = readSecret(a.basicAuthPassFile, ""); err != nil {
+		errs = append(errs, fmt.Errorf("--basic-auth-password-file: %w", err))
+	}
+	return errs
+}

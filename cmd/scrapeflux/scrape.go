@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,6 +23,7 @@ type scrapeOptions struct {
 	bodyLimit byteSize
 	layout    string
 	conv      sink.ConvertOptions
+	auth      targetAuthFlags
 }
 
 func newCmdScrape(g *globalOptions) *cobra.Command {
@@ -46,6 +48,7 @@ the scrape fails. Use it to see what a target would write.`,
 	f.BoolVar(&o.cfg.HonorTimestamps, "honor-timestamps", false, "keep timestamps the target exposes")
 	f.StringVar(&o.layout, "layout", "v1", "InfluxDB layout: v1 or v2")
 	f.StringVar(&o.conv.Measurement, "measurement", sink.DefaultMeasurement, "measurement of layout v2")
+	o.auth.register(f, &o.cfg, "the target")
 	return cmd
 }
 
@@ -70,6 +73,12 @@ func runScrape(ctx context.Context, o *scrapeOptions) error {
 	}
 	o.cfg.Interval = o.cfg.Timeout // one scrape: no schedule
 	o.cfg.BodyLimit = int64(o.bodyLimit)
+	if errs := o.auth.read(&o.cfg); len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if err := o.cfg.Validate(); err != nil {
+		return err
+	}
 	t, err := discovery.NewTarget(o.url, o.job)
 	if err != nil {
 		return err

@@ -28,6 +28,9 @@ type ConsulOptions struct {
 	// ACL turns ACLs on with default deny; Token is then the management
 	// token.
 	ACL bool
+	// HTTPPort, when set, is the port of the HTTP API (a client may be
+	// started first, pointing at it).
+	HTTPPort int
 }
 
 // StartConsul runs an agent until the test ends.
@@ -36,6 +39,9 @@ func StartConsul(t testing.TB, opts ConsulOptions) *Consul {
 	a := &Consul{dir: t.TempDir(), acl: opts.ACL, proc: process{name: "consul"}}
 	for i := range a.ports {
 		a.ports[i] = FreePort(t)
+	}
+	if opts.HTTPPort != 0 {
+		a.ports[0] = opts.HTTPPort
 	}
 	a.Addr = "127.0.0.1:" + strconv.Itoa(a.ports[0])
 	if opts.ACL {
