@@ -33,6 +33,11 @@ type Config struct {
 	// LabelNameLengthLimit and LabelValueLengthLimit with a label name or
 	// value longer, in bytes (0: none).
 	LabelLimit, LabelNameLengthLimit, LabelValueLengthLimit int
+	// ScrapeProtocols are the exposition formats asked for, best first,
+	// by Prometheus's names (PrometheusProto, OpenMetricsText1.0.0,
+	// OpenMetricsText0.0.1, PrometheusText1.0.0, PrometheusText0.0.4);
+	// empty: DefaultScrapeProtocols.
+	ScrapeProtocols []string
 	// RelabelConfigs rewrite or drop targets before they are scraped, with
 	// Prometheus semantics (__address__, __scheme__, __metrics_path__ and
 	// the discovery's __meta_* labels).
@@ -138,6 +143,11 @@ func (c *Config) Validate() error {
 	}
 	if c.LabelLimit < 0 {
 		bad("LabelLimit", "label limit must not be negative, got %d", c.LabelLimit)
+	}
+	for _, p := range c.ScrapeProtocols {
+		if _, ok := scrapeProtocols[p]; !ok {
+			bad("ScrapeProtocols", "unknown scrape protocol %q: use PrometheusProto, OpenMetricsText1.0.0, OpenMetricsText0.0.1, PrometheusText1.0.0 or PrometheusText0.0.4", p)
+		}
 	}
 	if c.LabelNameLengthLimit < 0 {
 		bad("LabelNameLengthLimit", "label name length limit must not be negative, got %d", c.LabelNameLengthLimit)

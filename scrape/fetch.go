@@ -53,7 +53,7 @@ func newFetcher(client *http.Client, url string, cfg Config) (*fetcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot build request for %s: %w", url, err)
 	}
-	req.Header.Set("Accept", acceptHeader)
+	req.Header.Set("Accept", acceptHeader(cfg.ScrapeProtocols))
 	req.Header.Set("Accept-Encoding", "gzip")
 	req.Header.Set("User-Agent", "scrapeflux")
 	switch {

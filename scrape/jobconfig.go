@@ -27,6 +27,7 @@ type FileJob struct {
 	LabelLimit           int                  `yaml:"label_limit"`
 	LabelNameLengthLimit *int                 `yaml:"label_name_length_limit"`
 	LabelValueLength     *int                 `yaml:"label_value_length_limit"`
+	ScrapeProtocols      []string             `yaml:"scrape_protocols"`
 	BodySizeLimit        string               `yaml:"body_size_limit"`
 	Layout               string               `yaml:"layout"`
 	Measurement          string               `yaml:"measurement"`
@@ -86,6 +87,7 @@ var yamlKeyOf = map[string]string{
 	"Interval": "scrape_interval", "Timeout": "scrape_timeout", "BodyLimit": "body_size_limit",
 	"SampleLimit": "sample_limit", "LabelLimit": "label_limit", "RelabelConfigs": "relabel_configs",
 	"LabelNameLengthLimit": "label_name_length_limit", "LabelValueLengthLimit": "label_value_length_limit",
+	"ScrapeProtocols": "scrape_protocols",
 	"MetricRelabelConfigs": "metric_relabel_configs", "TLS": "tls_config", "BearerToken": "bearer_token_file",
 }
 
@@ -105,7 +107,7 @@ func (j *FileJob) Spec(def FileDefaults, consul discovery.ConsulConfig, override
 		HonorTimestamps: j.HonorTimestamps, SampleLimit: j.SampleLimit, LabelLimit: j.LabelLimit,
 		RelabelConfigs: j.RelabelConfigs, MetricRelabelConfigs: j.MetricRelabelConfigs,
 		TLS: j.TLS, Layout: j.Layout, Measurement: j.Measurement,
-		LabelValueLengthLimit: DefaultLabelValueLengthLimit,
+		LabelValueLengthLimit: DefaultLabelValueLengthLimit, ScrapeProtocols: j.ScrapeProtocols,
 	}
 	if j.LabelNameLengthLimit != nil {
 		sc.LabelNameLengthLimit = *j.LabelNameLengthLimit

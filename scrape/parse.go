@@ -8,18 +8,47 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
 )
 
-// acceptHeader asks for OpenMetrics 1.0 first and the Prometheus text
-// format second, as Prometheus does; protobuf is not offered because
-// conversion handles classic series only.
-const acceptHeader = "application/openmetrics-text;version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+// The exposition formats a target may be asked for, by the names of
+// Prometheus's scrape_protocols, with the media type each is asked with.
+// UTF-8 names are allowed (escaping=allow-utf-8), as Prometheus 3 asks.
+var scrapeProtocols = map[string]string{
+	"PrometheusProto":      "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+	"OpenMetricsText1.0.0": "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8",
+	"OpenMetricsText0.0.1": "application/openmetrics-text;version=0.0.1",
+	"PrometheusText1.0.0":  "text/plain;version=1.0.0;escaping=allow-utf-8",
+	"PrometheusText0.0.4":  "text/plain;version=0.0.4",
+}
+
+// DefaultScrapeProtocols are asked for in this order: the text formats,
+// as Prometheus 3 does by default. Put PrometheusProto first to scrape
+// native histograms (written as histogram lines with a field per bucket
+// bound).
+var DefaultScrapeProtocols = []string{"OpenMetricsText1.0.0", "OpenMetricsText0.0.1", "PrometheusText1.0.0", "PrometheusText0.0.4"}
+
+// acceptHeader builds the Accept header for protocols, best first.
+func acceptHeader(protocols []string) string {
+	if len(protocols) == 0 {
+		protocols = DefaultScrapeProtocols
+	}
+	var b strings.Builder
+	q := 1.0
+	for _, p := range protocols {
+		q -= 0.1
+		fmt.Fprintf(&b, "%s;q=%.1f,", scrapeProtocols[p], q)
+	}
+	b.WriteString("*/*;q=0.1")
+	return b.String()
+}
 
 const fallbackContentType = "text/plain"
 
@@ -115,10 +144,68 @@ func (p *Parser) ParseLimit(body []byte, contentType string, scrapeTS int64, hon
 				return n, warn, err
 			}
 		case textparse.EntryHistogram:
-			// Native histograms only come with protobuf or OpenMetrics 2.0,
-			// which are not negotiated.
+			// A native histogram (protobuf): written as a classic one, a
+			// bucket per bound, counted as one sample as Prometheus does.
+			if n++; limit > 0 && n > limit {
+				return n, warn, fmt.Errorf("%w: more than %d", ErrSampleLimit, limit)
+			}
+			if err := p.appendNative(tp, scrapeTS, honorTS, app); err != nil {
+				return n, warn, err
+			}
 		}
 	}
+}
+
+// appendNative appends the native histogram at tp as the samples of a
+// classic one: a cumulative bucket per upper bound of its (exponential or
+// custom) buckets, +Inf, _sum and _count. A float histogram's counts are
+// used as they are.
+func (p *Parser) appendNative(tp textparse.Parser, scrapeTS int64, honorTS bool, app Appender) error {
+	_, ets, h, fh := tp.Histogram()
+	if fh == nil && h != nil {
+		fh = h.ToFloat(nil)
+	}
+	if fh == nil {
+		return nil
+	}
+	tp.Labels(&p.lset)
+	family := p.lset.Get(model.MetricNameLabel)
+	ts := scrapeTS
+	if honorTS && ets != nil {
+		ts = *ets
+	}
+	typ := model.MetricTypeHistogram
+	if fh.CounterResetHint == histogram.GaugeType {
+		typ = model.MetricTypeGaugeHistogram
+	}
+	emit := func(suffix, le string, v float64) error {
+		b := labels.NewBuilder(p.lset)
+		b.Set(model.MetricNameLabel, family+suffix)
+		if le != "" {
+			b.Set(model.BucketLabel, le)
+		}
+		s := SyntheticSample(b.Labels(), typ, v, ts)
+		s.Family = []byte(family)
+		return app.Append(&s)
+	}
+	var cum float64
+	for it := fh.AllBucketIterator(); it.Next(); {
+		b := it.At()
+		cum += b.Count
+		if math.IsInf(b.Upper, 1) {
+			continue
+		}
+		if err := emit("_bucket", strconv.FormatFloat(b.Upper, 'g', -1, 64), cum); err != nil {
+			return err
+		}
+	}
+	if err := emit("_bucket", "+Inf", fh.Count); err != nil {
+		return err
+	}
+	if err := emit("_sum", "", fh.Sum); err != nil {
+		return err
+	}
+	return emit("_count", "", fh.Count)
 }
 
 // appendFamily appends a family name from a TYPE or HELP line, which the

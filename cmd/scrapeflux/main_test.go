@@ -21,6 +21,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/scrapeflux/scrapeflux/discovery/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 )
@@ -440,5 +442,45 @@ func TestScrapeCommandTLSAndAuth(t *testing.T) {
 	}
 	if _, _, err := execute(context.Background(), "scrape", "--tls-ca-file", ca, srv.URL+"/metrics"); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("without the token: %v", err)
+	}
+}
+
+// Native histograms, asked for with PrometheusProto, are written as
+// histogram lines with a field per bucket bound, sum and count; without
+// it the same exporter serves text and its classic buckets.
+func TestNativeHistogramsOverProtobuf(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "request_seconds", Help: "Request latency.",
+		NativeHistogramBucketFactor: 2, NativeHistogramZeroThreshold: 0.001,
+	})
+	reg.MustRegister(h)
+	for _, v := range []float64{0.003, 0.3, 0.3, 3} {
+		h.Observe(v)
+	}
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	out, _, err := execute(context.Background(), "scrape", "--scrape-protocols", "PrometheusProto,PrometheusText0.0.4", srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "request_seconds,") {
+			line = l
+		}
+	}
+	// Buckets of a factor of 2 (schema 0): (2^-9,2^-8], (0.25,0.5], (2,4];
+	// cumulative counts at their upper bounds.
+	for _, f := range []string{"0.00390625=1,", "0.5=3,", "4=4,", "+Inf=4,", "count=4", "sum=3.60"} {
+		if !strings.Contains(line, f) {
+			t.Fatalf("native histogram line lacks %s:\n%s", f, out)
+		}
+	}
+	// The text formats cannot carry native buckets: only +Inf, sum and
+	// count of this native-only histogram arrive.
+	out, _, err = execute(context.Background(), "scrape", srv.URL)
+	if err != nil || !strings.Contains(out, " +Inf=4,") || strings.Contains(out, "0.5=") {
+		t.Fatalf("text: %v\n%s", err, out)
 	}
 }

@@ -110,6 +110,9 @@ authentication is on.`,
 				if fl.Changed("body-limit") {
 					c.BodyLimit = int64(o.bodyLimit)
 				}
+				if fl.Changed("scrape-protocols") {
+					c.ScrapeProtocols = o.scrape.ScrapeProtocols
+				}
 				if fl.Changed("label-limit") {
 					c.LabelLimit = o.scrape.LabelLimit
 				}
@@ -175,6 +178,7 @@ authentication is on.`,
 	f.StringVar(&o.scrape.URLTag, "url-tag", "", "name of a tag holding each target's URL, like Telegraf's url tag (empty: none)")
 	o.targetAuth.register(f, &o.scrape, "the --target/--consul targets")
 	f.BoolVar(&o.scrape.HonorTimestamps, "honor-timestamps", false, "keep timestamps targets expose instead of the scrape time")
+	f.StringSliceVar(&o.scrape.ScrapeProtocols, "scrape-protocols", scrape.DefaultScrapeProtocols, "exposition formats asked for, best first: PrometheusProto (native histograms, written with a field per bucket bound), OpenMetricsText1.0.0, OpenMetricsText0.0.1, PrometheusText1.0.0, PrometheusText0.0.4")
 	f.IntVar(&o.scrape.LabelLimit, "label-limit", 0, "fail a scrape with a series of more labels (0: no limit)")
 	f.IntVar(&o.scrape.LabelNameLengthLimit, "label-name-length-limit", 0, "fail a scrape with a label name longer than this many bytes (0: no limit)")
 	f.IntVar(&o.scrape.LabelValueLengthLimit, "label-value-length-limit", scrape.DefaultLabelValueLengthLimit, "fail a scrape with a label value longer than this many bytes (InfluxDB refuses series keys past 64 KiB; 0: no limit)")

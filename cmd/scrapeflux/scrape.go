@@ -46,6 +46,7 @@ the scrape fails. Use it to see what a target would write.`,
 	f.DurationVar(&o.cfg.Timeout, "timeout", scrape.DefaultTimeout, "scrape timeout")
 	f.Var(&o.bodyLimit, "body-limit", "largest body accepted, after decompression")
 	f.BoolVar(&o.cfg.HonorTimestamps, "honor-timestamps", false, "keep timestamps the target exposes")
+	f.StringSliceVar(&o.cfg.ScrapeProtocols, "scrape-protocols", scrape.DefaultScrapeProtocols, "exposition formats asked for, best first (PrometheusProto for native histograms)")
 	f.StringVar(&o.layout, "layout", "v1", "InfluxDB layout: v1 or v2")
 	f.StringVar(&o.conv.Measurement, "measurement", sink.DefaultMeasurement, "measurement of layout v2")
 	o.auth.register(f, &o.cfg, "the target")
