@@ -403,3 +403,73 @@ func TestEarlyHintsSkipped(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// After a step of the wall clock (NTP) or a pause of the process
+// (SIGSTOP), every scrape is still stamped with a slot on the wall
+// clock's grid, close to the wall clock's now: a slot woken long after
+// (or before) its time is skipped, not scraped late with its old stamp.
+// Before, the schedule kept the monotonic grid, so a step put the points
+// off the grid replicas share, and a resumed replica stamped values
+// scraped 15 s late with the slot of its pause.
+func TestSlotsFollowTheWallClock(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "x 1\n") }))
+	defer srv.Close()
+	cfg := testConfig()
+	cfg.Interval, cfg.Timeout = 100*time.Millisecond, 50*time.Millisecond
+	l, r := newTestLoop(t, cfg, srv.URL+"/metrics")
+	var mu sync.Mutex
+	var shift time.Duration
+	type stamp struct{ ts, wall int64 }
+	var stamps []stamp
+	l.now = func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return time.Now().Round(0).Add(shift)
+	}
+	l.app = appenderFunc{r, func(s *Sample) {
+		if s.Synthetic && string(s.Name) == "up" {
+			mu.Lock()
+			stamps = append(stamps, stamp{s.Timestamp, time.Now().Add(shift).UnixMilli()})
+			mu.Unlock()
+		}
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.run(ctx); close(done) }()
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(stamps) }
+	waitFor(t, func() bool { return count() >= 3 })
+	mu.Lock()
+	shift += time.Hour + 37*time.Millisecond // the wall clock steps forward
+	mu.Unlock()
+	n := count()
+	waitFor(t, func() bool { return count() >= n+3 })
+	mu.Lock()
+	shift -= 10*time.Minute + 13*time.Millisecond // and back
+	mu.Unlock()
+	n = count()
+	waitFor(t, func() bool { return count() >= n+3 })
+	cancel()
+	<-done
+	phase := int64(l.offset(time.Unix(0, 0))) / int64(time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range stamps {
+		if s.ts%100 != phase%100 {
+			t.Errorf("slot %d is off the grid (phase %d ms)", s.ts, phase%100)
+		}
+		if d := s.wall - s.ts; d < -50 || d > 50 {
+			t.Errorf("slot %d stamped %d ms from the wall clock", s.ts, d)
+		}
+	}
+	if l.snapshot().SkippedTotal == 0 {
+		t.Error("no slot counted as skipped across two steps of the clock")
+	}
+}
+
+// appenderFunc passes samples to an Appender, showing each to fn.
+type appenderFunc struct {
+	Appender
+	fn func(*Sample)
+}
+
+func (a appenderFunc) Append(s *Sample) error { a.fn(s); return a.Appender.Append(s) }

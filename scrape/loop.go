@@ -83,6 +83,9 @@ type loop struct {
 	downSince, lastReport time.Time
 
 	metrics loopMetrics
+	// now reads the wall clock, without its monotonic reading: slots are
+	// wall-clock times. Tests replace it.
+	now func() time.Time
 
 	// Synthetic series (up, scrape_duration_seconds,
 	// scrape_samples_scraped), built once per loop.
@@ -100,6 +103,7 @@ func newLoop(t discovery.Target, cfg Config, app Appender, f *fetcher, log *slog
 		timeout: strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64),
 		done:    make(chan struct{}),
 		metrics: newLoopMetrics(t.Tag("job")),
+		now:     func() time.Time { return time.Now().Round(0) },
 		status:  Status{Target: t, Health: HealthUnknown, Interval: cfg.Interval},
 		synth: [3]Sample{
 			SyntheticSample(labels.FromStrings(model.MetricNameLabel, "up"), model.MetricTypeGauge, 0, 0),
@@ -139,34 +143,58 @@ func (l *loop) offset(now time.Time) time.Duration {
 }
 
 // run scrapes until ctx is cancelled.
+//
+// Slots are on the wall clock's grid (phase + k × interval), the same on
+// every replica. The timer sleeps on the monotonic clock, so each wake-up
+// is checked against the wall clock: after a step of the wall clock (NTP)
+// or a pause of the process (SIGSTOP, a frozen VM), a slot that is more
+// than half an interval from the wall clock's now is not scraped (its
+// values would be stamped with a time they do not belong to, and with
+// replicas overwrite the point another replica wrote for that slot): it
+// counts as skipped and the schedule starts again from the wall clock.
 func (l *loop) run(ctx context.Context) {
 	defer close(l.done)
 	defer l.fetcher.close()
 	// One reading of the clock: the slot is exactly on the target's phase
 	// (two readings put it a few microseconds early, a millisecond early
 	// once truncated, and replicas could disagree on the point's time).
-	now := time.Now()
+	now := l.now()
 	next := now.Add(l.offset(now))
-	timer := time.NewTimer(time.Until(next))
+	timer := time.NewTimer(next.Sub(now))
 	defer timer.Stop()
+	maxLate := l.cfg.Interval / 2
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
 		}
-		now := time.Now()
-		delay := now.Sub(next)
-		l.scrape(ctx, now, next, delay)
-		if ctx.Err() != nil {
-			return
+		start := l.now()
+		delay := start.Sub(next)
+		scraped := delay >= -maxLate && delay <= maxLate
+		if scraped {
+			l.scrape(ctx, time.Now(), next, max(delay, 0))
+			if ctx.Err() != nil {
+				return
+			}
+		} else {
+			l.log.Debug("slot skipped: the wall clock stepped or the process was paused", "slot", next, "wall_clock_off_by", delay.String())
 		}
-		// Keep the schedule fixed to the grid; a scrape that overran skips
-		// the intervals it missed rather than bunching scrapes up.
-		next = next.Add(l.cfg.Interval)
-		var skipped int64
-		for now = time.Now(); !next.After(now); next = next.Add(l.cfg.Interval) {
-			skipped++
+		// The next slot on the wall clock's grid, after this one; a scrape
+		// that overran skips the intervals it missed rather than
+		// bunching scrapes up.
+		now := l.now()
+		after := next
+		next = now.Add(l.offset(now))
+		if scraped && !next.After(after) {
+			next = next.Add(l.cfg.Interval)
+		}
+		skipped := int64(0)
+		if !scraped {
+			skipped = 1
+		}
+		if gap := next.Sub(after); scraped && gap > l.cfg.Interval+maxLate {
+			skipped += int64((gap - l.cfg.Interval/2) / l.cfg.Interval)
 		}
 		if skipped > 0 {
 			l.metrics.skipped.Add(float64(skipped))
@@ -174,7 +202,7 @@ func (l *loop) run(ctx context.Context) {
 			l.status.SkippedTotal += skipped
 			l.mu.Unlock()
 		}
-		timer.Reset(time.Until(next))
+		timer.Reset(next.Sub(l.now()))
 	}
 }
 
