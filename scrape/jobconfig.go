@@ -87,7 +87,7 @@ var yamlKeyOf = map[string]string{
 	"Interval": "scrape_interval", "Timeout": "scrape_timeout", "BodyLimit": "body_size_limit",
 	"SampleLimit": "sample_limit", "LabelLimit": "label_limit", "RelabelConfigs": "relabel_configs",
 	"LabelNameLengthLimit": "label_name_length_limit", "LabelValueLengthLimit": "label_value_length_limit",
-	"ScrapeProtocols": "scrape_protocols",
+	"ScrapeProtocols":      "scrape_protocols",
 	"MetricRelabelConfigs": "metric_relabel_configs", "TLS": "tls_config", "BearerToken": "bearer_token_file",
 }
 

@@ -44,7 +44,7 @@ type converter struct {
 	direct bool
 
 	gen       uint32
-	decisions map[uint64]decision // with metric relabeling only
+	decisions map[seriesKey]decision // with metric relabeling only
 	general   int                 // samples that went the general way
 	sc        *scratch
 
@@ -85,7 +85,7 @@ func newConverter(s *Sink, ident []scrape.Tag, o scrape.AppendOptions) *converte
 	c.measurement = appendEscaped(nil, m, true)
 	c.direct = c.opts.Layout == LayoutV1 || m != ""
 	if len(o.MetricRelabelConfigs) > 0 {
-		c.decisions = map[uint64]decision{}
+		c.decisions = map[seriesKey]decision{}
 	}
 	return c
 }
@@ -98,7 +98,7 @@ func (c *converter) Append(s *scrape.Sample) error {
 		c.sc = sc
 	}
 	act := actKeep
-	var h uint64
+	var h seriesKey
 	var cached []byte // line and field key of a rewritten series seen before
 	var keyLen int
 	if c.decisions != nil && !s.Synthetic {

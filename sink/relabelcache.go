@@ -2,6 +2,7 @@ package sink
 
 import (
 	"fmt"
+	"hash/maphash"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
@@ -34,12 +35,22 @@ type decision struct {
 	keyLen int
 }
 
+// seriesKey keys a series' decision by two independent 64-bit hashes of
+// its text, one of them seeded at random per process: 64 bits alone let
+// two series of one target collide about once in 2^32 pairs, and the
+// second would silently take the first one's decision (kept, dropped,
+// its line key). Keying by the text itself would hold every series' text
+// per target, as much memory again as the line keys.
+type seriesKey struct{ a, b uint64 }
+
+var decisionSeed = maphash.MakeSeed()
+
 // decide applies metric relabeling to a series once and remembers the
 // outcome while the series keeps coming. It returns the series hash and,
 // for a series seen before, its decision (with the cached keys of a
 // rewrite).
-func (c *converter) decide(sc *scratch, s *scrape.Sample) (action, uint64, []byte, int, error) {
-	h := xxhash.Sum64(s.Series)
+func (c *converter) decide(sc *scratch, s *scrape.Sample) (action, seriesKey, []byte, int, error) {
+	h := seriesKey{xxhash.Sum64(s.Series), maphash.Bytes(decisionSeed, s.Series)}
 	if d, ok := c.decisions[h]; ok {
 		if d.seen != c.gen {
 			d.seen = c.gen

@@ -9,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/prometheus/model/relabel"
+	"go.yaml.in/yaml/v2"
+
 	"github.com/scrapeflux/scrapeflux/scrape"
 )
 
@@ -255,4 +259,38 @@ func TestUTF8HistogramFamily(t *testing.T) {
 			t.Fatalf("%s: le became a tag:\n%s", ct, out)
 		}
 	}
+}
+
+// A series whose first 64-bit hash equals another's does not take that
+// series' relabeling decision: the decision is keyed by two independent
+// hashes. (A real 64-bit collision cannot be found for a test; this
+// plants a decision under the first hash as a colliding series would.)
+func TestRelabelDecisionNotSharedOnHashCollision(t *testing.T) {
+	s, err := New(fastConfig(), &fakeWriter{}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := relabelRules(t, "- source_labels: [__name__]\n  regex: never_matches\n  action: drop\n")
+	c := s.Appender(testTarget(), scrape.AppendOptions{MetricRelabelConfigs: rules}).(*converter)
+	var out []byte
+	c.emit = func(ch *chunk) error { out = append(out, ch.buf...); return nil }
+	series := []byte(`kept{a="1"}`)
+	// Another series, colliding on xxhash, was dropped earlier.
+	c.decisions[seriesKey{xxhash.Sum64(series), 12345}] = decision{seen: c.gen, act: actDrop}
+	if _, _, err := scrape.NewParser().Parse(append(series, " 1\n"...), "text/plain", testTS, false, c); err != nil {
+		t.Fatal(err)
+	}
+	c.Commit()
+	if !strings.Contains(string(out), "kept,a=1,") {
+		t.Fatalf("the series took a colliding series' drop decision:\n%s", out)
+	}
+}
+
+func relabelRules(t *testing.T, y string) []*relabel.Config {
+	t.Helper()
+	var cfgs []*relabel.Config
+	if err := yaml.Unmarshal([]byte(y), &cfgs); err != nil {
+		t.Fatal(err)
+	}
+	return cfgs
 }
