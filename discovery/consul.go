@@ -125,6 +125,58 @@ type Consul struct {
 
 	skipMu  sync.Mutex        // guards skipped
 	skipped map[string]string // instance and reason -> service, said once
+
+	stMu   sync.Mutex // guards status
+	status Status
+}
+
+// Status is how a discoverer is doing, for pages and metrics.
+type Status struct {
+	// Err is the last error while discovery fails, since ErrSince; empty
+	// while it works.
+	Err      string
+	ErrSince time.Time
+	// LastSuccess is when a snapshot was last read in full.
+	LastSuccess time.Time
+	// Skipped are instances read but not scraped, with why.
+	Skipped []string
+}
+
+// Status returns how discovery is doing.
+func (c *Consul) Status() Status {
+	c.stMu.Lock()
+	st := c.status
+	c.stMu.Unlock()
+	c.skipMu.Lock()
+	for k, svc := range c.skipped {
+		id, why, _ := strings.Cut(k, "\x00")
+		st.Skipped = append(st.Skipped, svc+" "+id+": "+why)
+	}
+	c.skipMu.Unlock()
+	sort.Strings(st.Skipped)
+	return st
+}
+
+// failed records a failing query or read; ok a full read.
+func (c *Consul) failed(err error) {
+	c.stMu.Lock()
+	defer c.stMu.Unlock()
+	if c.status.Err == "" {
+		c.status.ErrSince = time.Now()
+	}
+	c.status.Err = err.Error()
+}
+
+func (c *Consul) recovered() {
+	c.stMu.Lock()
+	defer c.stMu.Unlock()
+	c.status.Err, c.status.ErrSince = "", time.Time{}
+}
+
+func (c *Consul) ok() {
+	c.stMu.Lock()
+	defer c.stMu.Unlock()
+	c.status.Err, c.status.ErrSince, c.status.LastSuccess = "", time.Time{}, time.Now()
 }
 
 // NewConsul makes a Consul discoverer.
@@ -231,6 +283,7 @@ func (c *Consul) Run(ctx context.Context, ch chan<- []Target) error {
 					return nil
 				}
 				st.retry(dirty)
+				c.failed(err)
 				attempt++
 				if msg := err.Error(); msg != failing {
 					c.log.Warn("cannot read Consul services, keeping last targets", "err", err, "targets", len(last))
@@ -242,6 +295,7 @@ func (c *Consul) Run(ctx context.Context, ch chan<- []Target) error {
 				continue
 			}
 			targets := st.merge(names, fresh)
+			c.ok()
 			if failing != "" {
 				c.log.Info("Consul services readable again", "targets", len(targets))
 				failing, attempt = "", 0
@@ -511,6 +565,7 @@ func (c *Consul) watch(ctx context.Context, what string, failed func(), fn func(
 			if failed != nil {
 				failed()
 			}
+			c.failed(fmt.Errorf("%s: %w", what, err))
 			if msg := err.Error(); msg != failing {
 				c.log.Warn("Consul query failed, keeping last targets", "query", what, "err", err)
 				failing = msg
@@ -525,6 +580,7 @@ func (c *Consul) watch(ctx context.Context, what string, failed func(), fn func(
 		if failing != "" {
 			c.log.Info("Consul query recovered", "query", what, "after_attempts", attempt)
 			failing, attempt = "", 0
+			c.recovered()
 		}
 		switch {
 		case next < index:

@@ -108,6 +108,9 @@ const (
 // names (a flag, a YAML key).
 type FieldError struct {
 	Field string
+	// Line in the config file, when known better than the field's (a
+	// relabel rule's).
+	Line int
 	Err   error
 }
 

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/model/relabel"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
 )
@@ -36,8 +35,8 @@ type FileJob struct {
 	TLS                  TLSConfig            `yaml:"tls_config"`
 	BearerTokenFile      string               `yaml:"bearer_token_file"`
 	BasicAuth            *BasicAuthFile       `yaml:"basic_auth"`
-	RelabelConfigs       []*relabel.Config    `yaml:"relabel_configs"`
-	MetricRelabelConfigs []*relabel.Config    `yaml:"metric_relabel_configs"`
+	RelabelConfigs       RelabelRules         `yaml:"relabel_configs"`
+	MetricRelabelConfigs RelabelRules         `yaml:"metric_relabel_configs"`
 }
 
 // BasicAuthFile is basic auth towards a job's targets; the password comes
@@ -98,6 +97,14 @@ var yamlKeyOf = map[string]string{
 func (j *FileJob) Spec(def FileDefaults, consul discovery.ConsulConfig, overrides func(*Config)) (JobSpec, []*FieldError) {
 	var probs []*FieldError
 	bad := func(key string, err error) { probs = append(probs, &FieldError{Field: key, Err: err}) }
+	for _, rr := range []struct {
+		key   string
+		rules RelabelRules
+	}{{"relabel_configs", j.RelabelConfigs}, {"metric_relabel_configs", j.MetricRelabelConfigs}} {
+		for _, p := range rr.rules.Problems {
+			probs = append(probs, &FieldError{Field: fmt.Sprintf("%s[%d]", rr.key, p.Index), Line: p.Line, Err: p.Err})
+		}
+	}
 	if j.Name == "" {
 		bad("job_name", errors.New("must be set"))
 		return JobSpec{}, probs
@@ -105,7 +112,7 @@ func (j *FileJob) Spec(def FileDefaults, consul discovery.ConsulConfig, override
 	sc := Config{
 		JobName: j.Name, Interval: def.Interval, Timeout: def.Timeout, BodyLimit: DefaultBodyLimit,
 		HonorTimestamps: j.HonorTimestamps, SampleLimit: j.SampleLimit, LabelLimit: j.LabelLimit,
-		RelabelConfigs: j.RelabelConfigs, MetricRelabelConfigs: j.MetricRelabelConfigs,
+		RelabelConfigs: j.RelabelConfigs.Rules, MetricRelabelConfigs: j.MetricRelabelConfigs.Rules,
 		TLS: j.TLS, Layout: j.Layout, Measurement: j.Measurement,
 		LabelValueLengthLimit: DefaultLabelValueLengthLimit, ScrapeProtocols: j.ScrapeProtocols,
 	}

@@ -58,6 +58,10 @@ type Status struct {
 	// that own it, best first. Empty without.
 	Role   string
 	Owners []string
+	// ConfigJob is the job of the configuration that found the target
+	// (a --config job, or the flags' job); its job tag may differ (a
+	// Consul service name).
+	ConfigJob string
 }
 
 // loop scrapes one target on its schedule.

@@ -40,6 +40,8 @@ type Manager struct {
 type runningJob struct {
 	fingerprint string
 	pool        *Pool
+	consul      *discovery.Consul // nil: static only
+	static      bool
 	cancel      context.CancelFunc
 	done        chan struct{}
 }
@@ -112,12 +114,14 @@ func (j *Manager) start(s JobSpec) (*runningJob, error) {
 		}
 		sources = append(sources, st)
 	}
+	var consul *discovery.Consul
 	if s.Consul != nil {
 		c, err := discovery.NewConsul(*s.Consul, log.With("component", "consul"))
 		if err != nil {
 			return nil, err
 		}
 		sources = append(sources, c)
+		consul = c
 	}
 	pool, err := NewPool(s.Scrape, j.app, log.With("component", "scrape"))
 	if err != nil {
@@ -126,8 +130,9 @@ func (j *Manager) start(s JobSpec) (*runningJob, error) {
 	if j.shard != nil {
 		pool.SetShard(j.shard)
 	}
+	pool.SetName(s.Name)
 	ctx, cancel := context.WithCancel(j.ctx)
-	r := &runningJob{fingerprint: fingerprint(s), pool: pool, cancel: cancel, done: make(chan struct{})}
+	r := &runningJob{fingerprint: fingerprint(s), pool: pool, consul: consul, static: len(s.Static) > 0, cancel: cancel, done: make(chan struct{})}
 	ch := make(chan []discovery.Target)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -203,6 +208,10 @@ type JobSummary struct {
 	Name       string `json:"name"`
 	Synced     bool   `json:"synced"`
 	Discovered int    `json:"discovered"`
+	// Sources: "static", "consul" or both.
+	Sources string `json:"sources"`
+	// Discovery is the Consul discovery's state (zero without one).
+	Discovery discovery.Status `json:"discovery"`
 }
 
 // Summaries describes the running jobs, by name.
@@ -211,7 +220,14 @@ func (j *Manager) Summaries() []JobSummary {
 	defer j.mu.Unlock()
 	out := make([]JobSummary, 0, len(j.running))
 	for name, r := range j.running {
-		out = append(out, JobSummary{Name: name, Synced: r.pool.Synced(), Discovered: r.pool.Discovered()})
+		js := JobSummary{Name: name, Synced: r.pool.Synced(), Discovered: r.pool.Discovered(), Sources: "static"}
+		if r.consul != nil {
+			js.Sources, js.Discovery = "consul", r.consul.Status()
+			if r.static {
+				js.Sources = "static, consul"
+			}
+		}
+		out = append(out, js)
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
 	return out

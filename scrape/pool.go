@@ -28,6 +28,7 @@ type Pool struct {
 	client *http.Client
 	log    *slog.Logger
 	shard  *Shard // nil: every target is ours
+	name   string // the config job this pool runs, for the page
 
 	syncMu sync.Mutex // serialises Sync; never held by readers
 
@@ -112,6 +113,10 @@ func (p *Pool) Interval() time.Duration { return p.cfg.Interval }
 // SetShard makes the pool scrape only the targets shard says this replica
 // owns. Call it before Run.
 func (p *Pool) SetShard(s *Shard) { p.shard = s }
+
+// SetName names the config job the pool runs (its targets' Status
+// carries it). Before Run.
+func (p *Pool) SetName(name string) { p.name = name }
 
 // Run reconciles the loops with every snapshot received on ch, and with
 // every membership change of the shard, until ctx is cancelled; then it
@@ -202,7 +207,7 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) time.Time {
 		k := t.Key()
 		if p.shard != nil {
 			if owners := p.shard.Owners(k); !slices.Contains(owners, p.shard.Self()) {
-				skipped[k] = Status{Target: t, Health: HealthSkipped, Role: RoleSkipped, Owners: owners, Interval: p.cfg.Interval}
+				skipped[k] = Status{Target: t, Health: HealthSkipped, Role: RoleSkipped, Owners: owners, Interval: p.cfg.Interval, ConfigJob: p.name}
 				continue
 			}
 		}
@@ -260,6 +265,7 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) time.Time {
 			continue
 		}
 		l := newLoop(t, p.cfg, p.app.Appender(IdentityTags(t), p.cfg.AppendOptions()), f, p.log)
+		l.status.ConfigJob = p.name
 		lctx, cancel := context.WithCancel(ctx)
 		l.stop = cancel
 		p.mu.Lock()

@@ -148,6 +148,10 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 		j := &fc.Jobs[i]
 		spec, probs := j.Spec(def, consul, overrides)
 		for _, p := range probs {
+			if p.Line > 0 {
+				errs = append(errs, configError{file: path, line: p.Line, msg: fmt.Sprintf("jobs[%d] (%s): %s: %v", i, j.Name, p.Field, p.Err)})
+				continue
+			}
 			fail(i, p.Field, "%v", p.Err)
 		}
 		if j.Name == "" {
@@ -243,6 +247,11 @@ func decodeError(path string, err error) error {
 		msg := strings.TrimPrefix(err.Error(), "yaml: ")
 		if m := yamlLineError.FindStringSubmatch(msg); m != nil {
 			line, _ := strconv.Atoi(m[1])
+			if data, rerr := os.ReadFile(path); rerr == nil {
+				if ls := strings.Split(string(data), "\n"); line >= 1 && line <= len(ls) && strings.Contains(ls[line-1], "\t") {
+					return configError{file: path, line: line, msg: m[2] + ": the line holds a tab, and YAML indents with spaces only"}
+				}
+			}
 			return configError{file: path, line: line, msg: m[2]}
 		}
 		return configError{file: path, msg: msg}

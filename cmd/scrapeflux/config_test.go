@@ -16,7 +16,8 @@ func TestCheckConfig(t *testing.T) {
 		"bad-duplicate-job.yml":           `bad-duplicate-job.yml:4: jobs[1] (a): job_name: "a" is used twice`,
 		"bad-no-targets.yml":              "bad-no-targets.yml:2: jobs[0] (a): static_targets: a job needs static_targets or consul",
 		"bad-target-scheme.yml":           "bad-target-scheme.yml:3: jobs[0] (a): static_targets: target URL \"ftp://127.0.0.1:1/metrics\": scheme must be http or https",
-		"bad-relabel-no-target-label.yml": "bad-relabel-no-target-label.yml:4: jobs[0] (a): relabel_configs: rule 0: relabel configuration for replace action requires 'target_label' value",
+		"bad-relabel-no-target-label.yml": "bad-relabel-no-target-label.yml:5: jobs[0] (a): relabel_configs[0]: relabel configuration for replace action requires 'target_label' value",
+		"bad-tab.yml":                     "bad-tab.yml:2: found character that cannot start any token: the line holds a tab, and YAML indents with spaces only",
 		"bad-relabel-action.yml":          `unknown relabel action "explode"`,
 		"bad-body-size.yml":               "bad-body-size.yml:4: jobs[0] (a): body_size_limit: want a size",
 		"bad-secret-file.yml":             "bad-secret-file.yml:4: jobs[0] (a): bearer_token_file: cannot read secret file",
@@ -51,6 +52,20 @@ func TestCheckConfig(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("bad-many.yml: %v\nlacks %q", err, want)
 		}
+	}
+	// Every bad relabel rule, each at its line, its regex as written.
+	_, _, err = execute(context.Background(), "check", "config", "testdata/config/bad-relabel-many.yml")
+	for _, want := range []string{
+		"bad-relabel-many.yml:5: jobs[0] (a): relabel_configs[0]: regex \"a(b\": error parsing regexp: missing closing ): `a(b`",
+		`bad-relabel-many.yml:11: jobs[0] (a): relabel_configs[2]: unknown relabel action "frobnicate"`,
+		"bad-relabel-many.yml:13: jobs[0] (a): metric_relabel_configs[0]: regex \"[z\"",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("bad-relabel-many.yml: %v\nlacks %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "(?s:") {
+		t.Errorf("a regex shown in its compiled form: %v", err)
 	}
 	if err != nil && strings.Contains(err.Error(), "model.Duration") {
 		t.Errorf("Go type text in the message: %v", err)

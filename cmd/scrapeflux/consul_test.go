@@ -271,3 +271,60 @@ func TestRegisterKeepBeforeAgentAndDeregister(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// jobsTable returns the rows of the /targets page's jobs table.
+func jobsTable(t *testing.T, base string) []string {
+	t.Helper()
+	_, body := httpGet(t, base+"/targets")
+	i := strings.Index(body, `<table id="jobs">`)
+	if i < 0 {
+		t.Fatalf("no jobs table:\n%s", body)
+	}
+	table := body[i:]
+	table = table[:strings.Index(table, "</table>")]
+	rows := strings.Split(table, "<tr")[2:] // the table's and the header's
+	return rows
+}
+
+// One row per job of the configuration whatever its discovery: a Consul
+// job's targets carry their service names as job tags, shown in its row
+// (before: two rows, the service's and an empty "static"); Consul down at
+// start is said in the row, not left blank.
+func TestTargetsPageJobRows(t *testing.T) {
+	listen := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
+	dead := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
+	d := startDaemon(t, "run", "--consul", "--consul-addr", dead, "--influx-bucket", "b", "--influx-url", "http://127.0.0.1:1",
+		"--listen", listen, "--queue-dir", t.TempDir(), "--shutdown-timeout", "100ms")
+	var rows []string
+	waitUntil(t, "Consul's failure on the page", 15*time.Second, func() bool {
+		code, _ := httpGet(t, "http://"+listen+"/healthz")
+		if code != 200 {
+			return false
+		}
+		rows = jobsTable(t, "http://"+listen)
+		return len(rows) == 1 && strings.Contains(rows[0], "no targets found yet")
+	})
+	d.stop(t)
+
+	agent := servertest.StartConsul(t, servertest.ConsulOptions{})
+	fleet, err := simulator.StartFleet(2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fleet.Close()
+	for i, u := range fleet.URLs {
+		agent.Register(t, fmt.Sprintf("engine-%d", i), "docker-engine", u, []string{"prometheus"}, nil, nil)
+	}
+	listen = fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
+	d = startDaemon(t, "run", "--consul", "--consul-addr", agent.Addr, "--consul-wait", "2s", "--interval", "500ms",
+		"--influx-bucket", "b", "--influx-url", "http://127.0.0.1:1",
+		"--listen", listen, "--queue-dir", t.TempDir(), "--shutdown-timeout", "100ms")
+	defer d.stop(t)
+	waitUntil(t, "two engines up", 15*time.Second, func() bool {
+		rows = jobsTable(t, "http://"+listen)
+		return len(rows) == 1 && strings.Contains(rows[0], "<td>2</td>")
+	})
+	if !strings.Contains(rows[0], ">static</a>") || !strings.Contains(rows[0], "job tags: docker-engine") || !strings.Contains(rows[0], "consul: 2 discovered") {
+		t.Fatalf("job row: %s", rows[0])
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/scrapeflux/scrapeflux/scrape"
+	"github.com/scrapeflux/scrapeflux/sink"
 )
 
 // The /targets page: plain server-rendered HTML an operator keeps open for
@@ -24,6 +25,9 @@ const pageSize = 200
 
 // targetRow is one target on the page and in the JSON.
 type targetRow struct {
+	// ConfigJob is the configuration's job that found the target; Job
+	// its job tag.
+	ConfigJob       string            `json:"config_job"`
 	URL             string            `json:"url"`
 	Job             string            `json:"job"`
 	Instance        string            `json:"instance"`
@@ -48,6 +52,14 @@ type jobRow struct {
 	Discovered                 int
 	NoTargets                  bool
 	Link, DownLink             template.URL
+	// Sources (static, consul), the discovery's state, the job tags its
+	// targets carry (Consul service names) and instances it skipped.
+	Sources        string
+	Discovery      string
+	DiscoveryError bool
+	JobTags        []string
+	SkippedInst    []string
+	tags           map[string]bool
 }
 
 // pageStatus is the header: where data goes and where targets come from.
@@ -65,8 +77,11 @@ type pageStatus struct {
 	// running configuration is the one before it).
 	ReloadError string
 	Dropped     string
-	Members     []string
-	Self        string
+	// Filtered: samples left out by design (NaN and ±Inf values InfluxDB
+	// cannot store, series metric relabeling drops): expected, not lost.
+	Filtered string
+	Members  []string
+	Self     string
 }
 
 type pageData struct {
@@ -106,7 +121,8 @@ func rowOf(st scrape.Status, now time.Time) targetRow {
 		tags[tg.Key] = tg.Value
 	}
 	r := targetRow{
-		URL: st.Target.Redacted(), Job: st.Target.Tag("job"), Instance: st.Target.Tag("instance"), Tags: tags,
+		ConfigJob: st.ConfigJob,
+		URL:       st.Target.Redacted(), Job: st.Target.Tag("job"), Instance: st.Target.Tag("instance"), Tags: tags,
 		Health: string(st.Health), Role: st.Role, Owners: st.Owners,
 		IntervalSeconds: st.Interval.Seconds(), LastScrapeAgo: ago(st.LastScrape, now),
 		DurationSeconds: st.LastDuration.Seconds(), Samples: st.LastSamples,
@@ -125,7 +141,7 @@ func matches(r *targetRow, state, job, q string) bool {
 	if state != "" && r.Health != state {
 		return false
 	}
-	if job != "" && r.Job != job {
+	if job != "" && r.Job != job && r.ConfigJob != job {
 		return false
 	}
 	if q == "" {
@@ -169,19 +185,48 @@ func (w *webServer) targetsPage(rw http.ResponseWriter, r *http.Request) {
 	search := strings.ToLower(strings.TrimSpace(qv.Get("q")))
 	all := w.targets.Targets()
 	rows := make([]targetRow, 0, len(all))
+	// One row per job of the configuration, whatever its discovery: a
+	// Consul job's targets carry their service names as job tags, listed
+	// in its row.
 	jobs := map[string]*jobRow{}
 	for _, sum := range w.targets.Summaries() {
-		// Jobs by the name their targets carry; a config job whose
-		// discovery found nothing still shows, by its config name.
-		jobs[sum.Name] = &jobRow{Name: sum.Name, Discovered: sum.Discovered, NoTargets: sum.Synced && sum.Discovered == 0}
+		jr := &jobRow{Name: sum.Name, Discovered: sum.Discovered, NoTargets: sum.Synced && sum.Discovered == 0,
+			Sources: sum.Sources, SkippedInst: sum.Discovery.Skipped, tags: map[string]bool{}}
+		switch ds := sum.Discovery; {
+		case ds.Err != "" && sum.Synced:
+			jr.Discovery = fmt.Sprintf("failing %s: %s; scraping the %d targets found before", ago(ds.ErrSince, now), ds.Err, sum.Discovered)
+			jr.DiscoveryError = true
+		case ds.Err != "":
+			jr.Discovery = fmt.Sprintf("failing %s, no targets found yet: %s", ago(ds.ErrSince, now), ds.Err)
+			jr.DiscoveryError = true
+		case !sum.Synced:
+			jr.Discovery = "waiting for a first answer"
+		case sum.Discovered == 0:
+			jr.Discovery = "no targets found: check the Consul service, tag and node-meta filters"
+			jr.DiscoveryError = true
+		default:
+			jr.Discovery = fmt.Sprintf("%d discovered", sum.Discovered)
+			if !ds.LastSuccess.IsZero() {
+				jr.Discovery += ", read " + ago(ds.LastSuccess, now)
+			}
+		}
+		jobs[sum.Name] = jr
 	}
 	var d pageData
 	for _, st := range all {
 		row := rowOf(st, now)
-		jr := jobs[row.Job]
+		name := row.ConfigJob
+		if name == "" {
+			name = row.Job
+		}
+		jr := jobs[name]
 		if jr == nil {
-			jr = &jobRow{Name: row.Job}
-			jobs[row.Job] = jr
+			jr = &jobRow{Name: name, tags: map[string]bool{}}
+			jobs[name] = jr
+		}
+		if row.Job != name && !jr.tags[row.Job] {
+			jr.tags[row.Job] = true
+			jr.JobTags = append(jr.JobTags, row.Job)
 		}
 		switch st.Health {
 		case scrape.HealthUp:
@@ -222,6 +267,7 @@ func (w *webServer) targetsPage(rw http.ResponseWriter, r *http.Request) {
 	}
 	d.AllLink, d.UpLink, d.DownLink = pageLink("", job, d.Query, 1), pageLink("up", job, d.Query, 1), pageLink("down", job, d.Query, 1)
 	for _, jr := range jobs {
+		sort.Strings(jr.JobTags)
 		jr.Link, jr.DownLink = pageLink("", jr.Name, "", 1), pageLink("down", jr.Name, "", 1)
 		d.Jobs = append(d.Jobs, *jr)
 	}
@@ -237,7 +283,16 @@ func (w *webServer) targetsPage(rw http.ResponseWriter, r *http.Request) {
 func (w *webServer) pageStatus(now time.Time) pageStatus {
 	st := w.sink.Stats()
 	ps := pageStatus{Writer: "ok", WriterClass: "up", LastWrite: ago(st.LastWrite, now),
-		QueuedSamples: st.QueuedSamples, QueuedBytes: st.QueuedBytes, Dropped: droppedByReason(st.Dropped)}
+		QueuedSamples: st.QueuedSamples, QueuedBytes: st.QueuedBytes}
+	lost, filtered := map[string]int64{}, map[string]int64{}
+	for r, n := range st.Dropped {
+		if r == sink.DropNonFinite.String() || r == sink.DropRelabeled.String() {
+			filtered[r] = n
+		} else {
+			lost[r] = n
+		}
+	}
+	ps.Dropped, ps.Filtered = droppedByReason(lost), droppedByReason(filtered)
 	if qs := w.sink.QueueStatus(); qs.MaxDisk > 0 {
 		ps.QueueDisk = fmt.Sprintf("%d of %d bytes on disk (%.0f%%)", qs.Disk, qs.MaxDisk, 100*float64(qs.Disk)/float64(qs.MaxDisk))
 		if qs.DiskError != "" {
@@ -273,15 +328,15 @@ form{margin:.5em 0}nav a{margin-right:1em}
 <h1>scrapeflux targets</h1>
 <header id="status">
 <div class="{{.Status.WriterClass}}"><b>InfluxDB writes:</b> <span id="writer">{{.Status.Writer}}</span>, last {{.Status.LastWrite}}{{if .Status.LastError}}<br><span class="err">{{.Status.LastError}}</span>{{end}}</div>
-<div><b>Queue:</b> {{.Status.QueuedSamples}} samples, {{.Status.QueuedBytes}} bytes{{with .Status.QueueDisk}}; {{.}}{{end}}{{if .Status.Dropped}}; dropped {{.Status.Dropped}}{{end}}</div>
+<div><b>Queue:</b> {{.Status.QueuedSamples}} samples, {{.Status.QueuedBytes}} bytes{{with .Status.QueueDisk}}; {{.}}{{end}}{{if .Status.Dropped}}; <span class="err">dropped {{.Status.Dropped}}</span>{{end}}{{if .Status.Filtered}}; <small>left out as expected: {{.Status.Filtered}} (NaN/±Inf values InfluxDB cannot store, series dropped by relabeling)</small>{{end}}</div>
 {{with .Status.QueueDiskError}}<div class="down"><b>Disk queue degraded:</b> {{.}}</div>{{end}}
 {{with .Status.ReloadError}}<div class="down"><b>Configuration:</b> <span class="err">{{.}}</span></div>{{end}}
 {{if .Status.Self}}<div><b>Cluster:</b> this replica {{.Status.Self}}, members {{range $i, $m := .Status.Members}}{{if $i}}, {{end}}{{$m}}{{end}}</div>{{end}}
 </header>
 <h2>Jobs</h2>
 <table id="jobs"><thead><tr><th>Job</th><th>Up</th><th>Down</th><th>Unknown</th><th>Other replicas'</th><th>Discovery</th></tr></thead><tbody>
-{{range .Jobs}}<tr{{if .NoTargets}} class="down"{{end}}><td><a href="{{.Link}}">{{.Name}}</a></td><td>{{.Up}}</td><td>{{if .Down}}<a href="{{.DownLink}}">{{.Down}}</a>{{else}}0{{end}}</td><td>{{.Unknown}}</td><td>{{.Skipped}}</td>
-<td>{{if .NoTargets}}<b>no targets found</b>: check the Consul service, tag and node-meta filters{{else if .Discovered}}{{.Discovered}} discovered{{end}}</td></tr>
+{{range .Jobs}}<tr{{if .DiscoveryError}} class="down"{{end}}><td><a href="{{.Link}}">{{.Name}}</a>{{with .JobTags}}<br><small>job tags: {{range $i, $t := .}}{{if $i}}, {{end}}{{$t}}{{end}}</small>{{end}}</td><td>{{.Up}}</td><td>{{if .Down}}<a href="{{.DownLink}}">{{.Down}}</a>{{else}}0{{end}}</td><td>{{.Unknown}}</td><td>{{.Skipped}}</td>
+<td>{{with .Sources}}{{.}}: {{end}}{{if .DiscoveryError}}<b>{{.Discovery}}</b>{{else}}{{.Discovery}}{{end}}{{with .SkippedInst}}<br><small>skipped instances: {{range $i, $s := .}}{{if $i}}; {{end}}{{$s}}{{end}}</small>{{end}}</td></tr>
 {{end}}</tbody></table>
 <h2>Targets: {{.Up}} up, {{.Down}} down{{if .Skipped}}, {{.Skipped}} scraped by other replicas{{end}}, {{.Total}} in all</h2>
 <nav><a href="{{.AllLink}}">all</a><a href="{{.UpLink}}">up</a><a href="{{.DownLink}}">down</a></nav>
