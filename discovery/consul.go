@@ -328,7 +328,7 @@ type consulState struct {
 	known    bool
 	catIndex uint64
 	hIndex   uint64
-	hKnown   bool // the health state answered (or failed) once
+	hKnown   bool                // the health state answered (or failed) once
 	svcSig   map[string]string   // service -> its checks' state
 	nodeSig  map[string]string   // node -> its node checks' state
 	dirty    map[string]bool     // services to read again

@@ -111,7 +111,7 @@ type FieldError struct {
 	// Line in the config file, when known better than the field's (a
 	// relabel rule's).
 	Line int
-	Err   error
+	Err  error
 }
 
 func (e *FieldError) Error() string { return e.Err.Error() }

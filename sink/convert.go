@@ -45,7 +45,7 @@ type converter struct {
 
 	gen       uint32
 	decisions map[seriesKey]decision // with metric relabeling only
-	general   int                 // samples that went the general way
+	general   int                    // samples that went the general way
 	sc        *scratch
 
 	nonFinite, invalid, relabeled, outOfRange int
