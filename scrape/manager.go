@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,14 @@ type JobSpec struct {
 	Scrape Config
 	Static []string
 	Consul *discovery.ConsulConfig
+	FileSD []discovery.FileSDConfig
+	HTTPSD []discovery.HTTPSDConfig
+}
+
+// statusReporter is a discoverer that says how it is doing (Consul,
+// file_sd, http_sd; static targets cannot fail).
+type statusReporter interface {
+	Status() discovery.Status
 }
 
 // Manager runs one scrape pool and its discoverers per job, all feeding
@@ -40,8 +49,8 @@ type Manager struct {
 type runningJob struct {
 	fingerprint string
 	pool        *Pool
-	consul      *discovery.Consul // nil: static only
-	static      bool
+	reporters   []statusReporter
+	sources     string // "static, consul, file_sd, http_sd" as configured
 	cancel      context.CancelFunc
 	done        chan struct{}
 }
@@ -114,14 +123,41 @@ func (j *Manager) start(s JobSpec) (*runningJob, error) {
 		}
 		sources = append(sources, st)
 	}
-	var consul *discovery.Consul
+	var reporters []statusReporter
+	var kinds []string
+	if len(s.Static) > 0 {
+		kinds = append(kinds, "static")
+	}
 	if s.Consul != nil {
 		c, err := discovery.NewConsul(*s.Consul, log.With("component", "consul"))
 		if err != nil {
 			return nil, err
 		}
 		sources = append(sources, c)
-		consul = c
+		reporters = append(reporters, c)
+		kinds = append(kinds, "consul")
+	}
+	for _, fc := range s.FileSD {
+		f, err := discovery.NewFile(s.Name, fc, log.With("component", "file_sd"))
+		if err != nil {
+			return nil, err
+		}
+		sources = append(sources, f)
+		reporters = append(reporters, f)
+	}
+	if len(s.FileSD) > 0 {
+		kinds = append(kinds, "file_sd")
+	}
+	for _, hc := range s.HTTPSD {
+		h, err := discovery.NewHTTP(s.Name, hc, log.With("component", "http_sd"))
+		if err != nil {
+			return nil, err
+		}
+		sources = append(sources, h)
+		reporters = append(reporters, h)
+	}
+	if len(s.HTTPSD) > 0 {
+		kinds = append(kinds, "http_sd")
 	}
 	pool, err := NewPool(s.Scrape, j.app, log.With("component", "scrape"))
 	if err != nil {
@@ -132,7 +168,7 @@ func (j *Manager) start(s JobSpec) (*runningJob, error) {
 	}
 	pool.SetName(s.Name)
 	ctx, cancel := context.WithCancel(j.ctx)
-	r := &runningJob{fingerprint: fingerprint(s), pool: pool, consul: consul, static: len(s.Static) > 0, cancel: cancel, done: make(chan struct{})}
+	r := &runningJob{fingerprint: fingerprint(s), pool: pool, reporters: reporters, sources: strings.Join(kinds, ", "), cancel: cancel, done: make(chan struct{})}
 	ch := make(chan []discovery.Target)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -208,9 +244,9 @@ type JobSummary struct {
 	Name       string `json:"name"`
 	Synced     bool   `json:"synced"`
 	Discovered int    `json:"discovered"`
-	// Sources: "static", "consul" or both.
+	// Sources: how its targets are found: static, consul, file_sd, http_sd.
 	Sources string `json:"sources"`
-	// Discovery is the Consul discovery's state (zero without one).
+	// Discovery is the state of its discoverers that can fail.
 	Discovery discovery.Status `json:"discovery"`
 }
 
@@ -220,12 +256,16 @@ func (j *Manager) Summaries() []JobSummary {
 	defer j.mu.Unlock()
 	out := make([]JobSummary, 0, len(j.running))
 	for name, r := range j.running {
-		js := JobSummary{Name: name, Synced: r.pool.Synced(), Discovered: r.pool.Discovered(), Sources: "static"}
-		if r.consul != nil {
-			js.Sources, js.Discovery = "consul", r.consul.Status()
-			if r.static {
-				js.Sources = "static, consul"
+		js := JobSummary{Name: name, Synced: r.pool.Synced(), Discovered: r.pool.Discovered(), Sources: r.sources}
+		for _, rep := range r.reporters {
+			st := rep.Status()
+			if st.Err != "" && js.Discovery.Err == "" {
+				js.Discovery.Err, js.Discovery.ErrSince = st.Err, st.ErrSince
 			}
+			if st.LastSuccess.After(js.Discovery.LastSuccess) {
+				js.Discovery.LastSuccess = st.LastSuccess
+			}
+			js.Discovery.Skipped = append(js.Discovery.Skipped, st.Skipped...)
 		}
 		out = append(out, js)
 	}

@@ -40,6 +40,8 @@ type runOptions struct {
 	queueBytes byteSize
 	memBytes   byteSize
 	queueSync  string
+	fileSD     []string
+	httpSD     []string
 	influxAPI  string
 	influx     sink.InfluxConfig
 	tokenFile  string
@@ -210,6 +212,8 @@ authentication is on.`,
 	f.StringVar(&o.webConfig, "web-config", "", "file of TLS and authentication settings for --listen, in the Prometheus exporter-toolkit format (tls_server_config, basic_auth_users with bcrypt hashes); read again on every request")
 	f.BoolVar(&o.enableReload, "web-enable-reload", false, "serve POST /-/reload on --listen (refused off loopback without authentication; SIGHUP always reloads)")
 	f.BoolVar(&o.consulOn, "consul", false, "discover targets in Consul (implied by --consul-service)")
+	f.StringArrayVar(&o.fileSD, "file-sd", nil, "file (or glob) of targets in Prometheus's file_sd format, JSON or YAML, re-read when it changes (repeatable)")
+	f.StringArrayVar(&o.httpSD, "http-sd", nil, "URL serving targets in Prometheus's http_sd format, read every minute (repeatable)")
 	o.consulFlags.register(f)
 	f.StringArrayVar(&o.consulServices, "consul-service", nil, "Consul service to scrape (repeatable; default: every service carrying --consul-tag)")
 	f.StringVar(&o.consul.Tag, "consul-tag", o.consul.Tag, "tag a service must carry to be scraped (empty: any; with --consul-service only when given)")
@@ -311,8 +315,8 @@ func (o *runOptions) validate() error {
 			errs = append(errs, fmt.Errorf("--replication-factor %d: want 1 or more", o.replication))
 		}
 	}
-	if len(o.targets) == 0 && !o.consulOn && o.configFile == "" {
-		errs = append(errs, errors.New("no targets: give --target URL (repeatable), --consul to discover them in Consul, or --config FILE"))
+	if len(o.targets) == 0 && !o.consulOn && o.configFile == "" && len(o.fileSD) == 0 && len(o.httpSD) == 0 {
+		errs = append(errs, errors.New("no targets: give --target URL (repeatable), --consul to discover them in Consul, --file-sd FILE, --http-sd URL, or --config FILE"))
 	}
 	return errors.Join(errs...)
 }
@@ -332,8 +336,14 @@ func (o *runOptions) specs() ([]scrape.JobSpec, error) {
 			return nil, err
 		}
 	}
-	if len(o.targets) > 0 || o.consulOn {
+	if len(o.targets) > 0 || o.consulOn || len(o.fileSD) > 0 || len(o.httpSD) > 0 {
 		flagJob := scrape.JobSpec{Name: o.job, Scrape: o.scrape, Static: o.targets}
+		if len(o.fileSD) > 0 {
+			flagJob.FileSD = []discovery.FileSDConfig{{Files: o.fileSD}}
+		}
+		for _, u := range o.httpSD {
+			flagJob.HTTPSD = append(flagJob.HTTPSD, discovery.HTTPSDConfig{URL: u})
+		}
 		if o.consulOn {
 			c := o.consul
 			flagJob.Consul = &c

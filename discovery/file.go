@@ -1,0 +1,418 @@
+package discovery
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/common/model"
+	"gopkg.in/yaml.v3"
+)
+
+// The target lists Prometheus, vmagent and Alloy users already keep: files
+// (file_sd) and HTTP endpoints (http_sd), in Prometheus's format, a list
+// of groups:
+//
+//	[{"targets": ["10.0.0.1:9323", ...], "labels": {"env": "prod", ...}}]
+//
+// A group's labels become the tags of its targets; __scheme__ and
+// __metrics_path__ set the URL (http and /metrics by default), other
+// labels starting with "__" are kept for target relabeling only.
+
+// FileSDConfig is a job's file_sd_configs entry.
+type FileSDConfig struct {
+	// Files are paths or globs (the last path element may hold * ? []).
+	Files []string `yaml:"files"`
+	// RefreshInterval re-reads the files even without a change event.
+	RefreshInterval model.Duration `yaml:"refresh_interval"`
+}
+
+// HTTPSDConfig is a job's http_sd_configs entry.
+type HTTPSDConfig struct {
+	URL             string         `yaml:"url"`
+	RefreshInterval model.Duration `yaml:"refresh_interval"`
+}
+
+// Defaults of the refresh intervals, as Prometheus's.
+const (
+	DefaultFileRefresh = 5 * time.Minute
+	DefaultHTTPRefresh = time.Minute
+)
+
+// targetGroup is one group of Prometheus's file_sd and http_sd format.
+type targetGroup struct {
+	Targets []string          `json:"targets" yaml:"targets"`
+	Labels  map[string]string `json:"labels" yaml:"labels"`
+}
+
+// groupTargets turns groups into targets of job; meta are discovery
+// labels every target gets (__meta_filepath, __meta_url). A target that
+// makes no URL is a problem, the others still count.
+func groupTargets(job string, groups []targetGroup, meta map[string]string) ([]Target, []string) {
+	var out []Target
+	var probs []string
+	for _, g := range groups {
+		scheme, path := "http", "/metrics"
+		var tags []Tag
+		m := map[string]string{}
+		maps := []map[string]string{meta, g.Labels}
+		for _, ls := range maps {
+			for k, v := range ls {
+				switch {
+				case k == "__scheme__":
+					scheme = v
+				case k == "__metrics_path__":
+					path = v
+				case strings.HasPrefix(k, "__"):
+					m[k] = v
+				default:
+					tags = append(tags, Tag{k, v})
+				}
+			}
+		}
+		for _, hp := range g.Targets {
+			if hp == "" {
+				continue
+			}
+			if !strings.HasPrefix(path, "/") {
+				path = "/" + path
+			}
+			t, err := NewTarget(scheme+"://"+hp+path, job, tags...)
+			if err != nil {
+				probs = append(probs, err.Error())
+				continue
+			}
+			if len(m) > 0 {
+				t.Meta = make(map[string]string, len(m))
+				for k, v := range m {
+					t.Meta[k] = v
+				}
+			}
+			out = append(out, t)
+		}
+	}
+	return out, probs
+}
+
+// File discovers targets from files, re-read when they change (fsnotify
+// on their directories) and every refresh interval. A file that cannot be
+// read or parsed keeps the targets it gave last, and is reported.
+type File struct {
+	job string
+	cfg FileSDConfig
+	log *slog.Logger
+
+	stMu   sync.Mutex
+	status Status
+}
+
+// NewFile makes a file discoverer for job.
+func NewFile(job string, cfg FileSDConfig, log *slog.Logger) (*File, error) {
+	if len(cfg.Files) == 0 {
+		return nil, errors.New("file_sd_configs: files must list at least one path")
+	}
+	for _, f := range cfg.Files {
+		if _, err := filepath.Match(filepath.Base(f), ""); err != nil {
+			return nil, fmt.Errorf("file_sd_configs: bad pattern %q: %w", f, err)
+		}
+		if ext := filepath.Ext(f); ext != ".json" && ext != ".yml" && ext != ".yaml" {
+			return nil, fmt.Errorf("file_sd_configs: %q must end in .json, .yml or .yaml", f)
+		}
+	}
+	if cfg.RefreshInterval <= 0 {
+		cfg.RefreshInterval = model.Duration(DefaultFileRefresh)
+	}
+	return &File{job: job, cfg: cfg, log: log}, nil
+}
+
+// Status returns how the discovery is doing.
+func (f *File) Status() Status {
+	f.stMu.Lock()
+	defer f.stMu.Unlock()
+	return f.status
+}
+
+func (f *File) record(probs []string) {
+	f.stMu.Lock()
+	defer f.stMu.Unlock()
+	if len(probs) == 0 {
+		f.status.Err, f.status.ErrSince = "", time.Time{}
+		f.status.LastSuccess = time.Now()
+		return
+	}
+	if f.status.Err == "" {
+		f.status.ErrSince = time.Now()
+	}
+	f.status.Err = strings.Join(probs, "; ")
+}
+
+// Run watches the files until ctx ends.
+func (f *File) Run(ctx context.Context, ch chan<- []Target) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		f.log.Warn("cannot watch the file_sd files for changes; reading them every refresh interval", "err", err)
+	} else {
+		defer w.Close()
+		dirs := map[string]bool{}
+		for _, p := range f.cfg.Files {
+			dirs[filepath.Dir(p)] = true
+		}
+		for d := range dirs {
+			if err := w.Add(d); err != nil {
+				f.log.Warn("cannot watch a file_sd directory; reading it every refresh interval", "dir", d, "err", err)
+			}
+		}
+	}
+	var events <-chan fsnotify.Event
+	if w != nil {
+		events = w.Events
+	}
+	tick := time.NewTicker(time.Duration(f.cfg.RefreshInterval))
+	defer tick.Stop()
+	last := map[string][]Target{} // by file: what it gave last
+	var sent []Target
+	first := true
+	said := ""
+	for {
+		targets, probs := f.read(last)
+		f.record(probs)
+		if msg := strings.Join(probs, "; "); msg != said {
+			if msg != "" {
+				f.log.Warn("cannot read every file_sd file; keeping what each gave last", "problems", msg)
+			} else if said != "" {
+				f.log.Info("file_sd files readable again", "targets", len(targets))
+			}
+			said = msg
+		}
+		if first || !sameTargets(sent, targets) {
+			select {
+			case ch <- targets:
+				sent, first = targets, false
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		// Wait for a change (several events in a row are one change) or
+		// the refresh.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case <-events:
+			debounce := time.NewTimer(100 * time.Millisecond)
+		drain:
+			for {
+				select {
+				case <-events:
+				case <-debounce.C:
+					break drain
+				case <-ctx.Done():
+					debounce.Stop()
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// read reads every file the patterns match; a file that fails keeps its
+// last targets.
+func (f *File) read(last map[string][]Target) ([]Target, []string) {
+	var probs []string
+	seenFile := map[string]bool{}
+	for _, p := range f.cfg.Files {
+		matches, _ := filepath.Glob(p)
+		for _, path := range matches {
+			seenFile[path] = true
+			data, err := os.ReadFile(path)
+			if err != nil {
+				probs = append(probs, fmt.Sprintf("%s: %v", path, err))
+				continue
+			}
+			groups, err := parseGroups(data, filepath.Ext(path) == ".json")
+			if err != nil {
+				probs = append(probs, fmt.Sprintf("%s: %v", path, err))
+				continue
+			}
+			ts, gprobs := groupTargets(f.job, groups, map[string]string{"__meta_filepath": path})
+			for _, gp := range gprobs {
+				probs = append(probs, path+": "+gp)
+			}
+			last[path] = ts
+		}
+	}
+	for path := range last {
+		if !seenFile[path] {
+			delete(last, path) // removed: its targets go
+		}
+	}
+	return mergeTargets(last), probs
+}
+
+// parseGroups reads Prometheus's target group list.
+func parseGroups(data []byte, isJSON bool) ([]targetGroup, error) {
+	var groups []targetGroup
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, nil
+	}
+	var err error
+	if isJSON {
+		err = json.Unmarshal(data, &groups)
+	} else {
+		err = yaml.Unmarshal(data, &groups)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("not a list of target groups ([{targets: [host:port], labels: {...}}]): %w", err)
+	}
+	return groups, nil
+}
+
+// mergeTargets flattens targets by source, sorted, each key once.
+func mergeTargets(by map[string][]Target) []Target {
+	keys := make([]string, 0, len(by))
+	for k := range by {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out []Target
+	seen := map[string]bool{}
+	for _, k := range keys {
+		for _, t := range by[k] {
+			if tk := t.Key(); !seen[tk] {
+				seen[tk] = true
+				out = append(out, t)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Target) int { return strings.Compare(a.URL, b.URL) })
+	return out
+}
+
+// HTTP discovers targets from an HTTP endpoint (http_sd): GET every
+// refresh interval, 200 with a JSON list of target groups. On errors it
+// keeps the last good list.
+type HTTP struct {
+	job    string
+	cfg    HTTPSDConfig
+	client *http.Client
+	log    *slog.Logger
+
+	stMu   sync.Mutex
+	status Status
+}
+
+// NewHTTP makes an http_sd discoverer for job.
+func NewHTTP(job string, cfg HTTPSDConfig, log *slog.Logger) (*HTTP, error) {
+	if !strings.HasPrefix(cfg.URL, "http://") && !strings.HasPrefix(cfg.URL, "https://") {
+		return nil, fmt.Errorf("http_sd_configs: url %q must be http:// or https://", cfg.URL)
+	}
+	if cfg.RefreshInterval <= 0 {
+		cfg.RefreshInterval = model.Duration(DefaultHTTPRefresh)
+	}
+	return &HTTP{job: job, cfg: cfg, client: &http.Client{Timeout: 30 * time.Second}, log: log}, nil
+}
+
+// Status returns how the discovery is doing.
+func (h *HTTP) Status() Status {
+	h.stMu.Lock()
+	defer h.stMu.Unlock()
+	return h.status
+}
+
+// Run polls the endpoint until ctx ends.
+func (h *HTTP) Run(ctx context.Context, ch chan<- []Target) error {
+	tick := time.NewTicker(time.Duration(h.cfg.RefreshInterval))
+	defer tick.Stop()
+	var sent []Target
+	first := true
+	failing := ""
+	for {
+		targets, err := h.fetch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		h.stMu.Lock()
+		if err != nil {
+			if h.status.Err == "" {
+				h.status.ErrSince = time.Now()
+			}
+			h.status.Err = err.Error()
+		} else {
+			h.status.Err, h.status.ErrSince, h.status.LastSuccess = "", time.Time{}, time.Now()
+		}
+		h.stMu.Unlock()
+		switch {
+		case err != nil && err.Error() != failing:
+			h.log.Warn("cannot read the http_sd endpoint, keeping last targets", "url", redactedURL(h.cfg.URL), "err", err, "targets", len(sent))
+			failing = err.Error()
+		case err == nil && failing != "":
+			h.log.Info("http_sd endpoint readable again", "url", redactedURL(h.cfg.URL), "targets", len(targets))
+			failing = ""
+		}
+		if err == nil && (first || !sameTargets(sent, targets)) {
+			select {
+			case ch <- targets:
+				sent, first = targets, false
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// fetch reads the endpoint once.
+func (h *HTTP) fetch(ctx context.Context) ([]Target, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.cfg.URL, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("answered %s", resp.Status)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	groups, err := parseGroups(data, true)
+	if err != nil {
+		return nil, err
+	}
+	ts, probs := groupTargets(h.job, groups, map[string]string{"__meta_url": redactedURL(h.cfg.URL)})
+	if len(probs) > 0 {
+		h.log.Debug("http_sd targets skipped", "problems", strings.Join(probs, "; "))
+	}
+	return mergeTargets(map[string][]Target{"": ts}), nil
+}
+
+// redactedURL is u with any password replaced, for logs and labels.
+func redactedURL(u string) string {
+	if p, err := url.Parse(u); err == nil {
+		return p.Redacted()
+	}
+	return "<unparsable URL>"
+}
