@@ -243,7 +243,7 @@ func (c *Consul) Run(ctx context.Context, ch chan<- []Target) error {
 	st := newConsulState()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return c.watch(gctx, queryCatalog, nil, func(q *api.QueryOptions) (uint64, error) {
+		return c.watch(gctx, queryCatalog, st.catalogFailed, func(q *api.QueryOptions) (uint64, error) {
 			m, meta, err := c.client.Catalog().Services(q)
 			if err != nil {
 				return 0, err
@@ -328,7 +328,10 @@ type consulState struct {
 	known    bool
 	catIndex uint64
 	hIndex   uint64
-	hKnown   bool                // the health state answered (or failed) once
+	hKnown   bool // the health state answered (or failed) once
+	// catReset: the catalog query failed since its last answer; a
+	// restarted Consul may answer with the very index it had before.
+	catReset bool
 	svcSig   map[string]string   // service -> its checks' state
 	nodeSig  map[string]string   // node -> its node checks' state
 	dirty    map[string]bool     // services to read again
@@ -351,9 +354,10 @@ func (s *consulState) signal() {
 func (s *consulState) catalog(names []string, index uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.known && index == s.catIndex && slices.Equal(names, s.names) {
+	if s.known && !s.catReset && index == s.catIndex && slices.Equal(names, s.names) {
 		return // a blocking query that timed out: nothing changed
 	}
+	s.catReset = false
 	was := map[string]bool{}
 	for _, n := range s.names {
 		was[n] = true
@@ -404,9 +408,8 @@ func (s *consulState) health(checks api.HealthChecks, index uint64) {
 	svcSig, nodeSig := sig(svc), sig(node)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.hKnown && index == s.hIndex {
-		return
-	}
+	// No shortcut on an unchanged index: a restarted Consul may answer
+	// with the index it had before; unchanged signatures cost nothing.
 	first := !s.hKnown
 	s.hIndex, s.hKnown = index, true
 	if first {
@@ -466,6 +469,13 @@ func (s *consulState) healthFailed() {
 		s.signal()
 	}
 	s.svcSig = map[string]string{}
+}
+
+// catalogFailed makes the next catalog answer count as a change.
+func (s *consulState) catalogFailed() {
+	s.mu.Lock()
+	s.catReset = true
+	s.mu.Unlock()
 }
 
 // take returns the services to watch and those to read again (only

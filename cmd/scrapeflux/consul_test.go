@@ -321,6 +321,9 @@ func TestTargetsPageJobRows(t *testing.T) {
 		"--listen", listen, "--queue-dir", t.TempDir(), "--shutdown-timeout", "100ms")
 	defer d.stop(t)
 	waitUntil(t, "two engines up", 15*time.Second, func() bool {
+		if code, _ := httpGet(t, "http://"+listen+"/healthz"); code != 200 {
+			return false
+		}
 		rows = jobsTable(t, "http://"+listen)
 		return len(rows) == 1 && strings.Contains(rows[0], "<td>2</td>")
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -149,6 +150,11 @@ func runRegister(ctx context.Context, o *registerOptions) error {
 			return fmt.Errorf("%s is kept registered by a running `scrapeflux register --keep` (%s), which would register it again at once: stop that process (SIGTERM deregisters it), or pass --force", id, holder)
 		}
 		if err := agent.ServiceDeregister(id); err != nil {
+			var se api.StatusError
+			if errors.As(err, &se) && se.Code == http.StatusNotFound {
+				fmt.Fprintf(o.stdout, "%s was not registered: nothing to remove\n", id)
+				return nil
+			}
 			return fmt.Errorf("cannot deregister %s: %w", id, err)
 		}
 		fmt.Fprintf(o.stdout, "deregistered %s\n", id)
