@@ -39,6 +39,23 @@ type RoomWaiter interface {
 	WaitRoom(ctx context.Context) error
 }
 
+// Cardinality is what an Appender knows of a target's series when it
+// tracks them (a series limit or budget is set).
+type Cardinality struct {
+	// Series seen in the last hour, and of them first seen in it.
+	Series, NewLastHour int
+	// Limit is the target's series limit (0: none); Limited the samples
+	// of new series held back by it or by a budget, in all.
+	Limit   int
+	Limited int64
+}
+
+// CardinalityReporter is an Appender that tracks series; the loop asks it
+// after each scrape, from its own goroutine.
+type CardinalityReporter interface {
+	Cardinality() Cardinality
+}
+
 // ErrLabelLimit fails a scrape with a series past AppendOptions' label
 // limits.
 var ErrLabelLimit = errors.New("label limit exceeded")
@@ -77,6 +94,9 @@ type AppendOptions struct {
 	// or value is longer, in bytes (0: none). The Appender returns an
 	// error wrapping ErrLabelLimit that names the label.
 	LabelLimit, LabelNameLengthLimit, LabelValueLengthLimit int
+	// SeriesLimit holds back samples of new series once the target has
+	// this many series over the last hour (0: none).
+	SeriesLimit int
 	// Layout and Measurement, when set, override the store's defaults for
 	// this job; the Appendable validates and interprets them.
 	Layout, Measurement string

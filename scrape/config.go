@@ -33,6 +33,9 @@ type Config struct {
 	// LabelNameLengthLimit and LabelValueLengthLimit with a label name or
 	// value longer, in bytes (0: none).
 	LabelLimit, LabelNameLengthLimit, LabelValueLengthLimit int
+	// SeriesLimit: a target's distinct series over a sliding hour; past
+	// it samples of new series are dropped and counted (0: none).
+	SeriesLimit int
 	// ScrapeProtocols are the exposition formats asked for, best first,
 	// by Prometheus's names (PrometheusProto, OpenMetricsText1.0.0,
 	// OpenMetricsText0.0.1, PrometheusText1.0.0, PrometheusText0.0.4);
@@ -151,6 +154,9 @@ func (c *Config) Validate() error {
 		if _, ok := scrapeProtocols[p]; !ok {
 			bad("ScrapeProtocols", "unknown scrape protocol %q: use PrometheusProto, OpenMetricsText1.0.0, OpenMetricsText0.0.1, PrometheusText1.0.0 or PrometheusText0.0.4", p)
 		}
+	}
+	if c.SeriesLimit < 0 {
+		bad("SeriesLimit", "series limit must not be negative, got %d", c.SeriesLimit)
 	}
 	if c.LabelNameLengthLimit < 0 {
 		bad("LabelNameLengthLimit", "label name length limit must not be negative, got %d", c.LabelNameLengthLimit)

@@ -27,6 +27,7 @@ type FileJob struct {
 	LabelNameLengthLimit *int                     `yaml:"label_name_length_limit"`
 	LabelValueLength     *int                     `yaml:"label_value_length_limit"`
 	ScrapeProtocols      []string                 `yaml:"scrape_protocols"`
+	SeriesLimit          int                      `yaml:"series_limit"`
 	BodySizeLimit        string                   `yaml:"body_size_limit"`
 	Layout               string                   `yaml:"layout"`
 	Measurement          string                   `yaml:"measurement"`
@@ -88,7 +89,7 @@ var yamlKeyOf = map[string]string{
 	"Interval": "scrape_interval", "Timeout": "scrape_timeout", "BodyLimit": "body_size_limit",
 	"SampleLimit": "sample_limit", "LabelLimit": "label_limit", "RelabelConfigs": "relabel_configs",
 	"LabelNameLengthLimit": "label_name_length_limit", "LabelValueLengthLimit": "label_value_length_limit",
-	"ScrapeProtocols":      "scrape_protocols",
+	"ScrapeProtocols": "scrape_protocols", "SeriesLimit": "series_limit",
 	"MetricRelabelConfigs": "metric_relabel_configs", "TLS": "tls_config", "BearerToken": "bearer_token_file",
 }
 
@@ -116,7 +117,7 @@ func (j *FileJob) Spec(def FileDefaults, consul discovery.ConsulConfig, override
 		HonorTimestamps: j.HonorTimestamps, SampleLimit: j.SampleLimit, LabelLimit: j.LabelLimit,
 		RelabelConfigs: j.RelabelConfigs.Rules, MetricRelabelConfigs: j.MetricRelabelConfigs.Rules,
 		TLS: j.TLS, Layout: j.Layout, Measurement: j.Measurement,
-		LabelValueLengthLimit: DefaultLabelValueLengthLimit, ScrapeProtocols: j.ScrapeProtocols,
+		LabelValueLengthLimit: DefaultLabelValueLengthLimit, ScrapeProtocols: j.ScrapeProtocols, SeriesLimit: j.SeriesLimit,
 	}
 	if j.LabelNameLengthLimit != nil {
 		sc.LabelNameLengthLimit = *j.LabelNameLengthLimit

@@ -62,6 +62,8 @@ type Status struct {
 	// (a --config job, or the flags' job); its job tag may differ (a
 	// Consul service name).
 	ConfigJob string
+	// Cardinality of the target's series, when tracked.
+	Cardinality Cardinality
 }
 
 // loop scrapes one target on its schedule.
@@ -299,8 +301,13 @@ func (l *loop) report(start time.Time, dur, delay time.Duration, n int, warn, er
 		scrapeFailureKinds.WithLabelValues(base).Inc()
 		kind = strings.TrimSpace(base + " " + detail)
 	}
+	var card Cardinality
+	if cr, ok := l.app.(CardinalityReporter); ok {
+		card = cr.Cardinality()
+	}
 	l.mu.Lock()
 	prev := l.status
+	l.status.Cardinality = card
 	l.status.LastScrape = start
 	l.status.LastDuration = dur
 	l.status.LastSamples = n

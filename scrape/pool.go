@@ -327,7 +327,8 @@ func (p *Pool) Targets() []Status {
 // AppendOptions are the rules the job's Appenders apply.
 func (c *Config) AppendOptions() AppendOptions {
 	return AppendOptions{MetricRelabelConfigs: c.MetricRelabelConfigs, LabelLimit: c.LabelLimit,
-		LabelNameLengthLimit: c.LabelNameLengthLimit, LabelValueLengthLimit: c.LabelValueLengthLimit, Layout: c.Layout, Measurement: c.Measurement}
+		LabelNameLengthLimit: c.LabelNameLengthLimit, LabelValueLengthLimit: c.LabelValueLengthLimit, SeriesLimit: c.SeriesLimit,
+		Layout: c.Layout, Measurement: c.Measurement}
 }
 
 // ScrapeOnce scrapes t once with cfg and feeds app, for the one-shot

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/scrapeflux/scrapeflux/scrape"
 )
@@ -49,6 +50,11 @@ type converter struct {
 	sc        *scratch
 
 	nonFinite, invalid, relabeled, outOfRange int
+	// Series tracking, when a series limit or budget is set.
+	series                  *seriesTracker
+	thash                   uint64
+	now                     int64 // unix seconds of the scrape being appended
+	seriesLimited, budgeted int
 }
 
 // InfluxDB stores nanoseconds since the epoch in an int64: 1677-09-21 to
@@ -87,6 +93,10 @@ func newConverter(s *Sink, ident []scrape.Tag, o scrape.AppendOptions) *converte
 	if len(o.MetricRelabelConfigs) > 0 {
 		c.decisions = map[seriesKey]decision{}
 	}
+	if o.SeriesLimit > 0 || s.hourly != nil || s.daily != nil {
+		c.series = newSeriesTracker(o.SeriesLimit)
+		c.thash = targetHash(c.identTags)
+	}
 	return c
 }
 
@@ -96,6 +106,9 @@ func (c *converter) Append(s *scrape.Sample) error {
 	if sc == nil {
 		sc = scratchPool.Get().(*scratch)
 		c.sc = sc
+		if c.series != nil {
+			c.now = time.Now().Unix()
+		}
 	}
 	act := actKeep
 	var h seriesKey
@@ -110,6 +123,9 @@ func (c *converter) Append(s *scrape.Sample) error {
 			c.relabeled++
 			return nil
 		}
+	}
+	if c.series != nil && !s.Synthetic && !c.admit(s, h) {
+		return nil
 	}
 	k0, n0 := len(sc.keys), len(sc.names)
 	switch {
@@ -181,6 +197,7 @@ func (c *converter) Rollback() {
 		c.sc = nil
 	}
 	c.nonFinite, c.invalid, c.relabeled, c.outOfRange = 0, 0, 0, 0
+	c.seriesLimited, c.budgeted = 0, 0
 	c.gen++
 }
 
@@ -216,9 +233,12 @@ func (c *converter) Commit() error {
 	}
 	ch.lines, ch.samples = lines, samples
 	nonFinite, invalid, relabeled, outOfRange := c.nonFinite, c.invalid, c.relabeled, c.outOfRange
+	limited, budgeted := c.seriesLimited, c.budgeted
 	c.evict()
 	c.Rollback()
-	c.sink.stats.scraped.Add(int64(nonFinite + invalid + relabeled + outOfRange))
+	c.sink.stats.scraped.Add(int64(nonFinite + invalid + relabeled + outOfRange + limited + budgeted))
+	c.sink.stats.addDropped(DropSeriesLimit, limited)
+	c.sink.stats.addDropped(DropSeriesBudget, budgeted)
 	c.sink.stats.addDropped(DropOutOfRange, outOfRange)
 	c.sink.stats.addDropped(DropNonFinite, nonFinite)
 	c.sink.stats.addDropped(DropInvalidName, invalid)
@@ -234,4 +254,39 @@ func appendFloat(b []byte, v float64) []byte {
 		return strconv.AppendInt(b, int64(v), 10)
 	}
 	return strconv.AppendFloat(b, v, 'g', -1, 64)
+}
+
+// admit applies the series limit and the budgets to s (h is its key when
+// relabeling computed it). A sample of a series held back is counted,
+// not written; series already known keep flowing.
+func (c *converter) admit(s *scrape.Sample, h seriesKey) bool {
+	if h == (seriesKey{}) {
+		h = keyOf(s.Series)
+	}
+	ok, isNew := c.series.admit(h, c.now)
+	if !ok {
+		c.seriesLimited++
+		return false
+	}
+	if !isNew {
+		return true
+	}
+	now := time.Unix(c.now, 0)
+	for _, b := range []*seriesBudget{c.sink.hourly, c.sink.daily} {
+		if b != nil && !b.admit(c.thash, h, now) {
+			c.series.forget(h, c.now)
+			c.budgeted++
+			return false
+		}
+	}
+	return true
+}
+
+// Cardinality says what is known of the target's series.
+func (c *converter) Cardinality() scrape.Cardinality {
+	if c.series == nil {
+		return scrape.Cardinality{}
+	}
+	now := time.Now().Unix()
+	return scrape.Cardinality{Series: len(c.series.seen), NewLastHour: c.series.newLastHour(now), Limit: c.series.limit, Limited: c.series.limited}
 }

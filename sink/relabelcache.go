@@ -45,12 +45,16 @@ type seriesKey struct{ a, b uint64 }
 
 var decisionSeed = maphash.MakeSeed()
 
+func keyOf(series []byte) seriesKey {
+	return seriesKey{xxhash.Sum64(series), maphash.Bytes(decisionSeed, series)}
+}
+
 // decide applies metric relabeling to a series once and remembers the
 // outcome while the series keeps coming. It returns the series hash and,
 // for a series seen before, its decision (with the cached keys of a
 // rewrite).
 func (c *converter) decide(sc *scratch, s *scrape.Sample) (action, seriesKey, []byte, int, error) {
-	h := seriesKey{xxhash.Sum64(s.Series), maphash.Bytes(decisionSeed, s.Series)}
+	h := keyOf(s.Series)
 	if d, ok := c.decisions[h]; ok {
 		if d.seen != c.gen {
 			d.seen = c.gen

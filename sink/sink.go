@@ -43,6 +43,9 @@ type Config struct {
 	// CreateDatabase: when InfluxDB 1.x answers that the database does not
 	// exist, create it (if the Writer can) and write again.
 	CreateDatabase bool
+	// MaxHourlySeries and MaxDailySeries bound the new series of all
+	// targets together in an hour, a day (0: none).
+	MaxHourlySeries, MaxDailySeries int
 }
 
 // queueConfig is the queue's part of c.
@@ -100,6 +103,9 @@ func (c *Config) Validate() error {
 	qc := c.queueConfig(nil)
 	if err := qc.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.MaxHourlySeries < 0 || c.MaxDailySeries < 0 {
+		errs = append(errs, fmt.Errorf("series budgets must not be negative, got %d hourly and %d daily", c.MaxHourlySeries, c.MaxDailySeries))
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout must not be negative, got %s", c.ShutdownTimeout))
@@ -196,6 +202,9 @@ type Sink struct {
 	// batchCap: the largest plain batch so far, to size the next one.
 	batchCap int
 
+	// Budgets of new series over all targets; nil when not set.
+	hourly, daily *seriesBudget
+
 	// writeLines: most lines merged into one request (BatchSize, less
 	// after InfluxDB refused a request as too large).
 	writeLines atomic.Int64
@@ -227,6 +236,8 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 	}
 	s.bcond.L = &s.bmu
 	s.writeLines.Store(int64(cfg.BatchSize))
+	s.hourly = newSeriesBudget(cfg.MaxHourlySeries, time.Hour)
+	s.daily = newSeriesBudget(cfg.MaxDailySeries, 24*time.Hour)
 	if cw, ok := w.(CompressingWriter); ok {
 		s.cw, s.gzip = cw, cw.Compresses()
 	}
@@ -263,6 +274,14 @@ func (s *Sink) Ready() bool {
 		return true
 	}
 	return !s.stats.failing.Load()
+}
+
+// SeriesBudgets returns the series counted in the current hour and day
+// windows, their budgets (0: none) and the series held back, in all.
+func (s *Sink) SeriesBudgets() (hourUsed, hourLimit, dayUsed, dayLimit int, held int64) {
+	hu, hl, hh := s.hourly.state()
+	du, dl, dh := s.daily.state()
+	return hu, hl, du, dl, hh + dh
 }
 
 // QueueStatus is the queue's state: its size and whether the disk takes

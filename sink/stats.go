@@ -30,10 +30,15 @@ const (
 	// DropDiskError: the oldest data the disk queue refused, past the
 	// memory bound while the disk refuses writes.
 	DropDiskError
+	// DropSeriesLimit: samples of new series past a target's series limit.
+	DropSeriesLimit
+	// DropSeriesBudget: samples of new series past --max-hourly-series or
+	// --max-daily-series.
+	DropSeriesBudget
 	numDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_full", "shutdown", "invalid_name", "corrupt_queue", "relabeled", "out_of_range", "disk_error"}
+var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_full", "shutdown", "invalid_name", "corrupt_queue", "relabeled", "out_of_range", "disk_error", "series_limit", "series_budget"}
 
 func (r DropReason) String() string { return dropReasonNames[r] }
 

@@ -294,3 +294,76 @@ func relabelRules(t *testing.T, y string) []*relabel.Config {
 	}
 	return cfgs
 }
+
+// A target's series limit holds back samples of new series past it,
+// counts them, and keeps the series it has flowing; the target stays up.
+func TestSeriesLimit(t *testing.T) {
+	s, err := New(fastConfig(), &fakeWriter{}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.Appender(testTarget(), scrape.AppendOptions{SeriesLimit: 5}).(*converter)
+	var out []byte
+	c.emit = func(ch *chunk) error { out = append(out, ch.buf...); return nil }
+	scrapeN := func(from, n int) {
+		var body []byte
+		for i := from; i < from+n; i++ {
+			body = fmt.Appendf(body, "req{id=\"%d\"} 1\n", i)
+		}
+		if _, _, err := scrape.NewParser().Parse(body, "text/plain", testTS, false, c); err != nil {
+			t.Fatal(err)
+		}
+		c.Commit()
+	}
+	scrapeN(0, 8)
+	scrapeN(0, 8) // the same 8: the first 5 keep flowing
+	scrapeN(8, 4) // 4 new ones: held back
+	if n := strings.Count(string(out), "\n"); n != 10 {
+		t.Fatalf("%d lines written, want 5 a scrape for two scrapes:\n%s", n, out)
+	}
+	st := s.Stats()
+	if st.Dropped["series_limit"] != 3+3+4 {
+		t.Fatalf("series_limit drops %d, want 10", st.Dropped["series_limit"])
+	}
+	card := c.Cardinality()
+	if card.Series != 5 || card.Limit != 5 || card.Limited != 10 || card.NewLastHour != 5 {
+		t.Fatalf("cardinality %+v", card)
+	}
+}
+
+// The hourly budget over all targets: new series past it are held back,
+// the known ones of every target keep flowing.
+func TestHourlySeriesBudget(t *testing.T) {
+	cfg := fastConfig()
+	cfg.MaxHourlySeries = 10
+	s, err := New(cfg, &fakeWriter{}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	apps := []*converter{}
+	for _, inst := range []string{"10.0.0.1:9323", "10.0.0.2:9323"} {
+		c := s.Appender([]scrape.Tag{{Key: "instance", Value: inst}, {Key: "job", Value: "j"}}, scrape.AppendOptions{}).(*converter)
+		c.emit = func(ch *chunk) error { out = append(out, ch.buf...); return nil }
+		apps = append(apps, c)
+	}
+	for round := 0; round < 2; round++ {
+		for _, c := range apps {
+			var body []byte
+			for i := 0; i < 8; i++ {
+				body = fmt.Appendf(body, "m{i=\"%d\"} 1\n", i) // the same texts: other series on another target
+			}
+			if _, _, err := scrape.NewParser().Parse(body, "text/plain", testTS+int64(round), false, c); err != nil {
+				t.Fatal(err)
+			}
+			c.Commit()
+		}
+	}
+	if n := strings.Count(string(out), "\n"); n != 20 {
+		t.Fatalf("%d lines over two rounds, want the 10 budgeted series twice", n)
+	}
+	used, limit, _, _, held := s.SeriesBudgets()
+	if used != 10 || limit != 10 || held != 12 || s.Stats().Dropped["series_budget"] != 12 {
+		t.Fatalf("budget used %d of %d, held %d, dropped %d", used, limit, held, s.Stats().Dropped["series_budget"])
+	}
+}

@@ -25,6 +25,14 @@ const pageSize = 200
 
 // targetRow is one target on the page and in the JSON.
 type targetRow struct {
+	// Series: distinct series over the last hour, NewSeries of them new
+	// in it, SeriesLimit the target's limit and SeriesHeldBack the samples
+	// of new series the limit or a budget held back (all zero when
+	// series are not tracked: no limit or budget set).
+	Series         int   `json:"series,omitempty"`
+	NewSeries      int   `json:"new_series_last_hour,omitempty"`
+	SeriesLimit    int   `json:"series_limit,omitempty"`
+	SeriesHeldBack int64 `json:"series_held_back,omitempty"`
 	// ConfigJob is the configuration's job that found the target; Job
 	// its job tag.
 	ConfigJob       string            `json:"config_job"`
@@ -127,6 +135,8 @@ func rowOf(st scrape.Status, now time.Time) targetRow {
 		IntervalSeconds: st.Interval.Seconds(), LastScrapeAgo: ago(st.LastScrape, now),
 		DurationSeconds: st.LastDuration.Seconds(), Samples: st.LastSamples,
 		Scrapes: st.ScrapesTotal, Failures: st.FailuresTotal, LastError: st.LastError,
+		Series: st.Cardinality.Series, NewSeries: st.Cardinality.NewLastHour,
+		SeriesLimit: st.Cardinality.Limit, SeriesHeldBack: st.Cardinality.Limited,
 	}
 	if !st.LastScrape.IsZero() {
 		ls := st.LastScrape
@@ -350,5 +360,5 @@ form{margin:.5em 0}nav a{margin-right:1em}
 <table id="targets"><thead><tr><th>Job</th><th>Target</th><th>State</th><th>Last scrape</th><th>Every</th><th>Duration</th><th>Samples</th><th>Scrapes / failures</th><th>Last error</th></tr></thead><tbody>
 {{range .Rows}}<tr class="{{.Health}}"><td>{{.Job}}</td><td><a class="url" href="{{.URL}}">{{.URL}}</a><div class="tags">{{range $k, $v := .Tags}}{{$k}}={{$v}} {{end}}</div></td>
 <td class="state">{{.Health}}{{if .Role}}<div class="tags">{{.Role}}{{if .Owners}}: {{range $i, $o := .Owners}}{{if $i}}, {{end}}{{$o}}{{end}}{{end}}</div>{{end}}</td>
-<td>{{.LastScrapeAgo}}</td><td>{{.IntervalSeconds}}s</td><td>{{printf "%.3fs" .DurationSeconds}}</td><td>{{.Samples}}</td><td>{{.Scrapes}} / {{.Failures}}</td><td class="err">{{.LastError}}</td></tr>
+<td>{{.LastScrapeAgo}}</td><td>{{.IntervalSeconds}}s</td><td>{{printf "%.3fs" .DurationSeconds}}</td><td>{{.Samples}}{{if .Series}}<br><small>{{.Series}} series{{if .SeriesLimit}} (limit {{.SeriesLimit}}){{end}}, {{.NewSeries}} new in the last hour{{if .SeriesHeldBack}}, <b class="err">{{.SeriesHeldBack}} samples of new series held back</b>{{end}}</small>{{end}}</td><td>{{.Scrapes}} / {{.Failures}}</td><td class="err">{{.LastError}}</td></tr>
 {{end}}</tbody></table></body></html>`))

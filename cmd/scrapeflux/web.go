@@ -224,6 +224,7 @@ var (
 	descRoles      = prometheus.NewDesc("scrapeflux_cluster_targets", "Targets by this replica's role: owned, leaving (handed over, scraped one more interval), skipped (another replica's).", []string{"role"}, nil)
 	descTargets    = prometheus.NewDesc("scrapeflux_targets", "Targets by health.", []string{"health"}, nil)
 	descJobTargets = prometheus.NewDesc("scrapeflux_job_targets", "Targets this replica scrapes, by job and health (alert on health=\"down\").", []string{"job", "health"}, nil)
+	descBudget     = prometheus.NewDesc("scrapeflux_series_budget", "Series counted against --max-hourly-series and --max-daily-series in the current window (used), and the budget (limit; 0: none).", []string{"window", "kind"}, nil)
 	descInflux     = prometheus.NewDesc("scrapeflux_influxdb_info", "The InfluxDB written to, as its /ping says: version, build and the write API used.", []string{"version", "build", "api"}, nil)
 	descBuild      = prometheus.NewDesc("scrapeflux_build_info", "The running build: version and Go version.", []string{"version", "goversion"}, nil)
 	descLag        = prometheus.NewDesc("scrapeflux_scrape_start_lag_max_seconds", "Largest lag of a scrape's start behind its schedule among the last scrapes of every target.", nil, nil)
@@ -301,6 +302,14 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, fullVersion(), runtime.Version())
+	hu, hl, du, dl, _ := c.sink.SeriesBudgets()
+	for _, b := range []struct {
+		w         string
+		used, lim int
+	}{{"hour", hu, hl}, {"day", du, dl}} {
+		ch <- prometheus.MustNewConstMetric(descBudget, prometheus.GaugeValue, float64(b.used), b.w, "used")
+		ch <- prometheus.MustNewConstMetric(descBudget, prometheus.GaugeValue, float64(b.lim), b.w, "limit")
+	}
 	if c.influx != nil {
 		si := c.influx.Server()
 		ch <- prometheus.MustNewConstMetric(descInflux, prometheus.GaugeValue, 1, si.Version, si.Build, si.API.String())

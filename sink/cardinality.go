@@ -1,0 +1,183 @@
+package sink
+
+import (
+	"math/bits"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// Cardinality guards: series are what takes InfluxDB down (1.x refuses
+// writes past max-series-per-database, 3.x new columns and tables past
+// its limits), and one exporter with a request ID in a label does it in
+// an hour.
+
+// seriesTracker remembers a target's series seen over the last hour: at
+// most limit of them are admitted (0: any number). Memory: a map entry of
+// a 16-byte key and an 8-byte time, about 50 bytes a series with the
+// map's overhead, bounded by the limit when there is one.
+type seriesTracker struct {
+	limit   int
+	seen    map[seriesKey]int64 // last seen, unix seconds
+	sweepAt int64
+	// added: new series per minute over the last hour, for churn.
+	added    [60]int32
+	addedMin int64
+	// limited: samples held back by the limit, total.
+	limited int64
+}
+
+const seriesWindow = 3600 // seconds: the sliding hour
+
+func newSeriesTracker(limit int) *seriesTracker {
+	return &seriesTracker{limit: limit, seen: map[seriesKey]int64{}}
+}
+
+// admit reports whether the series k may be written at now (unix
+// seconds), remembering it when it is new.
+func (t *seriesTracker) admit(k seriesKey, now int64) (ok, isNew bool) {
+	if last, seen := t.seen[k]; seen {
+		if last != now {
+			t.seen[k] = now
+		}
+		return true, false
+	}
+	if now >= t.sweepAt {
+		t.sweep(now)
+	}
+	if t.limit > 0 && len(t.seen) >= t.limit {
+		t.limited++
+		return false, true
+	}
+	t.seen[k] = now
+	t.count(now)
+	return true, true
+}
+
+func (t *seriesTracker) sweep(now int64) {
+	for k, last := range t.seen {
+		if now-last > seriesWindow {
+			delete(t.seen, k)
+		}
+	}
+	t.sweepAt = now + 60
+}
+
+// advance clears the minutes that passed since the last count.
+func (t *seriesTracker) advance(now int64) {
+	m := now / 60
+	if m-t.addedMin >= 60 {
+		t.added, t.addedMin = [60]int32{}, m
+		return
+	}
+	for t.addedMin < m {
+		t.addedMin++
+		t.added[t.addedMin%60] = 0
+	}
+}
+
+func (t *seriesTracker) count(now int64) {
+	t.advance(now)
+	t.added[(now/60)%60]++
+}
+
+// newLastHour is the number of series first seen in the last hour.
+func (t *seriesTracker) newLastHour(now int64) int {
+	t.advance(now)
+	n := 0
+	for _, a := range t.added {
+		n += int(a)
+	}
+	return n
+}
+
+// forget takes back an admission (a budget held the series back).
+func (t *seriesTracker) forget(k seriesKey, now int64) {
+	delete(t.seen, k)
+	t.advance(now)
+	t.added[(now/60)%60]--
+}
+
+// seriesBudget bounds the new series of every target together in a
+// window (an hour, a day), as vmagent's -remoteWrite.maxHourlySeries: the
+// series known in the window keep flowing, past the budget new ones are
+// held back. Counted approximately with a Bloom filter of 16 bits per
+// series of the budget and 8 hashes (2 MB for a million series): once
+// the budget is used, about 0.06 % of the new series offered are taken
+// for known ones and let through (TestSeriesBudgetError). The window is fixed
+// (it starts again every hour or day), as vmagent's.
+type seriesBudget struct {
+	limit  int
+	window time.Duration
+
+	mu    sync.Mutex // guards the fields below
+	bits  []uint64
+	used  int
+	start time.Time
+	held  int64 // series held back, total
+}
+
+func newSeriesBudget(limit int, window time.Duration) *seriesBudget {
+	if limit <= 0 {
+		return nil
+	}
+	m := max(limit*16, 1024)
+	return &seriesBudget{limit: limit, window: window, bits: make([]uint64, (m+63)/64)}
+}
+
+// admit reports whether the series of target (by the hash of its
+// identity) keyed k may start flowing now.
+func (b *seriesBudget) admit(target uint64, k seriesKey, now time.Time) bool {
+	h1 := k.a ^ target
+	h2 := k.b ^ bits.RotateLeft64(target, 31) | 1
+	m := uint64(len(b.bits) * 64)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now.Sub(b.start) >= b.window {
+		clear(b.bits)
+		b.used, b.start = 0, now.Truncate(b.window)
+	}
+	known := true
+	for i := uint64(0); i < bloomHashes; i++ {
+		p := (h1 + i*h2) % m
+		if b.bits[p/64]&(1<<(p%64)) == 0 {
+			known = false
+			break
+		}
+	}
+	if known {
+		return true
+	}
+	if b.used >= b.limit {
+		b.held++
+		return false
+	}
+	for i := uint64(0); i < bloomHashes; i++ {
+		p := (h1 + i*h2) % m
+		b.bits[p/64] |= 1 << (p % 64)
+	}
+	b.used++
+	return true
+}
+
+const bloomHashes = 8
+
+// state returns the series counted in the window and those held back.
+func (b *seriesBudget) state() (used, limit int, held int64) {
+	if b == nil {
+		return 0, 0, 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used, b.limit, b.held
+}
+
+// targetHash identifies a target for the budgets: its identity tags.
+func targetHash(identTags [][]byte) uint64 {
+	d := xxhash.New()
+	for _, t := range identTags {
+		_, _ = d.Write(t)
+	}
+	return d.Sum64()
+}
