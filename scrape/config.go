@@ -56,6 +56,10 @@ type Config struct {
 	// URLTag, when set, names a tag holding the target's URL (password
 	// redacted), as Telegraf's prometheus input writes its url tag.
 	URLTag string
+	// OmitTags are identity tags not written (job, instance...), for a
+	// tag set like Telegraf's: its points carry url and host, not job
+	// and instance. The targets keep them for relabeling and the page.
+	OmitTags []string
 	// TLS and authentication towards targets. Secrets are the resolved
 	// values (read from files by the caller).
 	TLS               TLSConfig

@@ -28,6 +28,8 @@ type FileJob struct {
 	LabelValueLength     *int                     `yaml:"label_value_length_limit"`
 	ScrapeProtocols      []string                 `yaml:"scrape_protocols"`
 	SeriesLimit          int                      `yaml:"series_limit"`
+	URLTag               string                   `yaml:"url_tag"`
+	OmitTags             []string                 `yaml:"omit_tags"`
 	BodySizeLimit        string                   `yaml:"body_size_limit"`
 	Layout               string                   `yaml:"layout"`
 	Measurement          string                   `yaml:"measurement"`
@@ -118,6 +120,7 @@ func (j *FileJob) Spec(def FileDefaults, consul discovery.ConsulConfig, override
 		RelabelConfigs: j.RelabelConfigs.Rules, MetricRelabelConfigs: j.MetricRelabelConfigs.Rules,
 		TLS: j.TLS, Layout: j.Layout, Measurement: j.Measurement,
 		LabelValueLengthLimit: DefaultLabelValueLengthLimit, ScrapeProtocols: j.ScrapeProtocols, SeriesLimit: j.SeriesLimit,
+		URLTag: j.URLTag, OmitTags: j.OmitTags,
 	}
 	if j.LabelNameLengthLimit != nil {
 		sc.LabelNameLengthLimit = *j.LabelNameLengthLimit

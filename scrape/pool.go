@@ -264,7 +264,11 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) time.Time {
 			p.log.Warn("cannot start target", "target", t.Redacted(), "job", t.Tag("job"), "err", err)
 			continue
 		}
-		l := newLoop(t, p.cfg, p.app.Appender(IdentityTags(t), p.cfg.AppendOptions()), f, p.log)
+		ident := IdentityTags(t)
+		if len(p.cfg.OmitTags) > 0 {
+			ident = slices.DeleteFunc(ident, func(tg Tag) bool { return slices.Contains(p.cfg.OmitTags, tg.Key) })
+		}
+		l := newLoop(t, p.cfg, p.app.Appender(ident, p.cfg.AppendOptions()), f, p.log)
 		l.status.ConfigJob = p.name
 		lctx, cancel := context.WithCancel(ctx)
 		l.stop = cancel

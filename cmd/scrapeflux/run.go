@@ -134,6 +134,9 @@ authentication is on.`,
 				if o.scrape.URLTag != "" {
 					c.URLTag = o.scrape.URLTag
 				}
+				if len(o.scrape.OmitTags) > 0 {
+					c.OmitTags = o.scrape.OmitTags
+				}
 			}
 			// Without --timeout, a short --interval shortens the timeout too.
 			if !cmd.Flags().Changed("timeout") {
@@ -181,6 +184,7 @@ authentication is on.`,
 	f.Var(&o.bodyLimit, "body-limit", "largest body accepted from a target, after decompression")
 	f.StringArrayVar(&o.tags, "tag", nil, "key=value tag added to every point of every target (repeatable), like Telegraf's global_tags")
 	f.StringVar(&o.scrape.URLTag, "url-tag", "", "name of a tag holding each target's URL, like Telegraf's url tag (empty: none)")
+	f.StringSliceVar(&o.scrape.OmitTags, "omit-tag", nil, "identity tag not written (job, instance; repeatable): with --url-tag url and --tag host=$(hostname), points carry Telegraf's tag set")
 	o.targetAuth.register(f, &o.scrape, "the --target/--consul targets")
 	f.BoolVar(&o.scrape.HonorTimestamps, "honor-timestamps", false, "keep timestamps targets expose instead of the scrape time")
 	f.StringSliceVar(&o.scrape.ScrapeProtocols, "scrape-protocols", scrape.DefaultScrapeProtocols, "exposition formats asked for, best first: PrometheusProto (native histograms, written with a field per bucket bound), OpenMetricsText1.0.0, OpenMetricsText0.0.1, PrometheusText1.0.0, PrometheusText0.0.4")

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scrapeflux/scrapeflux/scrape/simulator"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files of convert telegraf")
+
+// convert telegraf on Telegraf configurations: the config file and
+// comments it prints are the golden files next to them (-update rewrites
+// them), and the converted file passes check config.
+func TestConvertTelegrafGolden(t *testing.T) {
+	for _, name := range []string{"consul-v2", "static-v1"} {
+		t.Run(name, func(t *testing.T) {
+			in := filepath.Join("testdata", "telegraf", name+".conf")
+			out, _, err := execute(context.Background(), "convert", "telegraf", in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := filepath.Join("testdata", "telegraf", name+".yml")
+			if *update {
+				os.WriteFile(golden, []byte(out), 0o644)
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out != string(want) {
+				t.Errorf("convert telegraf %s differs from %s:\n%s", in, golden, out)
+			}
+		})
+	}
+	out, _, _ := execute(context.Background(), "convert", "telegraf", filepath.Join("testdata", "telegraf", "consul-v2.conf"))
+	f := filepath.Join(t.TempDir(), "scrapeflux.yml")
+	os.WriteFile(f, []byte(out), 0o600)
+	if _, _, err := execute(context.Background(), "check", "config", f); err != nil {
+		t.Fatalf("the converted file does not pass check config: %v", err)
+	}
+	for _, bad := range []string{"not toml = = =", "[agent]\ninterval = \"10s\"\n"} {
+		f := filepath.Join(t.TempDir(), "t.conf")
+		os.WriteFile(f, []byte(bad), 0o600)
+		if _, _, err := execute(context.Background(), "convert", "telegraf", f); err == nil {
+			t.Errorf("%q converted without an error", bad)
+		}
+	}
+}
+
+// tuples explodes line protocol into measurement|tags|field keys, one per
+// field, leaving out the measurements and fields named in skip.
+func tuples(t *testing.T, lp string, url string, skip map[string]bool) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	sc := bufio.NewScanner(strings.NewReader(lp))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := strings.ReplaceAll(sc.Text(), url, "TARGET_URL")
+		if line == "" {
+			continue
+		}
+		key, rest, _ := strings.Cut(line, " ")
+		fields, _, _ := strings.Cut(rest, " ")
+		m, tags, _ := strings.Cut(key, ",")
+		if skip[m] {
+			continue
+		}
+		for _, f := range strings.Split(fields, ",") {
+			fk, _, _ := strings.Cut(f, "=")
+			if skip[fk] {
+				continue
+			}
+			out[m+"|"+tags+"|"+fk] = true
+		}
+	}
+	return out
+}
+
+// capture is an InfluxDB stand-in keeping the lines written to it.
+type capture struct {
+	mu    sync.Mutex
+	lines bytes.Buffer
+}
+
+func (c *capture) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/ping" {
+		w.Header().Set("X-Influxdb-Version", "v2.7.12")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	var body io.Reader = r.Body
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		body = zr
+	}
+	data, _ := io.ReadAll(body)
+	c.mu.Lock()
+	c.lines.Write(data)
+	c.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (c *capture) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lines.String()
+}
+
+// A converted Telegraf configuration writes what Telegraf wrote: the same
+// measurements, tag sets (url, no job or instance) and fields, for both
+// metric versions, checked against Telegraf 1.39.3's own output on the
+// Docker engine capture (testdata/telegraf/parity-v*.telegraf.lp). Only
+// scrapeflux's own series (up, scrape_duration_seconds,
+// scrape_samples_scraped) are extra.
+func TestConvertTelegrafParity(t *testing.T) {
+	fleet, err := simulator.StartFleet(1, 0, "docker-engine-18.09.3-ce")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fleet.Close()
+	target := fleet.URLs[0]
+	for _, v := range []string{"1", "2"} {
+		t.Run("metric_version="+v, func(t *testing.T) {
+			cap := &capture{}
+			influx := httptest.NewServer(cap)
+			defer influx.Close()
+			conf, _ := os.ReadFile(filepath.Join("testdata", "telegraf", "parity-v"+v+".conf"))
+			conf = bytes.ReplaceAll(conf, []byte("TARGET_URL"), []byte(target))
+			conf = bytes.ReplaceAll(conf, []byte("INFLUX_URL"), []byte(influx.URL))
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, "telegraf.conf"), conf, 0o600)
+			yml, _, err := execute(context.Background(), "convert", "telegraf", filepath.Join(dir, "telegraf.conf"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(dir, "scrapeflux.yml"), []byte(yml), 0o600)
+			os.WriteFile(filepath.Join(dir, "token"), []byte("t\n"), 0o600)
+			d := startDaemon(t, "run", "--config", filepath.Join(dir, "scrapeflux.yml"), "--influx-url", influx.URL,
+				"--influx-org", "o", "--influx-bucket", "b", "--influx-token-file", filepath.Join(dir, "token"),
+				"--listen", "", "--queue-dir", dir+"/q", "--flush-interval", "100ms")
+			ours := func() map[string]bool {
+				return tuples(t, cap.String(), target, map[string]bool{"up": true, "scrape_duration_seconds": true, "scrape_samples_scraped": true})
+			}
+			golden, _ := os.ReadFile(filepath.Join("testdata", "telegraf", "parity-v"+v+".telegraf.lp"))
+			want := tuples(t, string(golden), "TARGET_URL", nil)
+			waitUntil(t, "a scrape written", 30*time.Second, func() bool { return len(ours()) >= len(want) })
+			d.stop(t)
+			got := ours()
+			var missing, extra []string
+			for k := range want {
+				if !got[k] {
+					missing = append(missing, k)
+				}
+			}
+			for k := range got {
+				if !want[k] {
+					extra = append(extra, k)
+				}
+			}
+			sort.Strings(missing)
+			sort.Strings(extra)
+			if len(missing) > 0 || len(extra) > 0 {
+				t.Fatalf("against Telegraf's output: %d missing, %d extra\nmissing: %s\nextra: %s", len(missing), len(extra),
+					strings.Join(head(missing, 10), "\n  "), strings.Join(head(extra, 10), "\n  "))
+			}
+			t.Logf("metric_version %s: %d measurement/tags/field triples, all as Telegraf wrote them", v, len(want))
+		})
+	}
+}
+
+func head(s []string, n int) []string {
+	if len(s) > n {
+		return append(s[:n], fmt.Sprintf("... %d more", len(s)-n))
+	}
+	return s
+}
+
