@@ -170,7 +170,9 @@ type converter struct {
 	secrets []string // files to create
 }
 
-func (c *converter) note(format string, a ...any) { c.notes = append(c.notes, fmt.Sprintf(format, a...)) }
+func (c *converter) note(format string, a ...any) {
+	c.notes = append(c.notes, fmt.Sprintf(format, a...))
+}
 
 // convertTelegraf converts a Telegraf configuration.
 func convertTelegraf(data []byte, name string) (string, error) {

@@ -2,7 +2,6 @@ package queue
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -211,5 +210,3 @@ func (f *cutFile) Size() (int64, error) {
 }
 
 func (f *cutFile) Close() error { return nil }
-
-var errNoSpace = errors.New("no space left on device")
