@@ -193,6 +193,7 @@ type selfCollector struct {
 	targets interface {
 		Targets() []scrape.Status
 		Handovers() int64
+		Summaries() []scrape.JobSummary
 	}
 	sink   *sink.Sink
 	influx interface{ Server() sink.ServerInfo } // nil in tests without a writer
@@ -225,6 +226,8 @@ var (
 	descTargets    = prometheus.NewDesc("scrapeflux_targets", "Targets by health.", []string{"health"}, nil)
 	descJobTargets = prometheus.NewDesc("scrapeflux_job_targets", "Targets this replica scrapes, by job and health (alert on health=\"down\").", []string{"job", "health"}, nil)
 	descBudget     = prometheus.NewDesc("scrapeflux_series_budget", "Series counted against --max-hourly-series and --max-daily-series in the current window (used), and the budget (limit; 0: none).", []string{"window", "kind"}, nil)
+	descDiscFail   = prometheus.NewDesc("scrapeflux_discovery_failing", "1 while a job's discovery (Consul, file_sd, http_sd) fails; its last targets are kept meanwhile.", []string{"job"}, nil)
+	descDiscOK     = prometheus.NewDesc("scrapeflux_discovery_last_success_timestamp_seconds", "When a job's discovery last read its targets in full (0: not yet, or static targets only).", []string{"job"}, nil)
 	descInflux     = prometheus.NewDesc("scrapeflux_influxdb_info", "The InfluxDB written to, as its /ping says: version, build and the write API used.", []string{"version", "build", "api"}, nil)
 	descBuild      = prometheus.NewDesc("scrapeflux_build_info", "The running build: version and Go version.", []string{"version", "goversion"}, nil)
 	descLag        = prometheus.NewDesc("scrapeflux_scrape_start_lag_max_seconds", "Largest lag of a scrape's start behind its schedule among the last scrapes of every target.", nil, nil)
@@ -302,6 +305,18 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, fullVersion(), runtime.Version())
+	for _, js := range c.targets.Summaries() {
+		failing := 0.0
+		if js.Discovery.Err != "" {
+			failing = 1
+		}
+		var ok float64
+		if !js.Discovery.LastSuccess.IsZero() {
+			ok = float64(js.Discovery.LastSuccess.UnixNano()) / 1e9
+		}
+		ch <- prometheus.MustNewConstMetric(descDiscFail, prometheus.GaugeValue, failing, js.Name)
+		ch <- prometheus.MustNewConstMetric(descDiscOK, prometheus.GaugeValue, ok, js.Name)
+	}
 	hu, hl, du, dl, _ := c.sink.SeriesBudgets()
 	for _, b := range []struct {
 		w         string
