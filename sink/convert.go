@@ -55,6 +55,7 @@ type converter struct {
 	thash                   uint64
 	now                     int64 // unix seconds of the scrape being appended
 	seriesLimited, budgeted int
+	permit                  bool // holds a sink permit (see Sink.WaitRoom)
 }
 
 // InfluxDB stores nanoseconds since the epoch in an int64: 1677-09-21 to
@@ -187,8 +188,20 @@ func (c *converter) addField(sc *scratch, k0, n0 int, ts int64, v float64) {
 	pl.tail = fi
 }
 
-// WaitRoom waits until the sink can take a scrape (see Sink.WaitRoom).
-func (c *converter) WaitRoom(ctx context.Context) error { return c.sink.WaitRoom(ctx) }
+// WaitRoom waits until the sink can take a scrape (see Sink.WaitRoom);
+// a permit it takes is given back at the scrape's commit or rollback.
+func (c *converter) WaitRoom(ctx context.Context) error {
+	permit, err := c.sink.WaitRoom(ctx)
+	c.permit = c.permit || permit
+	return err
+}
+
+func (c *converter) releasePermit() {
+	if c.permit {
+		c.permit = false
+		c.sink.releasePermit()
+	}
+}
 
 // Rollback forgets everything appended since the last Commit.
 func (c *converter) Rollback() {
@@ -198,6 +211,7 @@ func (c *converter) Rollback() {
 	}
 	c.nonFinite, c.invalid, c.relabeled, c.outOfRange = 0, 0, 0, 0
 	c.seriesLimited, c.budgeted = 0, 0
+	c.releasePermit()
 	c.gen++
 }
 

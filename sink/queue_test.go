@@ -166,10 +166,11 @@ func TestWaitRoomHoldsLoopsBack(t *testing.T) {
 	for i := 0; i < maxSealed; i++ {
 		s.bmu.Lock()
 		s.sealed = append(s.sealed, &queue.Batch{Lines: 1})
+		s.pending++
 		s.bmu.Unlock()
 	}
 	waiting := make(chan error, 1)
-	go func() { waiting <- s.WaitRoom(context.Background()) }()
+	go func() { _, err := s.WaitRoom(context.Background()); waiting <- err }()
 	select {
 	case <-waiting:
 		t.Fatal("WaitRoom returned with the hand-off full")
@@ -177,7 +178,7 @@ func TestWaitRoomHoldsLoopsBack(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := s.WaitRoom(ctx); err == nil {
+	if _, err := s.WaitRoom(ctx); err == nil {
 		t.Fatal("WaitRoom ignored its context")
 	}
 	ran := make(chan error, 1)
@@ -193,5 +194,40 @@ func TestWaitRoomHoldsLoopsBack(t *testing.T) {
 	s.Close()
 	if err := <-ran; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// While the batcher is behind, at most maxBehind scrapes get past
+// WaitRoom before they commit: the loops waiting do not all fetch at
+// once when room comes.
+func TestWaitRoomBoundsScrapesWhileBehind(t *testing.T) {
+	s, err := New(fastConfig(), &fakeWriter{}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.bmu.Lock()
+	s.pending = 1 // behind, with room
+	s.bmu.Unlock()
+	passed := 0
+	for i := 0; i < maxBehind+10; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		permit, err := s.WaitRoom(ctx)
+		cancel()
+		if err == nil && permit {
+			passed++
+		}
+	}
+	if passed != maxBehind {
+		t.Fatalf("%d scrapes let through while behind, want %d", passed, maxBehind)
+	}
+	s.releasePermit()
+	if permit, err := s.WaitRoom(context.Background()); err != nil || !permit {
+		t.Fatalf("a permit given back does not let the next one through: %v %v", permit, err)
+	}
+	s.bmu.Lock()
+	s.pending = 0 // caught up: no permits needed
+	s.bmu.Unlock()
+	if permit, err := s.WaitRoom(context.Background()); err != nil || permit {
+		t.Fatalf("caught up, WaitRoom still took a permit: %v %v", permit, err)
 	}
 }

@@ -194,11 +194,17 @@ type Sink struct {
 	bcond sync.Cond // on bmu: sealed shrank, or the sink is closing
 	// room is closed when sealed shrinks below maxSealed; nil while
 	// nobody waits (see WaitRoom).
-	room    chan struct{}
-	cur     *queue.Batch
-	gz      gzipBatch      // cur's gzip member when batches are gzip'd
-	sealed  []*queue.Batch // sealed, not pushed yet
-	sealedC chan struct{}  // cap 1: sealed holds batches
+	room   chan struct{}
+	cur    *queue.Batch
+	gz     gzipBatch      // cur's gzip member when batches are gzip'd
+	sealed []*queue.Batch // sealed, not taken by the batcher yet
+	// pending: batches sealed and not yet pushed into the queue (sealed,
+	// and those the batcher is pushing).
+	pending int
+	// permits bound the scrapes between WaitRoom and their commit while
+	// the batcher is behind (see WaitRoom).
+	permits chan struct{}
+	sealedC chan struct{} // cap 1: sealed holds batches
 	// batchCap: the largest plain batch so far, to size the next one.
 	batchCap int
 
@@ -235,6 +241,7 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 		sealedC: make(chan struct{}, 1),
 	}
 	s.bcond.L = &s.bmu
+	s.permits = make(chan struct{}, maxBehind)
 	s.writeLines.Store(int64(cfg.BatchSize))
 	s.hourly = newSeriesBudget(cfg.MaxHourlySeries, time.Hour)
 	s.daily = newSeriesBudget(cfg.MaxDailySeries, 24*time.Hour)
@@ -321,7 +328,7 @@ func (s *Sink) put(c *chunk) error {
 	}
 	s.bmu.Lock()
 	defer s.bmu.Unlock()
-	for len(s.sealed) >= maxSealed && !s.isClosing() {
+	for s.pending >= maxSealed && !s.isClosing() {
 		s.bcond.Wait()
 	}
 	// Checked under bmu: the batcher's last seal, also under bmu, takes
@@ -355,14 +362,28 @@ func (s *Sink) put(c *chunk) error {
 // WaitRoom waits while the sink cannot take another scrape (the batcher
 // is behind: a slow or refusing disk queue). A scrape loop calls it
 // before it fetches, so a stalled queue holds loops back while they hold
-// no body and no CPU slot: memory does not grow with the number of
-// targets.
-func (s *Sink) WaitRoom(ctx context.Context) error {
+// no body and no CPU slot. While the batcher is behind, at most
+// maxBehind scrapes are let through at once (each holds a permit until
+// its commit), so the loops waiting do not all fetch together when room
+// comes: memory does not grow with the number of targets. It reports
+// whether the caller holds a permit, to give back with releasePermit.
+func (s *Sink) WaitRoom(ctx context.Context) (bool, error) {
 	for {
 		s.bmu.Lock()
-		if len(s.sealed) < maxSealed || s.isClosing() {
+		if s.isClosing() || s.pending == 0 {
 			s.bmu.Unlock()
-			return nil
+			return false, nil
+		}
+		if s.pending < maxSealed {
+			s.bmu.Unlock()
+			select {
+			case s.permits <- struct{}{}:
+				return true, nil
+			case <-s.closing:
+				return false, nil
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
 		}
 		if s.room == nil {
 			s.room = make(chan struct{})
@@ -373,10 +394,16 @@ func (s *Sink) WaitRoom(ctx context.Context) error {
 		case <-room:
 		case <-s.closing:
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 	}
 }
+
+// maxBehind bounds the scrapes between WaitRoom and their commit while
+// the batcher is behind.
+const maxBehind = 64
+
+func (s *Sink) releasePermit() { <-s.permits }
 
 func (s *Sink) isClosing() bool {
 	select {
@@ -410,6 +437,7 @@ func (s *Sink) sealLocked() {
 		s.stats.queuedBytes.Add(int64(len(buf)) - plain)
 	}
 	s.sealed = append(s.sealed, b)
+	s.pending++
 	s.cur = &queue.Batch{}
 	if !s.gzip {
 		// Room for the largest batch so far and some: growing it scrape
@@ -540,14 +568,17 @@ func (s *Sink) batch() {
 		}
 		todo := s.sealed
 		s.sealed = nil
-		s.bcond.Broadcast()
-		if s.room != nil {
-			close(s.room)
-			s.room = nil
-		}
 		s.bmu.Unlock()
 		for _, b := range todo {
 			dropped, reuse := s.q.Push(*b)
+			s.bmu.Lock()
+			s.pending--
+			s.bcond.Broadcast()
+			if s.room != nil {
+				close(s.room)
+				s.room = nil
+			}
+			s.bmu.Unlock()
 			s.dropQueued(dropped)
 			if reuse {
 				// The batch went to disk only: its buffer is free.
