@@ -115,9 +115,7 @@ type File struct {
 	job string
 	cfg FileSDConfig
 	log *slog.Logger
-
-	stMu   sync.Mutex
-	status Status
+	statusKeeper
 }
 
 // NewFile makes a file discoverer for job.
@@ -139,25 +137,51 @@ func NewFile(job string, cfg FileSDConfig, log *slog.Logger) (*File, error) {
 	return &File{job: job, cfg: cfg, log: log}, nil
 }
 
-// Status returns how the discovery is doing.
-func (f *File) Status() Status {
-	f.stMu.Lock()
-	defer f.stMu.Unlock()
-	return f.status
+// statusKeeper keeps a discoverer's Status.
+type statusKeeper struct {
+	stMu   sync.Mutex
+	status Status
 }
 
-func (f *File) record(probs []string) {
-	f.stMu.Lock()
-	defer f.stMu.Unlock()
-	if len(probs) == 0 {
-		f.status.Err, f.status.ErrSince = "", time.Time{}
-		f.status.LastSuccess = time.Now()
+// Status returns how the discovery is doing.
+func (k *statusKeeper) Status() Status {
+	k.stMu.Lock()
+	defer k.stMu.Unlock()
+	return k.status
+}
+
+// record notes a read: failed with problem, or in full when it is "".
+func (k *statusKeeper) record(problem string) {
+	k.stMu.Lock()
+	defer k.stMu.Unlock()
+	if problem == "" {
+		k.status.Err, k.status.ErrSince, k.status.LastSuccess = "", time.Time{}, time.Now()
 		return
 	}
-	if f.status.Err == "" {
-		f.status.ErrSince = time.Now()
+	if k.status.Err == "" {
+		k.status.ErrSince = time.Now()
 	}
-	f.status.Err = strings.Join(probs, "; ")
+	k.status.Err = problem
+}
+
+// sender sends a discoverer's snapshots: the first, then each change.
+type sender struct {
+	sent    []Target
+	started bool
+}
+
+// send reports false when ctx ended first.
+func (s *sender) send(ctx context.Context, ch chan<- []Target, targets []Target) bool {
+	if s.started && sameTargets(s.sent, targets) {
+		return true
+	}
+	select {
+	case ch <- targets:
+		s.sent, s.started = targets, true
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // Run watches the files until ctx ends.
@@ -184,12 +208,11 @@ func (f *File) Run(ctx context.Context, ch chan<- []Target) error {
 	tick := time.NewTicker(time.Duration(f.cfg.RefreshInterval))
 	defer tick.Stop()
 	last := map[string][]Target{} // by file: what it gave last
-	var sent []Target
-	first := true
+	var out sender
 	said := ""
 	for {
 		targets, probs := f.read(last)
-		f.record(probs)
+		f.record(strings.Join(probs, "; "))
 		if msg := strings.Join(probs, "; "); msg != said {
 			if msg != "" {
 				f.log.Warn("cannot read every file_sd file; keeping what each gave last", "problems", msg)
@@ -198,13 +221,8 @@ func (f *File) Run(ctx context.Context, ch chan<- []Target) error {
 			}
 			said = msg
 		}
-		if first || !sameTargets(sent, targets) {
-			select {
-			case ch <- targets:
-				sent, first = targets, false
-			case <-ctx.Done():
-				return nil
-			}
+		if !out.send(ctx, ch, targets) {
+			return nil
 		}
 		// Wait for a change (several events in a row are one change) or
 		// the refresh.
@@ -310,9 +328,7 @@ type HTTP struct {
 	cfg    HTTPSDConfig
 	client *http.Client
 	log    *slog.Logger
-
-	stMu   sync.Mutex
-	status Status
+	statusKeeper
 }
 
 // NewHTTP makes an http_sd discoverer for job.
@@ -326,50 +342,32 @@ func NewHTTP(job string, cfg HTTPSDConfig, log *slog.Logger) (*HTTP, error) {
 	return &HTTP{job: job, cfg: cfg, client: &http.Client{Timeout: 30 * time.Second}, log: log}, nil
 }
 
-// Status returns how the discovery is doing.
-func (h *HTTP) Status() Status {
-	h.stMu.Lock()
-	defer h.stMu.Unlock()
-	return h.status
-}
-
 // Run polls the endpoint until ctx ends.
 func (h *HTTP) Run(ctx context.Context, ch chan<- []Target) error {
 	tick := time.NewTicker(time.Duration(h.cfg.RefreshInterval))
 	defer tick.Stop()
-	var sent []Target
-	first := true
+	var out sender
 	failing := ""
 	for {
 		targets, err := h.fetch(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		h.stMu.Lock()
+		problem := ""
 		if err != nil {
-			if h.status.Err == "" {
-				h.status.ErrSince = time.Now()
-			}
-			h.status.Err = err.Error()
-		} else {
-			h.status.Err, h.status.ErrSince, h.status.LastSuccess = "", time.Time{}, time.Now()
+			problem = err.Error()
 		}
-		h.stMu.Unlock()
+		h.record(problem)
 		switch {
 		case err != nil && err.Error() != failing:
-			h.log.Warn("cannot read the http_sd endpoint, keeping last targets", "url", redactedURL(h.cfg.URL), "err", err, "targets", len(sent))
+			h.log.Warn("cannot read the http_sd endpoint, keeping last targets", "url", redactedURL(h.cfg.URL), "err", err, "targets", len(out.sent))
 			failing = err.Error()
 		case err == nil && failing != "":
 			h.log.Info("http_sd endpoint readable again", "url", redactedURL(h.cfg.URL), "targets", len(targets))
 			failing = ""
 		}
-		if err == nil && (first || !sameTargets(sent, targets)) {
-			select {
-			case ch <- targets:
-				sent, first = targets, false
-			case <-ctx.Done():
-				return nil
-			}
+		if err == nil && !out.send(ctx, ch, targets) {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
