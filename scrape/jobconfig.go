@@ -18,30 +18,31 @@ import (
 // text here, so a bad one is reported with its key and does not stop the
 // other checks.
 type FileJob struct {
-	Name                 string                   `yaml:"job_name"`
-	ScrapeInterval       string                   `yaml:"scrape_interval"`
-	ScrapeTimeout        string                   `yaml:"scrape_timeout"`
-	HonorTimestamps      bool                     `yaml:"honor_timestamps"`
-	SampleLimit          int                      `yaml:"sample_limit"`
-	LabelLimit           int                      `yaml:"label_limit"`
-	LabelNameLengthLimit *int                     `yaml:"label_name_length_limit"`
-	LabelValueLength     *int                     `yaml:"label_value_length_limit"`
-	ScrapeProtocols      []string                 `yaml:"scrape_protocols"`
-	SeriesLimit          int                      `yaml:"series_limit"`
-	URLTag               string                   `yaml:"url_tag"`
-	OmitTags             []string                 `yaml:"omit_tags"`
-	BodySizeLimit        string                   `yaml:"body_size_limit"`
-	Layout               string                   `yaml:"layout"`
-	Measurement          string                   `yaml:"measurement"`
-	StaticTargets        []string                 `yaml:"static_targets"`
-	Consul               *discovery.ConsulJob     `yaml:"consul"`
-	FileSD               []discovery.FileSDConfig `yaml:"file_sd_configs"`
-	HTTPSD               []discovery.HTTPSDConfig `yaml:"http_sd_configs"`
-	TLS                  TLSConfig                `yaml:"tls_config"`
-	BearerTokenFile      string                   `yaml:"bearer_token_file"`
-	BasicAuth            *BasicAuthFile           `yaml:"basic_auth"`
-	RelabelConfigs       RelabelRules             `yaml:"relabel_configs"`
-	MetricRelabelConfigs RelabelRules             `yaml:"metric_relabel_configs"`
+	Name                 string                          `yaml:"job_name"`
+	ScrapeInterval       string                          `yaml:"scrape_interval"`
+	ScrapeTimeout        string                          `yaml:"scrape_timeout"`
+	HonorTimestamps      bool                            `yaml:"honor_timestamps"`
+	SampleLimit          int                             `yaml:"sample_limit"`
+	LabelLimit           int                             `yaml:"label_limit"`
+	LabelNameLengthLimit *int                            `yaml:"label_name_length_limit"`
+	LabelValueLength     *int                            `yaml:"label_value_length_limit"`
+	ScrapeProtocols      []string                        `yaml:"scrape_protocols"`
+	SeriesLimit          int                             `yaml:"series_limit"`
+	URLTag               string                          `yaml:"url_tag"`
+	OmitTags             []string                        `yaml:"omit_tags"`
+	BodySizeLimit        string                          `yaml:"body_size_limit"`
+	Layout               string                          `yaml:"layout"`
+	Measurement          string                          `yaml:"measurement"`
+	StaticTargets        []string                        `yaml:"static_targets"`
+	Consul               *discovery.ConsulJob            `yaml:"consul"`
+	FileSD               []discovery.FileSDConfig        `yaml:"file_sd_configs"`
+	HTTPSD               []discovery.HTTPSDConfig        `yaml:"http_sd_configs"`
+	DockerSwarmSD        []discovery.DockerSwarmSDConfig `yaml:"dockerswarm_sd_configs"`
+	TLS                  TLSConfig                       `yaml:"tls_config"`
+	BearerTokenFile      string                          `yaml:"bearer_token_file"`
+	BasicAuth            *BasicAuthFile                  `yaml:"basic_auth"`
+	RelabelConfigs       RelabelRules                    `yaml:"relabel_configs"`
+	MetricRelabelConfigs RelabelRules                    `yaml:"metric_relabel_configs"`
 }
 
 // BasicAuthFile is basic auth towards a job's targets; the password comes
@@ -211,9 +212,14 @@ func (j *FileJob) Spec(def FileDefaults, consul discovery.ConsulConfig, override
 			bad("http_sd_configs", err)
 		}
 	}
-	spec.FileSD, spec.HTTPSD = j.FileSD, j.HTTPSD
-	if len(spec.Static) == 0 && spec.Consul == nil && len(spec.FileSD) == 0 && len(spec.HTTPSD) == 0 {
-		bad("static_targets", errors.New("a job needs static_targets, consul, file_sd_configs or http_sd_configs"))
+	for _, d := range j.DockerSwarmSD {
+		if _, err := discovery.NewDockerSwarm(j.Name, d, nil); err != nil {
+			bad("dockerswarm_sd_configs", err)
+		}
+	}
+	spec.FileSD, spec.HTTPSD, spec.DockerSwarmSD = j.FileSD, j.HTTPSD, j.DockerSwarmSD
+	if len(spec.Static) == 0 && spec.Consul == nil && len(spec.FileSD) == 0 && len(spec.HTTPSD) == 0 && len(spec.DockerSwarmSD) == 0 {
+		bad("static_targets", errors.New("a job needs static_targets, consul, file_sd_configs, http_sd_configs or dockerswarm_sd_configs"))
 	}
 	return spec, probs
 }

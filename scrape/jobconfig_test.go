@@ -27,7 +27,7 @@ func TestFileJobSpec(t *testing.T) {
 			[]string{"body_size_limit: body limit must be positive"}},
 		{"auth conflict", FileJob{Name: "a", BearerTokenFile: tok, BasicAuth: &BasicAuthFile{Username: "u"}, StaticTargets: []string{"http://127.0.0.1:1/metrics"}},
 			[]string{"bearer_token_file: a bearer token and basic auth cannot both be set"}},
-		{"no targets", FileJob{Name: "a"}, []string{"static_targets: a job needs static_targets, consul, file_sd_configs or http_sd_configs"}},
+		{"no targets", FileJob{Name: "a"}, []string{"static_targets: a job needs static_targets, consul, file_sd_configs, http_sd_configs or dockerswarm_sd_configs"}},
 		{"timeout over interval", FileJob{Name: "a", ScrapeInterval: "5s", ScrapeTimeout: "10s", Consul: &discovery.ConsulJob{Tag: &tag}},
 			[]string{"scrape_timeout: timeout 10s must not exceed interval 5s"}},
 	}

@@ -21,6 +21,8 @@ type JobSpec struct {
 	Consul *discovery.ConsulConfig
 	FileSD []discovery.FileSDConfig
 	HTTPSD []discovery.HTTPSDConfig
+	// DockerSwarmSD finds a Swarm's nodes through a manager's Docker API.
+	DockerSwarmSD []discovery.DockerSwarmSDConfig
 }
 
 // statusReporter is a discoverer that says how it is doing (Consul,
@@ -158,6 +160,17 @@ func (j *Manager) start(s JobSpec) (*runningJob, error) {
 	}
 	if len(s.HTTPSD) > 0 {
 		kinds = append(kinds, "http_sd")
+	}
+	for _, dc := range s.DockerSwarmSD {
+		d, err := discovery.NewDockerSwarm(s.Name, dc, log.With("component", "dockerswarm_sd"))
+		if err != nil {
+			return nil, err
+		}
+		sources = append(sources, d)
+		reporters = append(reporters, d)
+	}
+	if len(s.DockerSwarmSD) > 0 {
+		kinds = append(kinds, "dockerswarm_sd")
 	}
 	pool, err := NewPool(s.Scrape, j.app, log.With("component", "scrape"))
 	if err != nil {

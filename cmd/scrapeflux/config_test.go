@@ -14,7 +14,7 @@ func TestCheckConfig(t *testing.T) {
 		"bad-timeout-over-interval.yml":   "bad-timeout-over-interval.yml:5: jobs[0] (a): scrape_timeout: timeout 10s must not exceed interval 5s",
 		"bad-no-job-name.yml":             "bad-no-job-name.yml:2: jobs[0]: job_name: must be set",
 		"bad-duplicate-job.yml":           `bad-duplicate-job.yml:4: jobs[1] (a): job_name: "a" is used twice`,
-		"bad-no-targets.yml":              "bad-no-targets.yml:2: jobs[0] (a): static_targets: a job needs static_targets, consul, file_sd_configs or http_sd_configs",
+		"bad-no-targets.yml":              "bad-no-targets.yml:2: jobs[0] (a): static_targets: a job needs static_targets, consul, file_sd_configs, http_sd_configs or dockerswarm_sd_configs",
 		"bad-target-scheme.yml":           "bad-target-scheme.yml:3: jobs[0] (a): static_targets: target URL \"ftp://127.0.0.1:1/metrics\": scheme must be http or https",
 		"bad-relabel-no-target-label.yml": "bad-relabel-no-target-label.yml:5: jobs[0] (a): relabel_configs[0]: relabel configuration for replace action requires 'target_label' value",
 		"bad-tab.yml":                     "bad-tab.yml:2: found character that cannot start any token: the line holds a tab, and YAML indents with spaces only",

@@ -51,7 +51,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"run", "--target", "http://127.0.0.1:1/metrics", "--influx-bucket", "b", "--interval", "5s", "--timeout", "10s"}, "timeout 10s must not exceed interval 5s"},
-		{[]string{"run", "--influx-bucket", "b"}, "no targets: give --target URL (repeatable), --consul to discover them in Consul, --file-sd FILE, --http-sd URL, or --config FILE"},
+		{[]string{"run", "--influx-bucket", "b"}, "no targets: give --target URL (repeatable), --consul to discover them in Consul, --docker-swarm, --file-sd FILE, --http-sd URL, or --config FILE"},
 		{[]string{"run", "--target", "http://127.0.0.1:1/metrics", "--influx-bucket", "b", "--interval", "2s", "--timeout", "3s"}, "timeout 3s must not exceed interval 2s"},
 		{[]string{"run", "--target", "http://127.0.0.1:1/metrics"}, "--influx-bucket must be set"},
 		{[]string{"run", "--target", "ftp://x/metrics", "--influx-bucket", "b"}, "scheme must be http or https"},

@@ -42,6 +42,8 @@ type runOptions struct {
 	queueSync  string
 	fileSD     []string
 	httpSD     []string
+	swarmSD    string
+	swarmPort  int
 	influxAPI  string
 	influx     sink.InfluxConfig
 	tokenFile  string
@@ -224,6 +226,8 @@ authentication is on.`,
 	f.BoolVar(&o.consulOn, "consul", false, "discover targets in Consul (implied by --consul-service)")
 	f.StringArrayVar(&o.fileSD, "file-sd", nil, "file (or glob) of targets in Prometheus's file_sd format, JSON or YAML, re-read when it changes (repeatable)")
 	f.StringArrayVar(&o.httpSD, "http-sd", nil, "URL serving targets in Prometheus's http_sd format, read every minute (repeatable)")
+	f.StringVar(&o.swarmSD, "docker-swarm", "", "Docker API of a Swarm manager (unix:///var/run/docker.sock, http://host:2375): scrape every node of the Swarm at its address and --docker-swarm-port, read every minute")
+	f.IntVar(&o.swarmPort, "docker-swarm-port", 9323, "with --docker-swarm: the engines' metrics port (their metrics-addr)")
 	o.consulFlags.register(f)
 	f.StringArrayVar(&o.consulServices, "consul-service", nil, "Consul service to scrape (repeatable; default: every service carrying --consul-tag)")
 	f.StringVar(&o.consul.Tag, "consul-tag", o.consul.Tag, "tag a service must carry to be scraped (empty: any; with --consul-service only when given)")
@@ -325,8 +329,8 @@ func (o *runOptions) validate() error {
 			errs = append(errs, fmt.Errorf("--replication-factor %d: want 1 or more", o.replication))
 		}
 	}
-	if len(o.targets) == 0 && !o.consulOn && o.configFile == "" && len(o.fileSD) == 0 && len(o.httpSD) == 0 {
-		errs = append(errs, errors.New("no targets: give --target URL (repeatable), --consul to discover them in Consul, --file-sd FILE, --http-sd URL, or --config FILE"))
+	if len(o.targets) == 0 && !o.consulOn && o.configFile == "" && len(o.fileSD) == 0 && len(o.httpSD) == 0 && o.swarmSD == "" {
+		errs = append(errs, errors.New("no targets: give --target URL (repeatable), --consul to discover them in Consul, --docker-swarm, --file-sd FILE, --http-sd URL, or --config FILE"))
 	}
 	return errors.Join(errs...)
 }
@@ -346,13 +350,16 @@ func (o *runOptions) specs() ([]scrape.JobSpec, error) {
 			return nil, err
 		}
 	}
-	if len(o.targets) > 0 || o.consulOn || len(o.fileSD) > 0 || len(o.httpSD) > 0 {
+	if len(o.targets) > 0 || o.consulOn || len(o.fileSD) > 0 || len(o.httpSD) > 0 || o.swarmSD != "" {
 		flagJob := scrape.JobSpec{Name: o.job, Scrape: o.scrape, Static: o.targets}
 		if len(o.fileSD) > 0 {
 			flagJob.FileSD = []discovery.FileSDConfig{{Files: o.fileSD}}
 		}
 		for _, u := range o.httpSD {
 			flagJob.HTTPSD = append(flagJob.HTTPSD, discovery.HTTPSDConfig{URL: u})
+		}
+		if o.swarmSD != "" {
+			flagJob.DockerSwarmSD = []discovery.DockerSwarmSDConfig{{Host: o.swarmSD, Port: o.swarmPort}}
 		}
 		if o.consulOn {
 			c := o.consul

@@ -1,0 +1,86 @@
+package discovery
+
+import (
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+)
+
+// A Docker Engine API as a Swarm manager answers GET /nodes (Engine API
+// 1.41+, "Node" objects): no Docker engine runs here, so this server
+// answers with the documented shape.
+func swarmAPI(t *testing.T, nodes *atomic.Value) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/nodes" {
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"message":"page not found"}`))
+			return
+		}
+		body := nodes.Load().(string)
+		if body == "worker" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`{"message":"This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager."}`))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(body))
+	})
+}
+
+const twoNodes = `[
+ {"ID":"n1","Description":{"Hostname":"manager-1","Platform":{"OS":"linux","Architecture":"x86_64"},"Engine":{"EngineVersion":"27.3.1"}},
+  "Spec":{"Role":"manager","Availability":"active","Labels":{"rack":"r1"}},"Status":{"State":"ready","Addr":"10.0.0.11"},"ManagerStatus":{"Leader":true,"Addr":"10.0.0.11:2377"}},
+ {"ID":"n2","Description":{"Hostname":"worker-1","Platform":{"OS":"linux","Architecture":"aarch64"},"Engine":{"EngineVersion":"27.3.1"}},
+  "Spec":{"Role":"worker","Availability":"drain","Labels":{}},"Status":{"State":"down","Addr":"10.0.0.12"}}
+]`
+
+// The Swarm's nodes, over the manager's unix socket: a target each at its
+// address and the engines' metrics port, tagged with its host name, its
+// role, state and labels for relabeling; a manager that stops answering
+// (a demoted one) keeps the last list and says so.
+func TestDockerSwarmNodes(t *testing.T) {
+	var nodes atomic.Value
+	nodes.Store(twoNodes)
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: swarmAPI(t, &nodes)}
+	go srv.Serve(ln)
+	defer srv.Close()
+	d, err := NewDockerSwarm("docker-engine", DockerSwarmSDConfig{Host: "unix://" + sock, RefreshInterval: model.Duration(100 * time.Millisecond)}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWatcher(t, d)
+	got := w.waitFor(t, "two nodes", hasN(2))
+	m := got[0]
+	if m.URL != "http://10.0.0.11:9323/metrics" || m.Tag("node") != "manager-1" || m.Tag("job") != "docker-engine" ||
+		m.Meta["__meta_dockerswarm_node_role"] != "manager" || m.Meta["__meta_dockerswarm_node_manager_leader"] != "true" ||
+		m.Meta["__meta_dockerswarm_node_label_rack"] != "r1" || got[1].Meta["__meta_dockerswarm_node_status"] != "down" {
+		t.Fatalf("targets %+v", got)
+	}
+	nodes.Store("worker")
+	deadline := time.Now().Add(10 * time.Second)
+	for d.Status().Err == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("a failing manager is not reported")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(w.latest) != 2 {
+		t.Fatalf("the last list was not kept: %v", urls(w.latest))
+	}
+	nodes.Store(`[{"ID":"n3","Description":{"Hostname":"w3"},"Spec":{"Role":"worker"},"Status":{"State":"ready","Addr":"10.0.0.13"}}]`)
+	w.waitFor(t, "the new node list", func(ts []Target) bool { return len(ts) == 1 && ts[0].Tag("node") == "w3" })
+	if _, err := NewDockerSwarm("j", DockerSwarmSDConfig{Host: "unix:///x", Role: "tasks"}, discard); err == nil {
+		t.Fatal("role tasks accepted")
+	}
+}
