@@ -306,3 +306,22 @@ func (j *Manager) Targets() []Status {
 	})
 	return out
 }
+
+// JobDiscovery is one job's last discovery snapshot, as discovered.
+type JobDiscovery struct {
+	Job     string             `json:"job"`
+	Targets []DiscoveredTarget `json:"targets"`
+}
+
+// Discovery returns every job's last snapshot with what became of each
+// instance, by job name.
+func (j *Manager) Discovery() []JobDiscovery {
+	j.mu.Lock()
+	out := make([]JobDiscovery, 0, len(j.running))
+	for name, r := range j.running {
+		out = append(out, JobDiscovery{Job: name, Targets: r.pool.DiscoveredTargets()})
+	}
+	j.mu.Unlock()
+	sort.Slice(out, func(a, b int) bool { return out[a].Job < out[b].Job })
+	return out
+}

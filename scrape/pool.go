@@ -37,7 +37,9 @@ type Pool struct {
 	skipped    map[string]Status // targets another replica owns
 	synced     bool              // a first snapshot has been applied
 	discovered int               // targets in the latest snapshot
-	handovers  int64             // targets handed to other replicas
+	// lastDiscovery: the latest snapshot as discovered, with outcomes.
+	lastDiscovery []DiscoveredTarget
+	handovers     int64 // targets handed to other replicas
 }
 
 // Synced reports whether discovery has delivered a first snapshot.
@@ -173,6 +175,29 @@ func (p *Pool) Discovered() int {
 	return p.discovered
 }
 
+// DiscoveredTarget is one instance of the last discovery snapshot: its
+// labels before relabeling, and what became of it.
+type DiscoveredTarget struct {
+	// URL, Tags and Meta as discovery gave them (the URL redacted).
+	URL  string            `json:"url"`
+	Tags map[string]string `json:"tags"`
+	Meta map[string]string `json:"meta,omitempty"`
+	// Outcome: "scraped" (as Scraped), "dropped by relabeling",
+	// "relabeling failed: ...", "another replica's".
+	Outcome string `json:"outcome"`
+	Scraped string `json:"scraped_as,omitempty"`
+}
+
+// maxShownDiscovered bounds the instances kept for the discovery page.
+const maxShownDiscovered = 5000
+
+// DiscoveredTargets returns the last snapshot's instances, as discovered.
+func (p *Pool) DiscoveredTargets() []DiscoveredTarget {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.lastDiscovery)
+}
+
 // Sync makes the running loops match targets: loops of removed targets are
 // stopped and waited for before loops of new ones start; loops of targets
 // still present keep running on their schedule. A target this replica no
@@ -186,7 +211,18 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) time.Time {
 	now := time.Now()
 	want := make(map[string]discovery.Target, len(targets))
 	skipped := map[string]Status{}
+	var shown []DiscoveredTarget
 	for _, t := range targets {
+		var dt *DiscoveredTarget
+		if len(shown) < maxShownDiscovered {
+			shown = append(shown, discoveredOf(t))
+			dt = &shown[len(shown)-1]
+		}
+		outcome := func(o, as string) {
+			if dt != nil {
+				dt.Outcome, dt.Scraped = o, as
+			}
+		}
 		if p.cfg.JobName != "" {
 			t = withTag(t, "job", p.cfg.JobName)
 		}
@@ -196,9 +232,11 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) time.Time {
 		t, keep, err := relabelTarget(t, p.cfg.RelabelConfigs)
 		if err != nil {
 			p.log.Warn("target dropped after relabeling", "err", err)
+			outcome("relabeling failed: "+err.Error(), "")
 			continue
 		}
 		if !keep {
+			outcome("dropped by relabeling", "")
 			continue
 		}
 		if p.cfg.URLTag != "" {
@@ -208,13 +246,16 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) time.Time {
 		if p.shard != nil {
 			if owners := p.shard.Owners(k); !slices.Contains(owners, p.shard.Self()) {
 				skipped[k] = Status{Target: t, Health: HealthSkipped, Role: RoleSkipped, Owners: owners, Interval: p.cfg.Interval, ConfigJob: p.name}
+				outcome("another replica's", t.Redacted())
 				continue
 			}
 		}
+		outcome("scraped", t.Redacted())
 		want[k] = t
 	}
 
 	p.mu.Lock()
+	p.lastDiscovery = shown
 	var stopping []*loop
 	var next time.Time
 	for k, l := range p.loops {
@@ -359,4 +400,19 @@ func ScrapeOnce(ctx context.Context, cfg Config, t discovery.Target, app Appende
 		return st, fmt.Errorf("%w: %s", errScrapeFailed, st.LastError)
 	}
 	return st, nil
+}
+
+// discoveredOf is t as discovery gave it, for the discovery page.
+func discoveredOf(t discovery.Target) DiscoveredTarget {
+	d := DiscoveredTarget{URL: t.Redacted(), Tags: make(map[string]string, len(t.Tags))}
+	for _, tg := range t.Tags {
+		d.Tags[tg.Key] = tg.Value
+	}
+	if len(t.Meta) > 0 {
+		d.Meta = make(map[string]string, len(t.Meta))
+		for k, v := range t.Meta {
+			d.Meta[k] = v
+		}
+	}
+	return d
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -329,5 +330,53 @@ func TestTargetsPageJobRows(t *testing.T) {
 	})
 	if !strings.Contains(rows[0], ">static</a>") || !strings.Contains(rows[0], "job tags: docker-engine") || !strings.Contains(rows[0], "consul: 2 discovered") {
 		t.Fatalf("job row: %s", rows[0])
+	}
+}
+
+// The discovery page shows each discovered instance with its labels
+// before relabeling and what became of it.
+func TestServiceDiscoveryPage(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yml")
+	os.WriteFile(cfg, []byte(`jobs:
+  - job_name: engines
+    static_targets: [http://127.0.0.1:1/metrics, http://127.0.0.2:1/metrics]
+    relabel_configs:
+      - source_labels: [__address__]
+        regex: 127\.0\.0\.2:.*
+        action: drop
+`), 0o600)
+	listen := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
+	d := startDaemon(t, "run", "--config", cfg, "--influx-bucket", "b", "--influx-url", "http://127.0.0.1:1",
+		"--listen", listen, "--queue-dir", t.TempDir(), "--shutdown-timeout", "100ms")
+	defer d.stop(t)
+	var jobs []struct {
+		Job     string `json:"job"`
+		Targets []struct {
+			URL, Outcome string
+			Scraped      string `json:"scraped_as"`
+			Tags         map[string]string
+		} `json:"targets"`
+	}
+	waitUntil(t, "the discovery page", 15*time.Second, func() bool {
+		code, body := httpGet(t, "http://"+listen+"/healthz")
+		if code != 200 {
+			return false
+		}
+		_, body = httpGet(t, "http://"+listen+"/service-discovery?format=json")
+		return json.Unmarshal([]byte(body), &jobs) == nil && len(jobs) == 1 && len(jobs[0].Targets) == 2
+	})
+	got := map[string]string{}
+	for _, tg := range jobs[0].Targets {
+		got[tg.URL] = tg.Outcome + " " + tg.Scraped
+		if tg.Tags["instance"] == "" {
+			t.Errorf("labels before relabeling missing: %+v", tg)
+		}
+	}
+	if got["http://127.0.0.1:1/metrics"] != "scraped http://127.0.0.1:1/metrics" || got["http://127.0.0.2:1/metrics"] != "dropped by relabeling " {
+		t.Fatalf("outcomes %v", got)
+	}
+	if _, html := httpGet(t, "http://"+listen+"/service-discovery"); !strings.Contains(html, "dropped by relabeling") {
+		t.Fatalf("HTML page lacks the outcome:\n%s", html)
 	}
 }

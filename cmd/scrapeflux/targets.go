@@ -335,7 +335,7 @@ th{background:#f4f4f4}.up{background:#e6f6e6}.down{background:#fbe3e3}.unknown{b
 header{display:flex;gap:2em;flex-wrap:wrap}header div{padding:.3em .6em;border-radius:4px}
 form{margin:.5em 0}nav a{margin-right:1em}
 </style></head><body>
-<h1>scrapeflux targets</h1>
+<h1>scrapeflux targets</h1><p><a href="/service-discovery">service discovery</a>: what each discovery found, before relabeling, and what became of it</p>
 <header id="status">
 <div class="{{.Status.WriterClass}}"><b>InfluxDB writes:</b> <span id="writer">{{.Status.Writer}}</span>, last {{.Status.LastWrite}}{{if .Status.LastError}}<br><span class="err">{{.Status.LastError}}</span>{{end}}</div>
 <div><b>Queue:</b> {{.Status.QueuedSamples}} samples, {{.Status.QueuedBytes}} bytes{{with .Status.QueueDisk}}; {{.}}{{end}}{{if .Status.Dropped}}; <span class="err">dropped {{.Status.Dropped}}</span>{{end}}{{if .Status.Filtered}}; <small>left out as expected: {{.Status.Filtered}} (NaN/±Inf values InfluxDB cannot store, series dropped by relabeling)</small>{{end}}</div>
@@ -362,3 +362,32 @@ form{margin:.5em 0}nav a{margin-right:1em}
 <td class="state">{{.Health}}{{if .Role}}<div class="tags">{{.Role}}{{if .Owners}}: {{range $i, $o := .Owners}}{{if $i}}, {{end}}{{$o}}{{end}}{{end}}</div>{{end}}</td>
 <td>{{.LastScrapeAgo}}</td><td>{{.IntervalSeconds}}s</td><td>{{printf "%.3fs" .DurationSeconds}}</td><td>{{.Samples}}{{if .Series}}<br><small>{{.Series}} series{{if .SeriesLimit}} (limit {{.SeriesLimit}}){{end}}, {{.NewSeries}} new in the last hour{{if .SeriesHeldBack}}, <b class="err">{{.SeriesHeldBack}} samples of new series held back</b>{{end}}</small>{{end}}</td><td>{{.Scrapes}} / {{.Failures}}</td><td class="err">{{.LastError}}</td></tr>
 {{end}}</tbody></table></body></html>`))
+
+// discoveryPage shows every job's last discovery snapshot: each instance's
+// labels before relabeling and what became of it (scraped as which URL,
+// dropped by relabeling, another replica's), as Prometheus's service
+// discovery page does. ?format=json gives the same.
+func (w *webServer) discoveryPage(rw http.ResponseWriter, r *http.Request) {
+	jobs := w.targets.Discovery()
+	if r.URL.Query().Get("format") == "json" {
+		rw.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(rw).Encode(jobs)
+		return
+	}
+	rw.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := discoveryTemplate.Execute(rw, jobs); err != nil {
+		w.log.Debug("cannot render the discovery page", "err", err)
+	}
+}
+
+var discoveryTemplate = template.Must(template.New("sd").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>scrapeflux service discovery</title>
+<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}.drop{color:#a00}small{color:#555}</style></head><body>
+<h1>Service discovery</h1><p><a href="/targets">targets</a> · <a href="?format=json">JSON</a></p>
+{{range .}}<h2 id="{{.Job}}">{{.Job}}: {{len .Targets}} discovered</h2>
+<table><thead><tr><th>Discovered</th><th>Labels before relabeling</th><th>Outcome</th></tr></thead><tbody>
+{{range .Targets}}<tr><td>{{.URL}}</td><td><small>{{range $k, $v := .Tags}}{{$k}}="{{$v}}" {{end}}{{range $k, $v := .Meta}}{{$k}}="{{$v}}" {{end}}</small></td>
+<td{{if ne .Outcome "scraped"}} class="drop"{{end}}>{{.Outcome}}{{with .Scraped}} as {{.}}{{end}}</td></tr>
+{{end}}</tbody></table>
+{{else}}<p>No job runs.</p>{{end}}
+</body></html>`))

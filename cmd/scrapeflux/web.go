@@ -33,6 +33,7 @@ type webServer struct {
 		Handovers() int64
 		Ready() bool
 		Summaries() []scrape.JobSummary
+		Discovery() []scrape.JobDiscovery
 	}
 	sink   *sink.Sink
 	influx interface{ Server() sink.ServerInfo }
@@ -148,6 +149,7 @@ func (w *webServer) run(ctx context.Context) error {
 		fmt.Fprintln(rw, "ready")
 	})
 	mux.HandleFunc("/targets", w.targetsPage)
+	mux.HandleFunc("/service-discovery", w.discoveryPage)
 	mux.HandleFunc("/-/reload", func(rw http.ResponseWriter, r *http.Request) {
 		if !w.enableReload {
 			http.Error(rw, "reload over HTTP is off: start with --web-enable-reload, or send SIGHUP", http.StatusForbidden)
