@@ -48,6 +48,17 @@ type Cardinality struct {
 	// of new series held back by it or by a budget, in all.
 	Limit   int
 	Limited int64
+	// Widest are the label names with the most distinct values among
+	// the target's new series: which label makes the series.
+	Widest []LabelWidth
+}
+
+// LabelWidth is a label name and its distinct values; AtLeast when the
+// count stopped at its cap.
+type LabelWidth struct {
+	Name    string `json:"name"`
+	Values  int    `json:"values"`
+	AtLeast bool   `json:"at_least,omitempty"`
 }
 
 // CardinalityReporter is an Appender that tracks series; the loop asks it

@@ -2,10 +2,14 @@ package sink
 
 import (
 	"math/bits"
+	"sort"
 	"sync"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/scrapeflux/scrapeflux/scrape"
 )
 
 // Cardinality guards: series are what takes InfluxDB down (1.x refuses
@@ -26,6 +30,52 @@ type seriesTracker struct {
 	addedMin int64
 	// limited: samples held back by the limit, total.
 	limited int64
+	// values: per label name, the distinct values of the new series seen
+	// (hashes, at most maxLabelValues a name): which label explodes.
+	values map[string]map[uint64]struct{}
+}
+
+// maxLabelValues caps the values remembered per label name (and 32 names
+// a target): enough to tell a label with IDs in it from one with a few
+// values, at most about 200 KB a target.
+const maxLabelValues = 256
+
+// notice counts the label values of a new series.
+func (t *seriesTracker) notice(lset labels.Labels) {
+	if t.values == nil {
+		t.values = map[string]map[uint64]struct{}{}
+	}
+	lset.Range(func(l labels.Label) {
+		if l.Name == labels.MetricName {
+			return
+		}
+		vs := t.values[l.Name]
+		if vs == nil {
+			if len(t.values) >= 32 {
+				return
+			}
+			vs = map[uint64]struct{}{}
+			t.values[l.Name] = vs
+		}
+		if len(vs) < maxLabelValues {
+			vs[xxhash.Sum64String(l.Value)] = struct{}{}
+		}
+	})
+}
+
+// widest returns the n label names with the most distinct values.
+func (t *seriesTracker) widest(n int) []scrape.LabelWidth {
+	out := make([]scrape.LabelWidth, 0, len(t.values))
+	for name, vs := range t.values {
+		out = append(out, scrape.LabelWidth{Name: name, Values: len(vs), AtLeast: len(vs) >= maxLabelValues})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Values != out[j].Values {
+			return out[i].Values > out[j].Values
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out[:min(n, len(out))]
 }
 
 const seriesWindow = 3600 // seconds: the sliding hour

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/scrapeflux/scrapeflux/scrape"
 )
 
@@ -55,7 +56,8 @@ type converter struct {
 	thash                   uint64
 	now                     int64 // unix seconds of the scrape being appended
 	seriesLimited, budgeted int
-	permit                  bool // holds a sink permit (see Sink.WaitRoom)
+	permit                  bool          // holds a sink permit (see Sink.WaitRoom)
+	lset                    labels.Labels // scratch for a new series' labels
 }
 
 // InfluxDB stores nanoseconds since the epoch in an int64: 1677-09-21 to
@@ -278,6 +280,10 @@ func (c *converter) admit(s *scrape.Sample, h seriesKey) bool {
 		h = keyOf(s.Series)
 	}
 	ok, isNew := c.series.admit(h, c.now)
+	if isNew {
+		s.Labels(&c.lset)
+		c.series.notice(c.lset)
+	}
 	if !ok {
 		c.seriesLimited++
 		return false
@@ -302,5 +308,6 @@ func (c *converter) Cardinality() scrape.Cardinality {
 		return scrape.Cardinality{}
 	}
 	now := time.Now().Unix()
-	return scrape.Cardinality{Series: len(c.series.seen), NewLastHour: c.series.newLastHour(now), Limit: c.series.limit, Limited: c.series.limited}
+	return scrape.Cardinality{Series: len(c.series.seen), NewLastHour: c.series.newLastHour(now), Limit: c.series.limit, Limited: c.series.limited,
+		Widest: c.series.widest(3)}
 }

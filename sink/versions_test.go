@@ -329,6 +329,11 @@ func TestSeriesLimit(t *testing.T) {
 	if card.Series != 5 || card.Limit != 5 || card.Limited != 10 || card.NewLastHour != 5 {
 		t.Fatalf("cardinality %+v", card)
 	}
+	// Which label makes the series: id, with the 12 values offered
+	// (held back ones included).
+	if len(card.Widest) != 1 || card.Widest[0].Name != "id" || card.Widest[0].Values != 12 {
+		t.Fatalf("widest labels %+v", card.Widest)
+	}
 }
 
 // The hourly budget over all targets: new series past it are held back,

@@ -33,6 +33,8 @@ type targetRow struct {
 	NewSeries      int   `json:"new_series_last_hour,omitempty"`
 	SeriesLimit    int   `json:"series_limit,omitempty"`
 	SeriesHeldBack int64 `json:"series_held_back,omitempty"`
+	// WidestLabels: the label names with the most distinct values.
+	WidestLabels []scrape.LabelWidth `json:"widest_labels,omitempty"`
 	// ConfigJob is the configuration's job that found the target; Job
 	// its job tag.
 	ConfigJob       string            `json:"config_job"`
@@ -136,7 +138,7 @@ func rowOf(st scrape.Status, now time.Time) targetRow {
 		DurationSeconds: st.LastDuration.Seconds(), Samples: st.LastSamples,
 		Scrapes: st.ScrapesTotal, Failures: st.FailuresTotal, LastError: st.LastError,
 		Series: st.Cardinality.Series, NewSeries: st.Cardinality.NewLastHour,
-		SeriesLimit: st.Cardinality.Limit, SeriesHeldBack: st.Cardinality.Limited,
+		SeriesLimit: st.Cardinality.Limit, SeriesHeldBack: st.Cardinality.Limited, WidestLabels: st.Cardinality.Widest,
 	}
 	if !st.LastScrape.IsZero() {
 		ls := st.LastScrape
@@ -360,7 +362,7 @@ form{margin:.5em 0}nav a{margin-right:1em}
 <table id="targets"><thead><tr><th>Job</th><th>Target</th><th>State</th><th>Last scrape</th><th>Every</th><th>Duration</th><th>Samples</th><th>Scrapes / failures</th><th>Last error</th></tr></thead><tbody>
 {{range .Rows}}<tr class="{{.Health}}"><td>{{.Job}}</td><td><a class="url" href="{{.URL}}">{{.URL}}</a><div class="tags">{{range $k, $v := .Tags}}{{$k}}={{$v}} {{end}}</div></td>
 <td class="state">{{.Health}}{{if .Role}}<div class="tags">{{.Role}}{{if .Owners}}: {{range $i, $o := .Owners}}{{if $i}}, {{end}}{{$o}}{{end}}{{end}}</div>{{end}}</td>
-<td>{{.LastScrapeAgo}}</td><td>{{.IntervalSeconds}}s</td><td>{{printf "%.3fs" .DurationSeconds}}</td><td>{{.Samples}}{{if .Series}}<br><small>{{.Series}} series{{if .SeriesLimit}} (limit {{.SeriesLimit}}){{end}}, {{.NewSeries}} new in the last hour{{if .SeriesHeldBack}}, <b class="err">{{.SeriesHeldBack}} samples of new series held back</b>{{end}}</small>{{end}}</td><td>{{.Scrapes}} / {{.Failures}}</td><td class="err">{{.LastError}}</td></tr>
+<td>{{.LastScrapeAgo}}</td><td>{{.IntervalSeconds}}s</td><td>{{printf "%.3fs" .DurationSeconds}}</td><td>{{.Samples}}{{if .Series}}<br><small>{{.Series}} series{{if .SeriesLimit}} (limit {{.SeriesLimit}}){{end}}, {{.NewSeries}} new in the last hour{{if .SeriesHeldBack}}, <b class="err">{{.SeriesHeldBack}} samples of new series held back</b>{{end}}{{with .WidestLabels}}; widest labels: {{range $i, $l := .}}{{if $i}}, {{end}}{{$l.Name}} ({{if $l.AtLeast}}&ge;{{end}}{{$l.Values}}){{end}}{{end}}</small>{{end}}</td><td>{{.Scrapes}} / {{.Failures}}</td><td class="err">{{.LastError}}</td></tr>
 {{end}}</tbody></table></body></html>`))
 
 // discoveryPage shows every job's last discovery snapshot: each instance's
