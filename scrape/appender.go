@@ -108,6 +108,9 @@ type AppendOptions struct {
 	// SeriesLimit holds back samples of new series once the target has
 	// this many series over the last hour (0: none).
 	SeriesLimit int
+	// Bucket routes the job's points to another bucket (1.x: database or
+	// database/retention-policy); empty: the default one.
+	Bucket string
 	// Layout and Measurement, when set, override the store's defaults for
 	// this job; the Appendable validates and interprets them.
 	Layout, Measurement string

@@ -36,6 +36,9 @@ type Config struct {
 	// SeriesLimit: a target's distinct series over a sliding hour; past
 	// it samples of new series are dropped and counted (0: none).
 	SeriesLimit int
+	// Bucket is the job's InfluxDB bucket (1.x: database[/retention
+	// policy]); empty: the process's.
+	Bucket string
 	// ScrapeProtocols are the exposition formats asked for, best first,
 	// by Prometheus's names (PrometheusProto, OpenMetricsText1.0.0,
 	// OpenMetricsText0.0.1, PrometheusText1.0.0, PrometheusText0.0.4);

@@ -29,6 +29,7 @@ type FileJob struct {
 	ScrapeProtocols      []string                        `yaml:"scrape_protocols"`
 	SeriesLimit          int                             `yaml:"series_limit"`
 	URLTag               string                          `yaml:"url_tag"`
+	Bucket               string                          `yaml:"bucket"`
 	OmitTags             []string                        `yaml:"omit_tags"`
 	BodySizeLimit        string                          `yaml:"body_size_limit"`
 	Layout               string                          `yaml:"layout"`
@@ -121,7 +122,7 @@ func (j *FileJob) Spec(def FileDefaults, consul discovery.ConsulConfig, override
 		RelabelConfigs: j.RelabelConfigs.Rules, MetricRelabelConfigs: j.MetricRelabelConfigs.Rules,
 		TLS: j.TLS, Layout: j.Layout, Measurement: j.Measurement,
 		LabelValueLengthLimit: DefaultLabelValueLengthLimit, ScrapeProtocols: j.ScrapeProtocols, SeriesLimit: j.SeriesLimit,
-		URLTag: j.URLTag, OmitTags: j.OmitTags,
+		URLTag: j.URLTag, OmitTags: j.OmitTags, Bucket: j.Bucket,
 	}
 	if j.LabelNameLengthLimit != nil {
 		sc.LabelNameLengthLimit = *j.LabelNameLengthLimit

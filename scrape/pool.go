@@ -372,7 +372,7 @@ func (p *Pool) Targets() []Status {
 // AppendOptions are the rules the job's Appenders apply.
 func (c *Config) AppendOptions() AppendOptions {
 	return AppendOptions{MetricRelabelConfigs: c.MetricRelabelConfigs, LabelLimit: c.LabelLimit,
-		LabelNameLengthLimit: c.LabelNameLengthLimit, LabelValueLengthLimit: c.LabelValueLengthLimit, SeriesLimit: c.SeriesLimit,
+		LabelNameLengthLimit: c.LabelNameLengthLimit, LabelValueLengthLimit: c.LabelValueLengthLimit, SeriesLimit: c.SeriesLimit, Bucket: c.Bucket,
 		Layout: c.Layout, Measurement: c.Measurement}
 }
 

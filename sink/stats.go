@@ -226,3 +226,31 @@ func (s *Stats) snapshot() StatsSnapshot {
 	}
 	return out
 }
+
+// add sums o into s (several buckets' sinks): counters add up, the
+// failure view (failures in a row, last write, last error) is the worst
+// one's, so /readyz and the page tell about the bucket that fails.
+func (s *StatsSnapshot) add(o StatsSnapshot) {
+	s.Scraped += o.Scraped
+	s.Recovered += o.Recovered
+	s.Written += o.Written
+	s.QueuedSamples += o.QueuedSamples
+	s.QueuedBytes += o.QueuedBytes
+	s.WritesOK += o.WritesOK
+	s.WritesFailed += o.WritesFailed
+	s.WriteTime += o.WriteTime
+	for _, m := range []struct{ dst, src map[string]int64 }{{s.Dropped, o.Dropped}, {s.Rejected, o.Rejected}, {s.Answers, o.Answers}} {
+		for k, v := range m.src {
+			m.dst[k] += v
+		}
+	}
+	for i := range s.LatencyCounts {
+		if i < len(o.LatencyCounts) {
+			s.LatencyCounts[i] += o.LatencyCounts[i]
+		}
+	}
+	now := time.Now()
+	if o.Undelivered(now) > s.Undelivered(now) {
+		s.ConsecutiveFailures, s.LastWrite, s.LastWriteError, s.Since = o.ConsecutiveFailures, o.LastWrite, o.LastWriteError, o.Since
+	}
+}

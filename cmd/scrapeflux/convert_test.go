@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scrapeflux/scrapeflux/discovery/servertest"
+
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 )
 
@@ -192,4 +194,78 @@ func head(s []string, n int) []string {
 		return append(s[:n], fmt.Sprintf("... %d more", len(s)-n))
 	}
 	return s
+}
+
+// A job with a bucket of its own writes there, through its own queue and
+// retries: a bucket that fails holds back no other bucket's data, its
+// failures are counted apart, and what it queued arrives once it
+// recovers.
+func TestBucketPerJob(t *testing.T) {
+	fleet, err := simulator.StartFleet(2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fleet.Close()
+	var mu sync.Mutex
+	lines := map[string]int{}
+	failing := true
+	influx := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ping" {
+			w.Header().Set("X-Influxdb-Version", "v2.7.12")
+			w.Header().Set("X-Influxdb-Build", "OSS")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		bucket := r.URL.Query().Get("bucket")
+		mu.Lock()
+		down := failing && bucket == "other"
+		mu.Unlock()
+		if down {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`{"code":"unavailable","message":"service unavailable"}`))
+			return
+		}
+		var body io.Reader = r.Body
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			body, _ = gzip.NewReader(r.Body)
+		}
+		data, _ := io.ReadAll(body)
+		mu.Lock()
+		lines[bucket] += bytes.Count(data, []byte("\n"))
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer influx.Close()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`jobs:
+  - job_name: main
+    scrape_interval: 500ms
+    static_targets: [%s]
+  - job_name: routed
+    scrape_interval: 500ms
+    bucket: other
+    static_targets: [%s]
+`, fleet.URLs[0], fleet.URLs[1])), 0o600)
+	listen := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
+	d := startDaemon(t, "run", "--config", cfg, "--influx-url", influx.URL, "--influx-bucket", "default",
+		"--listen", listen, "--queue-dir", dir+"/q", "--flush-interval", "100ms", "--shutdown-timeout", "2s")
+	count := func(b string) int { mu.Lock(); defer mu.Unlock(); return lines[b] }
+	waitUntil(t, "the default bucket written while the other fails", 20*time.Second, func() bool { return count("default") > 1000 })
+	if n := count("other"); n != 0 {
+		t.Fatalf("%d lines reached the failing bucket", n)
+	}
+	waitUntil(t, "the failing bucket's failures counted apart", 20*time.Second, func() bool {
+		_, m := httpGet(t, "http://"+listen+"/metrics")
+		return strings.Contains(m, `scrapeflux_bucket_consecutive_failures{bucket="other"}`) && !strings.Contains(m, `scrapeflux_bucket_consecutive_failures{bucket="other"} 0`)
+	})
+	if _, err := os.Stat(filepath.Join(dir, "q", "bucket-other")); err != nil {
+		t.Fatalf("the routed bucket has no queue of its own: %v", err)
+	}
+	mu.Lock()
+	failing = false
+	mu.Unlock()
+	waitUntil(t, "the routed bucket's queue delivered after recovery", 30*time.Second, func() bool { return count("other") > 1000 })
+	d.stop(t)
 }

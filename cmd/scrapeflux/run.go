@@ -407,10 +407,28 @@ func runRun(ctx context.Context, o *runOptions) error {
 			log.Warn("--layout v2 writes every metric as a column of one table, and InfluxDB 3 allows 500 columns per table by default (one CockroachDB exporter alone needs 489): use --layout v1, a table per metric family, which fits")
 		}
 	}
-	snk, err := sink.New(o.sink, w, log.With("component", "sink"))
+	def, err := sink.New(o.sink, w, log.With("component", "sink"))
 	if err != nil {
 		return err
 	}
+	// A config job's bucket: gets a sink of its own (writer, queue,
+	// retries), made when a job first asks for it.
+	var bucketWriters []*sink.InfluxWriter
+	defer func() {
+		for _, bw := range bucketWriters {
+			bw.Close()
+		}
+	}()
+	snk := sink.NewRouter(def, func(bucket string) (*sink.Sink, error) {
+		ic := o.influx
+		ic.Bucket = bucket
+		bw, err := sink.NewInfluxWriter(ic)
+		if err != nil {
+			return nil, err
+		}
+		bucketWriters = append(bucketWriters, bw)
+		return sink.New(sink.BucketConfig(o.sink, bucket), bw, log.With("component", "sink", "bucket", bucket))
+	}, log.With("component", "sink"))
 	if ctx == nil {
 		ctx = context.Background()
 	}

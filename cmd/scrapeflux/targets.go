@@ -86,7 +86,9 @@ type pageStatus struct {
 	// Reload: the last configuration reload, when one failed (the
 	// running configuration is the one before it).
 	ReloadError string
-	Dropped     string
+	// Buckets jobs route to, each with its state.
+	Buckets []string
+	Dropped string
 	// Filtered: samples left out by design (NaN and ±Inf values InfluxDB
 	// cannot store, series metric relabeling drops): expected, not lost.
 	Filtered string
@@ -321,6 +323,13 @@ func (w *webServer) pageStatus(now time.Time) pageStatus {
 		ps.Members, _ = w.shard.Members()
 		ps.Self = w.shard.Self()
 	}
+	for _, b := range w.sink.Buckets() {
+		line := fmt.Sprintf("%s: %d written, %d queued", b.Bucket, b.Written, b.Queued)
+		if b.Undelivered > 0 {
+			line += fmt.Sprintf(", failing for %s: %s", b.Undelivered.Round(time.Second), b.LastError)
+		}
+		ps.Buckets = append(ps.Buckets, line)
+	}
 	if rs := w.reload.status(); rs.Err != "" {
 		ps.ReloadError = fmt.Sprintf("the configuration reload %s failed, the configuration loaded %s runs on: %s", ago(rs.Attempt, now), ago(rs.LastSuccess, now), rs.Err)
 	}
@@ -342,6 +351,7 @@ form{margin:.5em 0}nav a{margin-right:1em}
 <div class="{{.Status.WriterClass}}"><b>InfluxDB writes:</b> <span id="writer">{{.Status.Writer}}</span>, last {{.Status.LastWrite}}{{if .Status.LastError}}<br><span class="err">{{.Status.LastError}}</span>{{end}}</div>
 <div><b>Queue:</b> {{.Status.QueuedSamples}} samples, {{.Status.QueuedBytes}} bytes{{with .Status.QueueDisk}}; {{.}}{{end}}{{if .Status.Dropped}}; <span class="err">dropped {{.Status.Dropped}}</span>{{end}}{{if .Status.Filtered}}; <small>left out as expected: {{.Status.Filtered}} (NaN/±Inf values InfluxDB cannot store, series dropped by relabeling)</small>{{end}}</div>
 {{with .Status.QueueDiskError}}<div class="down"><b>Disk queue degraded:</b> {{.}}</div>{{end}}
+{{with .Status.Buckets}}<div><b>Buckets of jobs:</b> {{range $i, $b := .}}{{if $i}}; {{end}}{{$b}}{{end}}</div>{{end}}
 {{with .Status.ReloadError}}<div class="down"><b>Configuration:</b> <span class="err">{{.}}</span></div>{{end}}
 {{if .Status.Self}}<div><b>Cluster:</b> this replica {{.Status.Self}}, members {{range $i, $m := .Status.Members}}{{if $i}}, {{end}}{{$m}}{{end}}</div>{{end}}
 </header>

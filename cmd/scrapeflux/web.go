@@ -35,7 +35,7 @@ type webServer struct {
 		Summaries() []scrape.JobSummary
 		Discovery() []scrape.JobDiscovery
 	}
-	sink   *sink.Sink
+	sink   *sink.Router
 	influx interface{ Server() sink.ServerInfo }
 	shard  *scrape.Shard // nil: not a replica
 	// readyWrite: /readyz fails once writes have failed this long.
@@ -197,7 +197,7 @@ type selfCollector struct {
 		Handovers() int64
 		Summaries() []scrape.JobSummary
 	}
-	sink   *sink.Sink
+	sink   *sink.Router
 	influx interface{ Server() sink.ServerInfo } // nil in tests without a writer
 	shard  *scrape.Shard
 }
@@ -228,6 +228,9 @@ var (
 	descTargets    = prometheus.NewDesc("scrapeflux_targets", "Targets by health.", []string{"health"}, nil)
 	descJobTargets = prometheus.NewDesc("scrapeflux_job_targets", "Targets this replica scrapes, by job and health (alert on health=\"down\").", []string{"job", "health"}, nil)
 	descBudget     = prometheus.NewDesc("scrapeflux_series_budget", "Series counted against --max-hourly-series and --max-daily-series in the current window (used), and the budget (limit; 0: none).", []string{"window", "kind"}, nil)
+	descBucketW    = prometheus.NewDesc("scrapeflux_bucket_samples_written_total", "Samples InfluxDB accepted, by the bucket a job routes to (bucket:; the default bucket is in scrapeflux_samples_written_total only).", []string{"bucket"}, nil)
+	descBucketQ    = prometheus.NewDesc("scrapeflux_bucket_queued_samples", "Samples queued for a routed bucket.", []string{"bucket"}, nil)
+	descBucketF    = prometheus.NewDesc("scrapeflux_bucket_consecutive_failures", "Failed write attempts to a routed bucket since its last answered one.", []string{"bucket"}, nil)
 	descDiscFail   = prometheus.NewDesc("scrapeflux_discovery_failing", "1 while a job's discovery (Consul, file_sd, http_sd) fails; its last targets are kept meanwhile.", []string{"job"}, nil)
 	descDiscOK     = prometheus.NewDesc("scrapeflux_discovery_last_success_timestamp_seconds", "When a job's discovery last read its targets in full (0: not yet, or static targets only).", []string{"job"}, nil)
 	descInflux     = prometheus.NewDesc("scrapeflux_influxdb_info", "The InfluxDB written to, as its /ping says: version, build and the write API used.", []string{"version", "build", "api"}, nil)
@@ -307,6 +310,11 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, fullVersion(), runtime.Version())
+	for _, b := range c.sink.Buckets() {
+		ch <- prometheus.MustNewConstMetric(descBucketW, prometheus.CounterValue, float64(b.Written), b.Bucket)
+		ch <- prometheus.MustNewConstMetric(descBucketQ, prometheus.GaugeValue, float64(b.Queued), b.Bucket)
+		ch <- prometheus.MustNewConstMetric(descBucketF, prometheus.GaugeValue, float64(b.ConsecutiveFailures), b.Bucket)
+	}
 	for _, js := range c.targets.Summaries() {
 		failing := 0.0
 		if js.Discovery.Err != "" {
