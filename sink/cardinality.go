@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/scrapeflux/scrapeflux/scrape"
@@ -46,7 +47,7 @@ func (t *seriesTracker) notice(lset labels.Labels) {
 		t.values = map[string]map[uint64]struct{}{}
 	}
 	lset.Range(func(l labels.Label) {
-		if l.Name == labels.MetricName {
+		if l.Name == model.MetricNameLabel {
 			return
 		}
 		vs := t.values[l.Name]

@@ -359,11 +359,10 @@ func TestServiceDiscoveryPage(t *testing.T) {
 		} `json:"targets"`
 	}
 	waitUntil(t, "the discovery page", 15*time.Second, func() bool {
-		code, body := httpGet(t, "http://"+listen+"/healthz")
-		if code != 200 {
+		if code, _ := httpGet(t, "http://"+listen+"/healthz"); code != 200 {
 			return false
 		}
-		_, body = httpGet(t, "http://"+listen+"/service-discovery?format=json")
+		_, body := httpGet(t, "http://"+listen+"/service-discovery?format=json")
 		return json.Unmarshal([]byte(body), &jobs) == nil && len(jobs) == 1 && len(jobs[0].Targets) == 2
 	})
 	got := map[string]string{}
