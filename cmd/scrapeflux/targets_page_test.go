@@ -160,15 +160,23 @@ func TestTargetsPageAt5000(t *testing.T) {
 		"--listen", listen, "--queue-dir", t.TempDir())
 	defer d.stop(t)
 	var rows []targetRow
-	waitUntil(t, "every target scraped once", 60*time.Second, func() bool {
-		resp, err := http.Get("http://" + listen + "/targets?format=json&state=unknown")
+	get := func(query string) []targetRow {
+		resp, err := http.Get("http://" + listen + "/targets?format=json" + query)
 		if err != nil {
-			return false
+			return nil
 		}
 		defer resp.Body.Close()
 		rows = nil
 		json.NewDecoder(resp.Body).Decode(&rows)
-		return rows != nil && len(rows) == 0
+		return rows
+	}
+	// Every target known (discovery runs after the listener is up), then
+	// every one scraped once.
+	waitUntil(t, "every target scraped once", 60*time.Second, func() bool {
+		if len(get("")) != 5000 {
+			return false
+		}
+		return get("&state=unknown") != nil && len(rows) == 0
 	})
 
 	start := time.Now()
