@@ -81,17 +81,21 @@ func newCmdRun(g *globalOptions) *cobra.Command {
 		Short: "Scrape targets on a schedule and write to InfluxDB (the daemon)",
 		Long: `run scrapes every target on its interval and writes the samples to InfluxDB.
 
-Targets come from repeatable --target flags and from Consul: with --consul
-(or any --consul-service), every passing instance of the services carrying
---consul-tag (or of the --consul-service services) is scraped, and the set
-follows registrations live. Each target is scraped once per
+Targets come from repeatable --target flags, from Consul (with --consul,
+or any --consul-service, every passing instance of the services carrying
+--consul-tag, or of the --consul-service services, is scraped, and the set
+follows registrations live), from a Swarm manager's Docker API
+(--docker-swarm), from Prometheus's file_sd and http_sd lists (--file-sd,
+--http-sd), and from the jobs of a --config file. Each target is scraped once per
 --interval at a fixed offset within the interval (spread by a hash of the
 target, on a 100 ms grid), and every scrape also writes up, scrape_duration_seconds and
 scrape_samples_scraped for its target. A failed scrape writes up=0 and none
 of its samples. SIGINT or SIGTERM stops scraping and flushes what is batched
 within --shutdown-timeout.
 
-For InfluxDB 1.8 give the database (or database/retention-policy) as
+The InfluxDB answering at --influx-url is read from its /ping (1.x, 2.x
+or 3.x) and written to with its own API (--influx-api overrides). For
+InfluxDB 1.x give the database (or database/retention-policy) as
 --influx-bucket, any --influx-org, and a token "user:password" only if
 authentication is on.`,
 		Example: `  scrapeflux run --target http://10.0.0.5:9323/metrics --target http://10.0.0.6:9323/metrics \
