@@ -116,37 +116,8 @@ type swarmNode struct {
 // Run reads the nodes every refresh interval until ctx ends; on errors it
 // keeps the last list.
 func (d *DockerSwarm) Run(ctx context.Context, ch chan<- []Target) error {
-	tick := time.NewTicker(time.Duration(d.cfg.RefreshInterval))
-	defer tick.Stop()
-	var out sender
-	failing := ""
-	for {
-		targets, err := d.read(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		problem := ""
-		if err != nil {
-			problem = err.Error()
-		}
-		d.record(problem)
-		switch {
-		case err != nil && problem != failing:
-			d.log.Warn("cannot read the Swarm's nodes, keeping last targets", "host", redactedURL(d.cfg.Host), "err", err, "targets", len(out.sent))
-			failing = problem
-		case err == nil && failing != "":
-			d.log.Info("the Swarm's nodes readable again", "targets", len(targets))
-			failing = ""
-		}
-		if err == nil && !out.send(ctx, ch, targets) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-	}
+	return poll(ctx, ch, time.Duration(d.cfg.RefreshInterval), d.read, &d.statusKeeper,
+		d.log.With("host", redactedURL(d.cfg.Host)), "the Swarm's nodes")
 }
 
 func (d *DockerSwarm) read(ctx context.Context) ([]Target, error) {

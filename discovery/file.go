@@ -344,12 +344,22 @@ func NewHTTP(job string, cfg HTTPSDConfig, log *slog.Logger) (*HTTP, error) {
 
 // Run polls the endpoint until ctx ends.
 func (h *HTTP) Run(ctx context.Context, ch chan<- []Target) error {
-	tick := time.NewTicker(time.Duration(h.cfg.RefreshInterval))
+	return poll(ctx, ch, time.Duration(h.cfg.RefreshInterval), h.fetch, &h.statusKeeper,
+		h.log.With("url", redactedURL(h.cfg.URL)), "the http_sd endpoint")
+}
+
+// poll reads targets with read every interval until ctx ends, sending
+// each change: the discoverers that ask a server (http_sd, a Swarm
+// manager). On errors it keeps the last list; a failure is logged when
+// it starts or changes, and its end once.
+func poll(ctx context.Context, ch chan<- []Target, interval time.Duration, read func(context.Context) ([]Target, error),
+	st *statusKeeper, log *slog.Logger, what string) error {
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	var out sender
 	failing := ""
 	for {
-		targets, err := h.fetch(ctx)
+		targets, err := read(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -357,13 +367,13 @@ func (h *HTTP) Run(ctx context.Context, ch chan<- []Target) error {
 		if err != nil {
 			problem = err.Error()
 		}
-		h.record(problem)
+		st.record(problem)
 		switch {
-		case err != nil && err.Error() != failing:
-			h.log.Warn("cannot read the http_sd endpoint, keeping last targets", "url", redactedURL(h.cfg.URL), "err", err, "targets", len(out.sent))
-			failing = err.Error()
+		case err != nil && problem != failing:
+			log.Warn("cannot read "+what+", keeping last targets", "err", err, "targets", len(out.sent))
+			failing = problem
 		case err == nil && failing != "":
-			h.log.Info("http_sd endpoint readable again", "url", redactedURL(h.cfg.URL), "targets", len(targets))
+			log.Info(what+" readable again", "targets", len(targets))
 			failing = ""
 		}
 		if err == nil && !out.send(ctx, ch, targets) {
