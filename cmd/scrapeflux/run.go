@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -417,21 +418,17 @@ func runRun(ctx context.Context, o *runOptions) error {
 	}
 	// A config job's bucket: gets a sink of its own (writer, queue,
 	// retries), made when a job first asks for it.
-	var bucketWriters []*sink.InfluxWriter
-	defer func() {
-		for _, bw := range bucketWriters {
-			bw.Close()
-		}
-	}()
+	// A reload re-reads the token (into o) while buckets may be made:
+	// they read the configuration of the start and the token under bw.
+	buckets := &bucketWriters{influx: o.influx, token: o.influx.Token}
+	defer buckets.close()
+	sinkCfg := o.sink
 	snk := sink.NewRouter(def, func(bucket string) (*sink.Sink, error) {
-		ic := o.influx
-		ic.Bucket = bucket
-		bw, err := sink.NewInfluxWriter(ic)
+		bw, err := buckets.add(bucket)
 		if err != nil {
 			return nil, err
 		}
-		bucketWriters = append(bucketWriters, bw)
-		return sink.New(sink.BucketConfig(o.sink, bucket), bw, log.With("component", "sink", "bucket", bucket))
+		return sink.New(sink.BucketConfig(sinkCfg, bucket), bw, log.With("component", "sink", "bucket", bucket))
 	}, log.With("component", "sink"))
 	if ctx == nil {
 		ctx = context.Background()
@@ -461,6 +458,7 @@ func runRun(ctx context.Context, o *runOptions) error {
 		specs, err := o.specs()
 		if err == nil {
 			w.SetToken(o.influx.Token) // the token file is re-read too
+			buckets.setToken(o.influx.Token)
 		}
 		return specs, err
 	}}
@@ -554,4 +552,44 @@ func (a *targetAuthFlags) read(c *scrape.Config) []error {
 		errs = append(errs, fmt.Errorf("--basic-auth-password-file: %w", err))
 	}
 	return errs
+}
+
+// bucketWriters are the writers of the buckets jobs route to; safe for
+// concurrent use (buckets are made as jobs start, tokens change on
+// reload).
+type bucketWriters struct {
+	mu      sync.Mutex
+	influx  sink.InfluxConfig
+	token   string
+	writers []*sink.InfluxWriter
+}
+
+func (b *bucketWriters) add(bucket string) (*sink.InfluxWriter, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ic := b.influx
+	ic.Bucket, ic.Token = bucket, b.token
+	w, err := sink.NewInfluxWriter(ic)
+	if err != nil {
+		return nil, err
+	}
+	b.writers = append(b.writers, w)
+	return w, nil
+}
+
+func (b *bucketWriters) setToken(token string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.token = token
+	for _, w := range b.writers {
+		w.SetToken(token)
+	}
+}
+
+func (b *bucketWriters) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, w := range b.writers {
+		w.Close()
+	}
 }
