@@ -36,6 +36,9 @@ type Config struct {
 	// SeriesLimit: a target's distinct series over a sliding hour; past
 	// it samples of new series are dropped and counted (0: none).
 	SeriesLimit int
+	// LintInterval: a target's exposition is linted at its first scrape
+	// and then once every LintInterval (0: never; see Linter).
+	LintInterval time.Duration
 	// Bucket is the job's InfluxDB bucket (1.x: database[/retention
 	// policy]); empty: the process's.
 	Bucket string
@@ -161,6 +164,9 @@ func (c *Config) Validate() error {
 		if _, ok := scrapeProtocols[p]; !ok {
 			bad("ScrapeProtocols", "unknown scrape protocol %q: use PrometheusProto, OpenMetricsText1.0.0, OpenMetricsText0.0.1, PrometheusText1.0.0 or PrometheusText0.0.4", p)
 		}
+	}
+	if c.LintInterval < 0 {
+		bad("LintInterval", "lint interval must not be negative, got %s (0 turns lints off)", c.LintInterval)
 	}
 	if c.SeriesLimit < 0 {
 		bad("SeriesLimit", "series limit must not be negative, got %d", c.SeriesLimit)

@@ -122,7 +122,7 @@ func (j *FileJob) Spec(def FileDefaults, consul discovery.ConsulConfig, override
 		RelabelConfigs: j.RelabelConfigs.Rules, MetricRelabelConfigs: j.MetricRelabelConfigs.Rules,
 		TLS: j.TLS, Layout: j.Layout, Measurement: j.Measurement,
 		LabelValueLengthLimit: DefaultLabelValueLengthLimit, ScrapeProtocols: j.ScrapeProtocols, SeriesLimit: j.SeriesLimit,
-		URLTag: j.URLTag, OmitTags: j.OmitTags, Bucket: j.Bucket,
+		URLTag: j.URLTag, OmitTags: j.OmitTags, Bucket: j.Bucket, LintInterval: DefaultLintInterval,
 	}
 	if j.LabelNameLengthLimit != nil {
 		sc.LabelNameLengthLimit = *j.LabelNameLengthLimit

@@ -64,6 +64,9 @@ type Status struct {
 	ConfigJob string
 	// Cardinality of the target's series, when tracked.
 	Cardinality Cardinality
+	// Lint is the last lint of the target's exposition (nil: not linted
+	// yet, or lints are off).
+	Lint *LintReport
 }
 
 // loop scrapes one target on its schedule.
@@ -89,6 +92,10 @@ type loop struct {
 	downSince, lastReport time.Time
 
 	metrics loopMetrics
+	// linter lints a scrape at lintAt and then every cfg.LintInterval;
+	// nil when lints are off. Owned by the loop's goroutine.
+	linter *Linter
+	lintAt time.Time
 	// now reads the wall clock, without its monotonic reading: slots are
 	// wall-clock times. Tests replace it.
 	now func() time.Time
@@ -119,6 +126,13 @@ func newLoop(t discovery.Target, cfg Config, app Appender, f *fetcher, log *slog
 	}
 	for i := range l.synth {
 		l.synth[i].Synthetic = true
+	}
+	if cfg.LintInterval > 0 {
+		keys := make([]string, 0, len(t.Tags))
+		for _, tg := range t.Tags {
+			keys = append(keys, tg.Key)
+		}
+		l.linter = NewLinter(keys)
 	}
 	return l
 }
@@ -252,9 +266,23 @@ func (l *loop) scrape(ctx context.Context, start, slot time.Time, delay time.Dur
 	}
 	defer func() { <-cpuSlots }()
 	waited := time.Since(waitStart) + roomWait
+	linting := err == nil && l.linter != nil && !start.Before(l.lintAt)
+	if linting {
+		l.parser.lint, l.parser.identity = l.linter.begin(), l.linter.Identity
+	}
 	if err == nil {
 		n, warn, err = l.parser.ParseLimit(body, contentType, ts, l.cfg.HonorTimestamps, l.cfg.SampleLimit, l.app)
 		parsing = err != nil
+	}
+	var lint *LintReport
+	if linting {
+		l.parser.lint = nil
+		if err != nil {
+			l.linter.abort()
+		} else {
+			lint = l.linter.finish(start)
+			l.lintAt = start.Add(l.cfg.LintInterval)
+		}
 	}
 	cancel()
 	if ctx.Err() != nil && err != nil {
@@ -279,7 +307,7 @@ func (l *loop) scrape(ctx context.Context, start, slot time.Time, delay time.Dur
 		l.log.Warn("cannot commit scrape", "err", cerr)
 	}
 	scrapeDuration.Observe(dur.Seconds())
-	l.report(start, dur, delay, n, warn, err, parsing)
+	l.report(start, dur, delay, n, warn, err, parsing, lint)
 }
 
 // cpuSlots caps the loops parsing and converting at once at the number of
@@ -292,7 +320,7 @@ const targetReportEvery = 5 * time.Minute
 // report records the outcome and logs it: a failure when it starts or its
 // error changes, again every targetReportEvery while it lasts (debug in
 // between), and the recovery.
-func (l *loop) report(start time.Time, dur, delay time.Duration, n int, warn, err error, parsing bool) {
+func (l *loop) report(start time.Time, dur, delay time.Duration, n int, warn, err error, parsing bool, lint *LintReport) {
 	var kind string
 	l.metrics.scrapes.Inc()
 	if err != nil {
@@ -308,6 +336,9 @@ func (l *loop) report(start time.Time, dur, delay time.Duration, n int, warn, er
 	l.mu.Lock()
 	prev := l.status
 	l.status.Cardinality = card
+	if lint != nil {
+		l.status.Lint = lint
+	}
 	l.status.LastScrape = start
 	l.status.LastDuration = dur
 	l.status.LastSamples = n

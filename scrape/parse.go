@@ -64,6 +64,10 @@ type Parser struct {
 	help    []byte
 	lset    labels.Labels
 	sample  Sample
+	// lint, when set, lints this scrape (see Linter); identity are the
+	// target's tag keys.
+	lint     *lintRun
+	identity []string
 }
 
 // NewParser makes a Parser.
@@ -121,11 +125,17 @@ func (p *Parser) ParseLimit(body []byte, contentType string, scrapeTS int64, hon
 			name, typ := tp.Type()
 			p.family = appendFamily(p.family[:0], name)
 			p.typ = typ
+			if p.lint != nil {
+				p.lint.typeLine(p.family, typ)
+			}
 		case textparse.EntryHelp:
-			name, _ := tp.Help()
+			name, help := tp.Help()
 			if p.help = appendFamily(p.help[:0], name); !bytes.Equal(p.help, p.family) {
 				p.family = append(p.family[:0], p.help...)
 				p.typ = model.MetricTypeUnknown
+			}
+			if p.lint != nil {
+				p.lint.helpLine(p.help, help)
 			}
 		case textparse.EntrySeries:
 			series, ets, v := tp.Series()
@@ -139,6 +149,9 @@ func (p *Parser) ParseLimit(body []byte, contentType string, scrapeTS int64, hon
 			}
 			if n++; limit > 0 && n > limit {
 				return n, warn, fmt.Errorf("%w: more than %d", ErrSampleLimit, limit)
+			}
+			if p.lint != nil {
+				p.lint.sample(s, p.identity)
 			}
 			if err := app.Append(s); err != nil {
 				return n, warn, err

@@ -5,6 +5,7 @@
 package scrape
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -400,6 +402,33 @@ func ScrapeOnce(ctx context.Context, cfg Config, t discovery.Target, app Appende
 		return st, fmt.Errorf("%w: %s", errScrapeFailed, st.LastError)
 	}
 	return st, nil
+}
+
+// FetchOnce fetches t's exposition once with cfg (its TLS, auth, timeout,
+// body limit and protocols), for the lint command: the body and its
+// content type.
+func FetchOnce(ctx context.Context, cfg Config, t discovery.Target) ([]byte, string, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, "", err
+	}
+	client, err := NewHTTPClient(cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	f, err := newFetcher(client, t.URL, cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.close()
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	body, ct, err := f.fetch(ctx, strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64))
+	if err != nil {
+		return nil, "", err
+	}
+	body = bytes.Clone(body)
+	f.release()
+	return body, ct, nil
 }
 
 // discoveredOf is t as discovery gave it, for the discovery page.

@@ -524,9 +524,9 @@ func TestDeadTargetLoggedAtACadence(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
 	err := errors.New("connection refused")
 	for i := 0; i <= 11; i++ { // down for 11 minutes, a scrape a minute
-		l.report(t0.Add(time.Duration(i)*time.Minute), 0, 0, 0, nil, err, false)
+		l.report(t0.Add(time.Duration(i)*time.Minute), 0, 0, 0, nil, err, false, nil)
 	}
-	l.report(t0.Add(12*time.Minute), 0, 0, 5, nil, nil, false)
+	l.report(t0.Add(12*time.Minute), 0, 0, 5, nil, nil, false, nil)
 	out := buf.String()
 	if n := strings.Count(out, "level=WARN"); n != 3 {
 		t.Errorf("%d warnings over 11 minutes down, want 3 (at 0, 5 and 10 minutes):\n%s", n, out)
@@ -551,7 +551,7 @@ func TestHungTargetLogGroupedByKind(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		err := fmt.Errorf("scrape timed out after 1s: %w", &net.OpError{Op: "read", Net: "tcp",
 			Source: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000 + i}, Err: os.ErrDeadlineExceeded})
-		l.report(t0.Add(time.Duration(i)*time.Second), 0, 0, 0, nil, err, false)
+		l.report(t0.Add(time.Duration(i)*time.Second), 0, 0, 0, nil, err, false, nil)
 	}
 	if n := strings.Count(buf.String(), "level=WARN"); n != 1 {
 		t.Fatalf("20 timeouts in 20 s logged %d times, want once:\n%s", n, buf.String())
@@ -559,7 +559,7 @@ func TestHungTargetLogGroupedByKind(t *testing.T) {
 	if !strings.Contains(buf.String(), "kind=timeout") {
 		t.Fatalf("the kind is not logged:\n%s", buf.String())
 	}
-	l.report(t0.Add(21*time.Second), 0, 0, 0, nil, &StatusError{Code: 503, Status: "503 Service Unavailable"}, false)
+	l.report(t0.Add(21*time.Second), 0, 0, 0, nil, &StatusError{Code: 503, Status: "503 Service Unavailable"}, false, nil)
 	if !strings.Contains(buf.String(), `kind="http_status 503"`) {
 		t.Fatalf("a change of kind is not logged at once:\n%s", buf.String())
 	}

@@ -99,6 +99,7 @@ line protocol and writes it in batches to InfluxDB 1.8+ or 2.x.`,
 	root.AddCommand(
 		newCmdRun(g),
 		newCmdScrape(g),
+		newCmdLint(g),
 		newCmdRegister(g),
 		newCmdCheck(g),
 		newCmdConvert(g),

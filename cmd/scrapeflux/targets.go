@@ -53,6 +53,8 @@ type targetRow struct {
 	Scrapes         int64             `json:"scrapes"`
 	Failures        int64             `json:"failures"`
 	LastError       string            `json:"last_error"`
+	// Lint is the last lint of the target's exposition (--lint-interval).
+	Lint *scrape.LintReport `json:"lint,omitempty"`
 }
 
 // jobRow counts one job's targets by state.
@@ -141,6 +143,7 @@ func rowOf(st scrape.Status, now time.Time) targetRow {
 		Scrapes: st.ScrapesTotal, Failures: st.FailuresTotal, LastError: st.LastError,
 		Series: st.Cardinality.Series, NewSeries: st.Cardinality.NewLastHour,
 		SeriesLimit: st.Cardinality.Limit, SeriesHeldBack: st.Cardinality.Limited, WidestLabels: st.Cardinality.Widest,
+		Lint: st.Lint,
 	}
 	if !st.LastScrape.IsZero() {
 		ls := st.LastScrape
@@ -163,6 +166,13 @@ func matches(r *targetRow, state, job, q string) bool {
 	}
 	if strings.Contains(strings.ToLower(r.URL), q) || strings.Contains(strings.ToLower(r.LastError), q) {
 		return true
+	}
+	if r.Lint != nil {
+		for _, f := range r.Lint.Findings {
+			if strings.Contains(f.Rule, q) {
+				return true
+			}
+		}
 	}
 	for k, v := range r.Tags {
 		if strings.Contains(strings.ToLower(k+"="+v), q) {
@@ -365,14 +375,15 @@ form{margin:.5em 0}nav a{margin-right:1em}
 <form method="get" action="/targets">
 <select name="state"><option value="">any state</option>{{range $s := .States}}<option value="{{$s}}"{{if eq $s $.State}} selected{{end}}>{{$s}}</option>{{end}}</select>
 {{if .Job}}<input type="hidden" name="job" value="{{.Job}}">{{end}}
-<input type="search" name="q" value="{{.Query}}" placeholder="search URL, tags, error" size="30">
+<input type="search" name="q" value="{{.Query}}" placeholder="search URL, tags, error, lint rule" size="30">
 <button type="submit">filter</button></form>
 <p id="matching">{{.Matching}} matching{{if .Job}} in job {{.Job}}{{end}}{{if .Matching}}, showing {{.First}}-{{.Last}} (page {{.Page}} of {{.Pages}}){{end}}
 {{if .Prev}}<a href="{{.Prev}}">previous</a>{{end}} {{if .Next}}<a href="{{.Next}}">next</a>{{end}}</p>
-<table id="targets"><thead><tr><th>Job</th><th>Target</th><th>State</th><th>Last scrape</th><th>Every</th><th>Duration</th><th>Samples</th><th>Scrapes / failures</th><th>Last error</th></tr></thead><tbody>
+<table id="targets"><thead><tr><th>Job</th><th>Target</th><th>State</th><th>Last scrape</th><th>Every</th><th>Duration</th><th>Samples</th><th>Scrapes / failures</th><th>Last error</th><th>Lint</th></tr></thead><tbody>
 {{range .Rows}}<tr class="{{.Health}}"><td>{{.Job}}</td><td><a class="url" href="{{.URL}}">{{.URL}}</a><div class="tags">{{range $k, $v := .Tags}}{{$k}}={{$v}} {{end}}</div></td>
 <td class="state">{{.Health}}{{if .Role}}<div class="tags">{{.Role}}{{if .Owners}}: {{range $i, $o := .Owners}}{{if $i}}, {{end}}{{$o}}{{end}}{{end}}</div>{{end}}</td>
-<td>{{.LastScrapeAgo}}</td><td>{{.IntervalSeconds}}s</td><td>{{printf "%.3fs" .DurationSeconds}}</td><td>{{.Samples}}{{if .Series}}<br><small>{{.Series}} series{{if .SeriesLimit}} (limit {{.SeriesLimit}}){{end}}, {{.NewSeries}} new in the last hour{{if .SeriesHeldBack}}, <b class="err">{{.SeriesHeldBack}} samples of new series held back</b>{{end}}{{with .WidestLabels}}; widest labels: {{range $i, $l := .}}{{if $i}}, {{end}}{{$l.Name}} ({{if $l.AtLeast}}&ge;{{end}}{{$l.Values}}){{end}}{{end}}</small>{{end}}</td><td>{{.Scrapes}} / {{.Failures}}</td><td class="err">{{.LastError}}</td></tr>
+<td>{{.LastScrapeAgo}}</td><td>{{.IntervalSeconds}}s</td><td>{{printf "%.3fs" .DurationSeconds}}</td><td>{{.Samples}}{{if .Series}}<br><small>{{.Series}} series{{if .SeriesLimit}} (limit {{.SeriesLimit}}){{end}}, {{.NewSeries}} new in the last hour{{if .SeriesHeldBack}}, <b class="err">{{.SeriesHeldBack}} samples of new series held back</b>{{end}}{{with .WidestLabels}}; widest labels: {{range $i, $l := .}}{{if $i}}, {{end}}{{$l.Name}} ({{if $l.AtLeast}}&ge;{{end}}{{$l.Values}}){{end}}{{end}}</small>{{end}}</td><td>{{.Scrapes}} / {{.Failures}}</td><td class="err">{{.LastError}}</td>
+<td class="lint">{{with .Lint}}{{range .Findings}}<div title="{{.Example}}"><b>{{.Rule}}</b> &times;{{.Count}}: <small>{{.Example}}</small></div>{{else}}clean{{end}}{{end}}</td></tr>
 {{end}}</tbody></table></body></html>`))
 
 // discoveryPage shows every job's last discovery snapshot: each instance's

@@ -92,6 +92,11 @@ func TestTargetsPageInChromium(t *testing.T) {
 	if n := strings.Count(dom, `<tr class="down">`); n != 1 {
 		t.Errorf("%d rows in state down, want 1", n)
 	}
+	// The engines' expositions break no lint rule; the dead target has
+	// no lint.
+	if n := strings.Count(dom, `<td class="lint">clean</td>`); n != 2 {
+		t.Errorf("%d lint cells say clean, want 2", n)
+	}
 	if !strings.Contains(dom, "connection refused") || !strings.Contains(dom, "<td>engines</td>") {
 		t.Errorf("page lacks the dead target's error or the job:\n%s", dom)
 	}

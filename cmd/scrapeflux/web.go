@@ -235,6 +235,8 @@ var (
 	descDiscOK     = prometheus.NewDesc("scrapeflux_discovery_last_success_timestamp_seconds", "When a job's discovery last read its targets in full (0: not yet, or static targets only).", []string{"job"}, nil)
 	descInflux     = prometheus.NewDesc("scrapeflux_influxdb_info", "The InfluxDB written to, as its /ping says: version, build and the write API used.", []string{"version", "build", "api"}, nil)
 	descBuild      = prometheus.NewDesc("scrapeflux_build_info", "The running build: version and Go version.", []string{"version", "goversion"}, nil)
+	descLint       = prometheus.NewDesc("scrapeflux_lint_findings", "Findings of the last lint of every target's exposition, by rule (families, series or labels; see --lint-interval).", []string{"rule"}, nil)
+	descLintT      = prometheus.NewDesc("scrapeflux_lint_targets", "Targets whose last lint found the rule broken.", []string{"rule"}, nil)
 	descLag        = prometheus.NewDesc("scrapeflux_scrape_start_lag_max_seconds", "Largest lag of a scrape's start behind its schedule among the last scrapes of every target.", nil, nil)
 )
 
@@ -287,6 +289,7 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 	health := map[scrape.Health]int{scrape.HealthUp: 0, scrape.HealthDown: 0, scrape.HealthUnknown: 0}
 	roles := map[string]int{scrape.RoleOwned: 0, scrape.RoleLeaving: 0, scrape.RoleSkipped: 0}
 	perJob := map[string]map[scrape.Health]int{}
+	lintN, lintT := map[string]int{}, map[string]int{}
 	var lag time.Duration
 	for _, t := range c.targets.Targets() {
 		roles[t.Role]++
@@ -300,6 +303,16 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 		perJob[job][t.Health]++
 		health[t.Health]++
 		lag = max(lag, t.LastStartDelay)
+		if t.Lint != nil {
+			for _, f := range t.Lint.Findings {
+				lintN[f.Rule] += f.Count
+				lintT[f.Rule]++
+			}
+		}
+	}
+	for _, rule := range scrape.LintRules {
+		ch <- prometheus.MustNewConstMetric(descLint, prometheus.GaugeValue, float64(lintN[rule]), rule)
+		ch <- prometheus.MustNewConstMetric(descLintT, prometheus.GaugeValue, float64(lintT[rule]), rule)
 	}
 	for h, n := range health {
 		ch <- prometheus.MustNewConstMetric(descTargets, prometheus.GaugeValue, float64(n), string(h))
