@@ -2,8 +2,12 @@ package sink
 
 import (
 	"fmt"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
 )
 
 // The budget's stated error: once the budget of 10,000 is used, of the
@@ -56,5 +60,30 @@ func TestSeriesTrackerSlidingHour(t *testing.T) {
 	}
 	if n := tr.newLastHour(later); n != 1 {
 		t.Fatalf("%d new in the last hour, want 1", n)
+	}
+}
+
+// BenchmarkSeriesTrackerMemory measures the heap a target's series
+// tracker holds per series (the series limit's memory), with the label
+// values it remembers for the widest labels.
+func BenchmarkSeriesTrackerMemory(b *testing.B) {
+	const series = 100_000
+	var lset labels.Labels
+	for i := 0; i < b.N; i++ {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		tr := newSeriesTracker(0)
+		for j := 0; j < series; j++ {
+			k := keyOf([]byte(fmt.Sprintf(`m{id="%d"}`, j)))
+			if _, isNew := tr.admit(k, 1_000_000); isNew {
+				lset = labels.FromStrings("__name__", "m", "id", strconv.Itoa(j))
+				tr.notice(lset)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/series, "B/series")
+		runtime.KeepAlive(tr)
 	}
 }

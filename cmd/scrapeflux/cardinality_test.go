@@ -138,6 +138,12 @@ func TestSeriesLimitRealInfluxDB(t *testing.T) {
 	if row.SeriesLimit != 2000 || row.SeriesHeldBack != heldBack || row.Series != 2000 || row.Health != "up" {
 		t.Errorf("/targets row: limit %d, held back %d, series %d, health %s", row.SeriesLimit, row.SeriesHeldBack, row.Series, row.Health)
 	}
+	if v := metricValue(m, `scrapeflux_series{kind="all"}`); v != 2000 {
+		t.Errorf(`scrapeflux_series{kind="all"} = %v, want 2000`, v)
+	}
+	if v := metricValue(m, "scrapeflux_series_limited_targets"); v != 1 {
+		t.Errorf("scrapeflux_series_limited_targets = %v, want 1", v)
+	}
 	if len(row.WidestLabels) == 0 || row.WidestLabels[0].Name != "id" {
 		t.Errorf("widest labels %+v, want id first", row.WidestLabels)
 	}

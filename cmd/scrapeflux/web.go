@@ -237,6 +237,8 @@ var (
 	descBuild      = prometheus.NewDesc("scrapeflux_build_info", "The running build: version and Go version.", []string{"version", "goversion"}, nil)
 	descLint       = prometheus.NewDesc("scrapeflux_lint_findings", "Findings of the last lint of every target's exposition, by rule (families, series or labels; see --lint-interval).", []string{"rule"}, nil)
 	descLintT      = prometheus.NewDesc("scrapeflux_lint_targets", "Targets whose last lint found the rule broken.", []string{"rule"}, nil)
+	descSeries     = prometheus.NewDesc("scrapeflux_series", "Series of all targets over the last hour (tracked when --series-limit, series_limit or a budget is set), and of them first seen in it (kind=new).", []string{"kind"}, nil)
+	descSeriesHeld = prometheus.NewDesc("scrapeflux_series_limited_targets", "Targets whose series limit is full: their new series are held back.", nil, nil)
 	descLag        = prometheus.NewDesc("scrapeflux_scrape_start_lag_max_seconds", "Largest lag of a scrape's start behind its schedule among the last scrapes of every target.", nil, nil)
 )
 
@@ -290,6 +292,7 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 	roles := map[string]int{scrape.RoleOwned: 0, scrape.RoleLeaving: 0, scrape.RoleSkipped: 0}
 	perJob := map[string]map[scrape.Health]int{}
 	lintN, lintT := map[string]int{}, map[string]int{}
+	var series, newSeries, limited int
 	var lag time.Duration
 	for _, t := range c.targets.Targets() {
 		roles[t.Role]++
@@ -303,6 +306,11 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 		perJob[job][t.Health]++
 		health[t.Health]++
 		lag = max(lag, t.LastStartDelay)
+		series += t.Cardinality.Series
+		newSeries += t.Cardinality.NewLastHour
+		if t.Cardinality.Limit > 0 && t.Cardinality.Series >= t.Cardinality.Limit {
+			limited++
+		}
 		if t.Lint != nil {
 			for _, f := range t.Lint.Findings {
 				lintN[f.Rule] += f.Count
@@ -310,6 +318,9 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+	ch <- prometheus.MustNewConstMetric(descSeries, prometheus.GaugeValue, float64(series), "all")
+	ch <- prometheus.MustNewConstMetric(descSeries, prometheus.GaugeValue, float64(newSeries), "new")
+	ch <- prometheus.MustNewConstMetric(descSeriesHeld, prometheus.GaugeValue, float64(limited))
 	for _, rule := range scrape.LintRules {
 		ch <- prometheus.MustNewConstMetric(descLint, prometheus.GaugeValue, float64(lintN[rule]), rule)
 		ch <- prometheus.MustNewConstMetric(descLintT, prometheus.GaugeValue, float64(lintT[rule]), rule)
