@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"math"
 	"math/bits"
 	"sort"
 	"sync"
@@ -19,33 +20,55 @@ import (
 // an hour.
 
 // seriesTracker remembers a target's series seen over the last hour: at
-// most limit of them are admitted (0: any number). Memory: a map entry of
-// a 16-byte key and an 8-byte time, 35 bytes a series with the map's
-// overhead (BenchmarkSeriesTrackerMemory), bounded by the limit when
-// there is one, plus at most 32 × 256 label value hashes (64 KiB).
+// most limit of them are admitted (0: any number). A series is known by
+// one 64-bit hash of its text (xxhash): two series of one target sharing
+// it, about one chance in 10^10 for a million series, would count as
+// one. Memory: a map entry of an 8-byte key and a 4-byte minute, about 24
+// bytes a series with the map's overhead (BenchmarkSeriesTrackerMemory),
+// bounded by the limit when there is one, plus a 128-byte sketch per
+// label name (32 names at most).
 type seriesTracker struct {
 	limit   int
-	seen    map[seriesKey]int64 // last seen, unix seconds
+	seen    map[uint64]uint32 // last seen, minutes since the epoch
 	sweepAt int64
 	// added: new series per minute over the last hour, for churn.
 	added    [60]int32
 	addedMin int64
 	// limited: samples held back by the limit, total.
 	limited int64
-	// values: per label name, the distinct values of the new series seen
-	// (hashes, at most maxLabelValues a name): which label explodes.
-	values map[string]map[uint64]struct{}
+	// values: per label name, a sketch of the distinct values of the new
+	// series seen: which label explodes.
+	values map[string]*valueSketch
 }
 
-// maxLabelValues caps the values remembered per label name (and 32 names
-// a target): enough to tell a label with IDs in it from one with a few
-// values, at most about 200 KB a target.
-const maxLabelValues = 256
+// valueSketch counts distinct values by linear counting: a bit per hash
+// in 1,024 bits. Within 2 % up to about 1,000 values; full (no zero bit
+// left) past about 7,000, which reads as "at least 7,098".
+type valueSketch [16]uint64
+
+const sketchBits = 1024
+
+func (v *valueSketch) add(h uint64) {
+	p := h % sketchBits
+	v[p/64] |= 1 << (p % 64)
+}
+
+// count estimates the distinct values added; full when it saturated.
+func (v *valueSketch) count() (n int, full bool) {
+	set := 0
+	for _, w := range v {
+		set += bits.OnesCount64(w)
+	}
+	if set == sketchBits {
+		return int(math.Round(sketchBits * math.Log(sketchBits))), true
+	}
+	return int(math.Round(-sketchBits * math.Log(float64(sketchBits-set)/sketchBits))), false
+}
 
 // notice counts the label values of a new series.
 func (t *seriesTracker) notice(lset labels.Labels) {
 	if t.values == nil {
-		t.values = map[string]map[uint64]struct{}{}
+		t.values = map[string]*valueSketch{}
 	}
 	lset.Range(func(l labels.Label) {
 		if l.Name == model.MetricNameLabel {
@@ -56,12 +79,10 @@ func (t *seriesTracker) notice(lset labels.Labels) {
 			if len(t.values) >= 32 {
 				return
 			}
-			vs = map[uint64]struct{}{}
+			vs = new(valueSketch)
 			t.values[l.Name] = vs
 		}
-		if len(vs) < maxLabelValues {
-			vs[xxhash.Sum64String(l.Value)] = struct{}{}
-		}
+		vs.add(xxhash.Sum64String(l.Value))
 	})
 }
 
@@ -69,7 +90,8 @@ func (t *seriesTracker) notice(lset labels.Labels) {
 func (t *seriesTracker) widest(n int) []scrape.LabelWidth {
 	out := make([]scrape.LabelWidth, 0, len(t.values))
 	for name, vs := range t.values {
-		out = append(out, scrape.LabelWidth{Name: name, Values: len(vs), AtLeast: len(vs) >= maxLabelValues})
+		c, full := vs.count()
+		out = append(out, scrape.LabelWidth{Name: name, Values: c, AtLeast: full})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Values != out[j].Values {
@@ -83,15 +105,17 @@ func (t *seriesTracker) widest(n int) []scrape.LabelWidth {
 const seriesWindow = 3600 // seconds: the sliding hour
 
 func newSeriesTracker(limit int) *seriesTracker {
-	return &seriesTracker{limit: limit, seen: map[seriesKey]int64{}}
+	return &seriesTracker{limit: limit, seen: map[uint64]uint32{}}
 }
 
 // admit reports whether the series k may be written at now (unix
-// seconds), remembering it when it is new.
-func (t *seriesTracker) admit(k seriesKey, now int64) (ok, isNew bool) {
+// seconds), remembering it when it is new. A known series' time is
+// written once a minute, not at every scrape.
+func (t *seriesTracker) admit(k uint64, now int64) (ok, isNew bool) {
+	m := uint32(now / 60)
 	if last, seen := t.seen[k]; seen {
-		if last != now {
-			t.seen[k] = now
+		if last != m {
+			t.seen[k] = m
 		}
 		return true, false
 	}
@@ -102,14 +126,14 @@ func (t *seriesTracker) admit(k seriesKey, now int64) (ok, isNew bool) {
 		t.limited++
 		return false, true
 	}
-	t.seen[k] = now
+	t.seen[k] = m
 	t.count(now)
 	return true, true
 }
 
 func (t *seriesTracker) sweep(now int64) {
 	for k, last := range t.seen {
-		if now-last > seriesWindow {
+		if now/60-int64(last) > seriesWindow/60 {
 			delete(t.seen, k)
 		}
 	}
@@ -145,7 +169,7 @@ func (t *seriesTracker) newLastHour(now int64) int {
 }
 
 // forget takes back an admission (a budget held the series back).
-func (t *seriesTracker) forget(k seriesKey, now int64) {
+func (t *seriesTracker) forget(k uint64, now int64) {
 	delete(t.seen, k)
 	t.advance(now)
 	t.added[(now/60)%60]--
@@ -180,9 +204,12 @@ func newSeriesBudget(limit int, window time.Duration) *seriesBudget {
 
 // admit reports whether the series of target (by the hash of its
 // identity) keyed k may start flowing now.
-func (b *seriesBudget) admit(target uint64, k seriesKey, now time.Time) bool {
-	h1 := k.a ^ target
-	h2 := k.b ^ bits.RotateLeft64(target, 31) | 1
+func (b *seriesBudget) admit(target uint64, k uint64, now time.Time) bool {
+	// Two hashes for the filter's probes (Kirsch and Mitzenmacher) from
+	// the series' and the target's: the second remixed (splitmix64's
+	// finalizer) so that it is independent of the first.
+	h1 := k ^ target
+	h2 := mix64(k+bits.RotateLeft64(target, 31)) | 1
 	m := uint64(len(b.bits) * 64)
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -214,6 +241,14 @@ func (b *seriesBudget) admit(target uint64, k seriesKey, now time.Time) bool {
 }
 
 const bloomHashes = 8
+
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
 
 // state returns the series counted in the window and those held back.
 func (b *seriesBudget) state() (used, limit int, held int64) {

@@ -2,11 +2,13 @@ package sink
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -18,7 +20,7 @@ func TestSeriesBudgetError(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	admitted := 0
 	for i := 0; i < 100000; i++ {
-		if b.admit(42, keyOf(fmt.Appendf(nil, "s{i=\"%d\"}", i)), t0) {
+		if b.admit(42, xxhash.Sum64(fmt.Appendf(nil, "s{i=\"%d\"}", i)), t0) {
 			admitted++
 		}
 	}
@@ -28,11 +30,11 @@ func TestSeriesBudgetError(t *testing.T) {
 	}
 	t.Logf("100,000 new series against 10,000: %d admitted, %.3f%% of the 90,000 past the budget", admitted, 100*float64(admitted-10000)/90000)
 	// Known series keep flowing.
-	if !b.admit(42, keyOf([]byte(`s{i="7"}`)), t0.Add(time.Minute)) {
+	if !b.admit(42, xxhash.Sum64([]byte(`s{i="7"}`)), t0.Add(time.Minute)) {
 		t.Fatal("a known series was held back")
 	}
 	// The next hour starts afresh.
-	if !b.admit(42, keyOf([]byte(`s{i="99999"}`)), t0.Add(time.Hour)) {
+	if !b.admit(42, xxhash.Sum64([]byte(`s{i="99999"}`)), t0.Add(time.Hour)) {
 		t.Fatal("a new window did not start afresh")
 	}
 }
@@ -43,11 +45,11 @@ func TestSeriesTrackerSlidingHour(t *testing.T) {
 	tr := newSeriesTracker(3)
 	now := int64(1_700_000_000)
 	for i := 0; i < 3; i++ {
-		if ok, _ := tr.admit(keyOf(fmt.Appendf(nil, "a%d", i)), now); !ok {
+		if ok, _ := tr.admit(xxhash.Sum64(fmt.Appendf(nil, "a%d", i)), now); !ok {
 			t.Fatal("refused within the limit")
 		}
 	}
-	if ok, _ := tr.admit(keyOf([]byte("b")), now+10); ok {
+	if ok, _ := tr.admit(xxhash.Sum64([]byte("b")), now+10); ok {
 		t.Fatal("admitted past the limit")
 	}
 	if n := tr.newLastHour(now + 30*60); n != 3 {
@@ -55,7 +57,7 @@ func TestSeriesTrackerSlidingHour(t *testing.T) {
 	}
 	// An hour and more later the old series are gone: room again.
 	later := now + seriesWindow + 120
-	if ok, _ := tr.admit(keyOf([]byte("b")), later); !ok {
+	if ok, _ := tr.admit(xxhash.Sum64([]byte("b")), later); !ok {
 		t.Fatal("series not forgotten after an hour")
 	}
 	if n := tr.newLastHour(later); n != 1 {
@@ -75,7 +77,7 @@ func BenchmarkSeriesTrackerMemory(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		tr := newSeriesTracker(0)
 		for j := 0; j < series; j++ {
-			k := keyOf([]byte(fmt.Sprintf(`m{id="%d"}`, j)))
+			k := xxhash.Sum64([]byte(fmt.Sprintf(`m{id="%d"}`, j)))
 			if _, isNew := tr.admit(k, 1_000_000); isNew {
 				lset = labels.FromStrings("__name__", "m", "id", strconv.Itoa(j))
 				tr.notice(lset)
@@ -85,5 +87,28 @@ func BenchmarkSeriesTrackerMemory(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/series, "B/series")
 		runtime.KeepAlive(tr)
+	}
+}
+
+// The widest labels' sketch: within 5 % up to a thousand values, full
+// (at least 7,098) past about 7,000.
+func TestValueSketch(t *testing.T) {
+	for _, n := range []int{1, 12, 100, 1000, 3000} {
+		var v valueSketch
+		for i := 0; i < n; i++ {
+			v.add(xxhash.Sum64String(fmt.Sprintf("value-%d", i)))
+			v.add(xxhash.Sum64String(fmt.Sprintf("value-%d", i/2))) // seen twice: counted once
+		}
+		got, full := v.count()
+		if full || math.Abs(float64(got-n)) > 0.05*float64(n)+0.5 {
+			t.Errorf("%d values: counted %d (full %v)", n, got, full)
+		}
+	}
+	var v valueSketch
+	for i := 0; i < 20000; i++ {
+		v.add(xxhash.Sum64String(fmt.Sprintf("id-%d", i)))
+	}
+	if got, full := v.count(); !full || got != 7098 {
+		t.Errorf("20,000 values: %d, full %v", got, full)
 	}
 }

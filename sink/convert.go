@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/scrapeflux/scrapeflux/scrape"
 )
@@ -275,9 +276,10 @@ func appendFloat(b []byte, v float64) []byte {
 // admit applies the series limit and the budgets to s (h is its key when
 // relabeling computed it). A sample of a series held back is counted,
 // not written; series already known keep flowing.
-func (c *converter) admit(s *scrape.Sample, h seriesKey) bool {
-	if h == (seriesKey{}) {
-		h = keyOf(s.Series)
+func (c *converter) admit(s *scrape.Sample, key seriesKey) bool {
+	h := key.a // xxhash of the series, as keyOf makes it
+	if key == (seriesKey{}) {
+		h = xxhash.Sum64(s.Series)
 	}
 	ok, isNew := c.series.admit(h, c.now)
 	if isNew {
