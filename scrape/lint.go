@@ -105,8 +105,8 @@ func (r *LintReport) Finding(rule string) (LintFinding, bool) {
 // What a Linter keeps from one lint to the next.
 const (
 	lintCounters = 64 // counter values, the first in the exposition
-	lintNames    = 16  // label names whose values are remembered
-	lintValues   = 16  // value hashes per name
+	lintNames    = 16 // label names whose values are remembered
+	lintValues   = 16 // value hashes per name
 	// A label churns when it had at least lintChurnMin values at both
 	// lints and shares none.
 	lintChurnMin = 8
@@ -177,7 +177,7 @@ type lintRun struct {
 	seen     map[seenKey]struct{} // findings already counted
 	n        int
 	lset     labels.Labels
-	buf      []byte
+	info     bool // the series being linted is an info metric's
 }
 
 // begin starts a lint of the next scrape.
@@ -310,8 +310,23 @@ func (r *lintRun) sample(s *Sample, identity []string) {
 		name := string(s.Name)
 		r.add(LintCounterNoTotal, "", fam, func() string { return name })
 	}
-	s.Labels(&r.lset)
-	h := r.lset.Hash()
+	// The series' identity, whatever the order of its labels: a sum of
+	// one hash per label, mixed. Buckets are grouped by the same without
+	// le.
+	h, g := xxhash.Sum64(s.Name), xxhash.Sum64(s.Family)
+	var le []byte
+	r.info = s.Type == model.MetricTypeInfo || strings.HasSuffix(fam, "_info")
+	s.RangeLabels(&r.lset, func(name, value []byte) {
+		lh := mix(xxhash.Sum64(name) ^ mix(xxhash.Sum64(value)+1))
+		h += lh
+		if string(name) == model.BucketLabel {
+			le = value
+		} else {
+			g += lh
+		}
+		r.label(fam, name, value, identity)
+	})
+	h = mix(h)
 	if _, dup := r.series[h]; dup {
 		r.add(LintDuplicateSeries, "", string(s.Series), func() string { return string(s.Series) })
 	}
@@ -325,74 +340,82 @@ func (r *lintRun) sample(s *Sample, identity []string) {
 	case string(s.Name) == "process_start_time_seconds":
 		r.start = s.Value
 	case (s.Type == model.MetricTypeHistogram || s.Type == model.MetricTypeGaugeHistogram) && bytes.HasSuffix(s.Name, []byte("_bucket")):
-		r.bucket(s)
+		r.bucket(fam, mix(g), le, s.Value)
 	}
-	r.labels(s, fam, identity)
 }
 
-// bucket files a classic histogram's bucket under its label set.
-func (r *lintRun) bucket(s *Sample) {
-	le, err := strconv.ParseFloat(r.lset.Get(model.BucketLabel), 64)
+// mix is splitmix64's finalizer: sums of hashes mixed again.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// bucket files a classic histogram's bucket under its label set but le
+// (g).
+func (r *lintRun) bucket(fam string, g uint64, le []byte, v float64) {
+	bound, err := strconv.ParseFloat(string(le), 64)
 	if err != nil {
 		return // no or bad le: the conversion says so
 	}
-	var g uint64
-	g, r.buf = r.lset.HashWithoutLabels(r.buf, model.BucketLabel)
-	g ^= xxhash.Sum64(s.Family)
 	hg := r.hists[g]
 	if hg == nil {
-		hg = &histGroup{family: string(s.Family)}
+		hg = &histGroup{family: fam}
 		r.hists[g] = hg
 	}
-	hg.buckets = append(hg.buckets, bucket{le, s.Value})
+	hg.buckets = append(hg.buckets, bucket{bound, v})
 }
 
 // fieldNames are the fields of layout v1's lines: a label of one of these
 // names makes a tag and a field of one name.
 var fieldNames = map[string]bool{"value": true, "counter": true, "gauge": true, "sum": true, "count": true}
 
-func (r *lintRun) labels(s *Sample, fam string, identity []string) {
-	info := s.Type == model.MetricTypeInfo || strings.HasSuffix(fam, "_info")
-	r.lset.Range(func(lb labels.Label) {
-		if lb.Name == model.MetricNameLabel {
+// label lints one label of a series of family fam. Strings are made only
+// for findings.
+func (r *lintRun) label(fam string, name, value []byte, identity []string) {
+	switch {
+	case string(name) == "time" || name[0] == '_' || slices.Contains(identity, string(name)):
+		n := string(name)
+		r.add(LintInfluxRenamed, "", n, func() string { return "label " + n + " of " + fam + " is written as exported_" + n })
+	case fieldNames[string(name)]:
+		n := string(name)
+		r.add(LintInfluxRefused, "field", n, func() string {
+			return "label " + n + " of " + fam + " is also a field's name: InfluxDB 3 refuses the line"
+		})
+	}
+	switch {
+	case !utf8.Valid(value):
+		n := string(name)
+		r.add(LintInfluxRefused, "utf8", n, func() string { return "label " + n + " of " + fam + ": value not valid UTF-8" })
+	case bytes.IndexByte(value, 0) >= 0:
+		n := string(name)
+		r.add(LintInfluxRefused, "nul", n, func() string { return "label " + n + " of " + fam + ": value holds a NUL byte" })
+	case len(value) > 65535:
+		n := string(name)
+		r.add(LintInfluxRefused, "long", n, func() string { return "label " + n + " of " + fam + ": value longer than 64 KiB" })
+	}
+	if string(name) == model.BucketLabel || string(name) == model.QuantileLabel {
+		return
+	}
+	// Info metrics carry build labels (a git commit's hash): one value,
+	// however it looks.
+	if kind := unboundedKind(value); kind != "" && !r.info {
+		n, v := string(name), string(value)
+		r.add(LintUnboundedValue, "", n, func() string { return n + "=\"" + cutExample(v) + "\" on " + fam + " (" + kind + ")" })
+	}
+	vs := r.values[string(name)]
+	if vs == nil {
+		if len(r.values) >= lintNames {
 			return
 		}
-		switch {
-		case lb.Name == "time" || strings.HasPrefix(lb.Name, "_") || slices.Contains(identity, lb.Name):
-			r.add(LintInfluxRenamed, "", lb.Name, func() string { return "label " + lb.Name + " of " + fam + " is written as exported_" + lb.Name })
-		case fieldNames[lb.Name]:
-			r.add(LintInfluxRefused, "field", lb.Name, func() string {
-				return "label " + lb.Name + " of " + fam + " is also a field's name: InfluxDB 3 refuses the line"
-			})
-		}
-		switch {
-		case !utf8.ValidString(lb.Value):
-			r.add(LintInfluxRefused, "utf8", lb.Name, func() string { return "label " + lb.Name + " of " + fam + ": value not valid UTF-8" })
-		case strings.IndexByte(lb.Value, 0) >= 0:
-			r.add(LintInfluxRefused, "nul", lb.Name, func() string { return "label " + lb.Name + " of " + fam + ": value holds a NUL byte" })
-		case len(lb.Value) > 65535:
-			r.add(LintInfluxRefused, "long", lb.Name, func() string { return "label " + lb.Name + " of " + fam + ": value longer than 64 KiB" })
-		}
-		if lb.Name == model.BucketLabel || lb.Name == model.QuantileLabel {
-			return
-		}
-		// Info metrics carry build labels (a git commit's hash): one
-		// value, however it looks.
-		if kind := unboundedKind(lb.Value); kind != "" && !info {
-			r.add(LintUnboundedValue, "", lb.Name, func() string { return lb.Name + "=\"" + cutExample(lb.Value) + "\" on " + fam + " (" + kind + ")" })
-		}
-		vs := r.values[lb.Name]
-		if vs == nil {
-			if len(r.values) >= lintNames {
-				return
-			}
-			vs = map[uint64]struct{}{}
-			r.values[lb.Name] = vs
-		}
-		if len(vs) < lintValues {
-			vs[xxhash.Sum64String(lb.Value)] = struct{}{}
-		}
-	})
+		vs = map[uint64]struct{}{}
+		r.values[string(name)] = vs
+	}
+	if len(vs) < lintValues {
+		vs[xxhash.Sum64(value)] = struct{}{}
+	}
 }
 
 // finish ends the lint of a scrape that parsed, keeps what the next lint
@@ -510,7 +533,7 @@ func (l *Linter) churn(r *lintRun) {
 }
 
 // unboundedKind tells what an unbounded-looking value looks like, or "".
-func unboundedKind(v string) string {
+func unboundedKind(v []byte) string {
 	switch {
 	case len(v) < 10:
 		return ""
@@ -528,7 +551,7 @@ func unboundedKind(v string) string {
 
 func isHex(c byte) bool { return c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'f' }
 
-func isUUID(v string) bool {
+func isUUID(v []byte) bool {
 	if len(v) != 36 {
 		return false
 	}
@@ -549,13 +572,12 @@ func isUUID(v string) bool {
 
 // isHexID: 16 or more hex digits with both digits and letters (a trace,
 // request or container ID).
-func isHexID(v string) bool {
+func isHexID(v []byte) bool {
 	if len(v) < 16 {
 		return false
 	}
 	var digit, letter bool
-	for i := 0; i < len(v); i++ {
-		c := v[i]
+	for _, c := range v {
 		switch {
 		case c >= '0' && c <= '9':
 			digit = true
@@ -570,7 +592,7 @@ func isHexID(v string) bool {
 
 // isTimestamp: seconds, milliseconds or nanoseconds since the epoch,
 // between 2001 and 2100.
-func isTimestamp(v string) bool {
+func isTimestamp(v []byte) bool {
 	var scale float64
 	switch len(v) {
 	case 10:
@@ -582,9 +604,12 @@ func isTimestamp(v string) bool {
 	default:
 		return false
 	}
-	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil {
-		return false
+	var n uint64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return false
+		}
+		n = n*10 + uint64(c-'0')
 	}
 	s := float64(n) / scale
 	return s >= 978307200 && s < 4102444800
@@ -592,11 +617,24 @@ func isTimestamp(v string) bool {
 
 // isEphemeralAddr: an IP address and a port from the range systems hand
 // out to outgoing connections (32768 and up): a client's connection.
-func isEphemeralAddr(v string) bool {
-	if c := v[len(v)-1]; c < '0' || c > '9' || strings.IndexByte(v, ':') < 0 {
+func isEphemeralAddr(v []byte) bool {
+	c := bytes.LastIndexByte(v, ':')
+	if c < 0 || c == len(v)-1 || len(v)-c > 6 {
 		return false
 	}
-	ap, err := netip.ParseAddrPort(v)
+	for _, d := range v[c+1:] {
+		if d < '0' || d > '9' {
+			return false
+		}
+	}
+	if v[0] != '[' {
+		for _, d := range v[:c] {
+			if d != '.' && (d < '0' || d > '9') {
+				return false
+			}
+		}
+	}
+	ap, err := netip.ParseAddrPort(string(v))
 	return err == nil && ap.Port() >= 32768
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/scrapeflux/scrapeflux/discovery"
 )
 
@@ -81,7 +82,7 @@ func TestLintRules(t *testing.T) {
 		LintDuplicateSeries:       {1, "temp_celsius"},
 		LintHistogramNoInf:        {1, "lat_seconds"},
 		LintHistogramNotMonotonic: {1, "lat_seconds: le=1 counts 4"},
-		LintInfluxRenamed:         {3, "label _hidden of conflicted is written as exported__hidden"},
+		LintInfluxRenamed:         {3, "label time of conflicted is written as exported_time"},
 		LintInfluxRefused:         {2, "label count of odd is also a field's name"},
 		LintUnboundedValue:        {4, `id="550e8400-e29b-41d4-a716-446655440000" on odd (UUID)`},
 	}
@@ -124,7 +125,7 @@ func TestLintRules(t *testing.T) {
 		{"deadbeefdeadbeef", ""}, // no digit: a word
 		{"/api/v1/query", ""},
 	} {
-		if k := unboundedKind(c.v); k != c.kind {
+		if k := unboundedKind([]byte(c.v)); k != c.kind {
 			t.Errorf("unboundedKind(%q) = %q, want %q", c.v, k, c.kind)
 		}
 	}
@@ -352,5 +353,35 @@ func BenchmarkLint(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*samples), "ns/sample")
 		})
+	}
+}
+
+// RangeLabels reads classic series from their text (values as written)
+// and anything else from the parsed labels; both give every label but
+// the name.
+func TestRangeLabels(t *testing.T) {
+	body := "a 1\n" +
+		"b{x=\"1\",y=\"two\"} 1\n" +
+		"c{x=\"q\\\"uote\",} 1\n" +
+		"{\"d.e\",x=\"1\"} 1\n"
+	p := NewParser()
+	var got []string
+	rec := appenderFunc{Appender: discardAppender{}, fn: func(s *Sample) {
+		var lset labels.Labels
+		var parts []string
+		s.RangeLabels(&lset, func(name, value []byte) { parts = append(parts, string(name)+"="+string(value)) })
+		got = append(got, string(s.Name)+":"+strings.Join(parts, ","))
+	}}
+	if _, _, err := p.Parse([]byte(body), "text/plain; version=1.0.0", 0, false, rec); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"a:", "b:x=1,y=two", `c:x=q\"uote`, "d.e:x=1"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	// A duplicate with its labels in another order is one series.
+	r := lintOnce(t, NewLinter(nil), "# HELP m M.\n# TYPE m gauge\nm{a=\"1\",b=\"2\"} 1\nm{b=\"2\",a=\"1\"} 2\nm{a=\"2\",b=\"1\"} 3\n")
+	if f, ok := r.Finding(LintDuplicateSeries); !ok || f.Count != 1 {
+		t.Fatalf("reordered duplicate: %+v", r.Findings)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
-	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/scrapeflux/scrapeflux/scrape"
@@ -65,24 +64,22 @@ func (v *valueSketch) count() (n int, full bool) {
 	return int(math.Round(-sketchBits * math.Log(float64(sketchBits-set)/sketchBits))), false
 }
 
-// notice counts the label values of a new series.
-func (t *seriesTracker) notice(lset labels.Labels) {
+// notice counts the label values of a new series (from its text: no
+// labels built).
+func (t *seriesTracker) notice(s *scrape.Sample, scratch *labels.Labels) {
 	if t.values == nil {
 		t.values = map[string]*valueSketch{}
 	}
-	lset.Range(func(l labels.Label) {
-		if l.Name == model.MetricNameLabel {
-			return
-		}
-		vs := t.values[l.Name]
+	s.RangeLabels(scratch, func(name, value []byte) {
+		vs := t.values[string(name)]
 		if vs == nil {
 			if len(t.values) >= 32 {
 				return
 			}
 			vs = new(valueSketch)
-			t.values[l.Name] = vs
+			t.values[string(name)] = vs
 		}
-		vs.add(xxhash.Sum64String(l.Value))
+		vs.add(xxhash.Sum64(value))
 	})
 }
 

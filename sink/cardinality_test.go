@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/scrapeflux/scrapeflux/scrape"
 )
 
 // The budget's stated error: once the budget of 10,000 is used, of the
@@ -79,8 +81,8 @@ func BenchmarkSeriesTrackerMemory(b *testing.B) {
 		for j := 0; j < series; j++ {
 			k := xxhash.Sum64([]byte(fmt.Sprintf(`m{id="%d"}`, j)))
 			if _, isNew := tr.admit(k, 1_000_000); isNew {
-				lset = labels.FromStrings("__name__", "m", "id", strconv.Itoa(j))
-				tr.notice(lset)
+				smp := scrape.SyntheticSample(labels.FromStrings("__name__", "m", "id", strconv.Itoa(j)), model.MetricTypeGauge, 1, 0)
+				tr.notice(&smp, &lset)
 			}
 		}
 		runtime.GC()

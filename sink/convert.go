@@ -48,6 +48,8 @@ type converter struct {
 
 	gen       uint32
 	decisions map[seriesKey]decision // with metric relabeling only
+	arena     []byte                 // rewritten series' keys (see decision)
+	arenaLive int                    // bytes of arena that live decisions use
 	general   int                    // samples that went the general way
 	sc        *scratch
 
@@ -144,10 +146,7 @@ func (c *converter) Append(s *scrape.Sample) error {
 			return err
 		}
 		if act == actRewrite {
-			d := c.decisions[h]
-			d.keyLen = len(sc.keys) - k0
-			d.key = append(append(make([]byte, 0, d.keyLen+len(sc.names)-n0), sc.keys[k0:]...), sc.names[n0:]...)
-			c.decisions[h] = d
+			c.remember(h, sc.keys[k0:], sc.names[n0:])
 		}
 	}
 	switch {
@@ -283,8 +282,7 @@ func (c *converter) admit(s *scrape.Sample, key seriesKey) bool {
 	}
 	ok, isNew := c.series.admit(h, c.now)
 	if isNew {
-		s.Labels(&c.lset)
-		c.series.notice(c.lset)
+		c.series.notice(s, &c.lset)
 	}
 	if !ok {
 		c.seriesLimited++

@@ -3,6 +3,7 @@ package sink
 import (
 	"fmt"
 	"hash/maphash"
+	"math"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
@@ -27,12 +28,14 @@ const (
 )
 
 type decision struct {
-	seen uint32 // scrape generation that last saw the series
+	seen uint32 // scrape generation that last saw the series (to within one)
 	act  action
 	// For a rewritten series: its line key and field key as written, so
-	// relabeling runs once per series, not once per sample.
-	key    []byte
-	keyLen int
+	// relabeling runs once per series, not once per sample. They sit in
+	// the converter's arena at off (n bytes, the line key's keyLen
+	// first): no allocation and no pointer per series, so the garbage
+	// collector has nothing to scan in them.
+	off, n, keyLen uint32
 }
 
 // seriesKey keys a series' decision by two independent 64-bit hashes of
@@ -56,11 +59,16 @@ func keyOf(series []byte) seriesKey {
 func (c *converter) decide(sc *scratch, s *scrape.Sample) (action, seriesKey, []byte, int, error) {
 	h := keyOf(s.Series)
 	if d, ok := c.decisions[h]; ok {
-		if d.seen != c.gen {
+		// Written back every other scrape, not every scrape: eviction
+		// needs the generation to within one.
+		if c.gen-d.seen >= 2 {
 			d.seen = c.gen
 			c.decisions[h] = d
 		}
-		return d.act, h, d.key, d.keyLen, nil
+		if d.n == 0 {
+			return d.act, h, nil, 0, nil
+		}
+		return d.act, h, c.arena[d.off : d.off+d.n], int(d.keyLen), nil
 	}
 	s.Labels(&sc.lset)
 	if name, dup := sc.lset.HasDuplicateLabelNames(); dup {
@@ -80,6 +88,20 @@ func (c *converter) decide(sc *scratch, s *scrape.Sample) (action, seriesKey, []
 	return act, h, nil, 0, nil
 }
 
+// remember keeps the keys a rewritten series is written with: key (its
+// first keyLen bytes the line key, the rest the field key).
+func (c *converter) remember(h seriesKey, line, field []byte) {
+	n := len(line) + len(field)
+	if len(c.arena)+n > math.MaxUint32 {
+		return // not cached: rewritten again next time
+	}
+	d := c.decisions[h]
+	d.off, d.n, d.keyLen = uint32(len(c.arena)), uint32(n), uint32(len(line))
+	c.arena = append(append(c.arena, line...), field...)
+	c.arenaLive += n
+	c.decisions[h] = d
+}
+
 // evict forgets relabeling decisions of series not seen for a while; every
 // few scrapes, so the sweep costs little per scrape.
 func (c *converter) evict() {
@@ -88,7 +110,22 @@ func (c *converter) evict() {
 	}
 	for h, d := range c.decisions {
 		if c.gen-d.seen > evictAfter {
+			c.arenaLive -= int(d.n)
 			delete(c.decisions, h)
 		}
+	}
+	// The arena only grows between compactions: compact it once half of
+	// it is keys of series gone.
+	if len(c.arena) > 2*c.arenaLive+64<<10 {
+		arena := make([]byte, 0, c.arenaLive+c.arenaLive/8)
+		for h, d := range c.decisions {
+			if d.n > 0 {
+				off := len(arena)
+				arena = append(arena, c.arena[d.off:d.off+d.n]...)
+				d.off = uint32(off)
+				c.decisions[h] = d
+			}
+		}
+		c.arena = arena
 	}
 }
