@@ -385,3 +385,44 @@ func TestRangeLabels(t *testing.T) {
 		t.Fatalf("reordered duplicate: %+v", r.Findings)
 	}
 }
+
+// dropHelp drops the HELP lines just before a TYPE line and keeps the
+// others: a HELP line alone starts a family.
+func TestDropHelp(t *testing.T) {
+	in := "# HELP a A's help.\n# TYPE a gauge\na 1\n" +
+		"# TYPE b counter\n# HELP b B's help.\nb 2\n" +
+		"# HELP c Alone: starts family c.\nc_total 3\n" +
+		"# HELP d\n# TYPE d gauge\nd 4\n" +
+		"# TYPE e gauge\n# HELP f Another name.\nf 5\n"
+	want := "# TYPE a gauge\na 1\n" +
+		"# TYPE b counter\n# HELP b B's help.\nb 2\n" +
+		"# HELP c Alone: starts family c.\nc_total 3\n" +
+		"# TYPE d gauge\nd 4\n" +
+		"# TYPE e gauge\n# HELP f Another name.\nf 5\n"
+	if got := string(dropHelp([]byte(in))); got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+	for in, want := range map[string]string{
+		"":                           "",
+		"# HELP a x\n":               "# HELP a x\n",
+		"# HELP a x\n# TYPE a gauge": "# TYPE a gauge",
+		"a 1\n# HELP a x\n# HELP a y\n# TYPE a gauge\na 1":         "a 1\n# HELP a x\n# TYPE a gauge\na 1",
+		"# HELP a x\n# TYPE a gauge\n# HELP b y\n# TYPE b gauge\n": "# TYPE a gauge\n# TYPE b gauge\n",
+		"# HELP a x": "# HELP a x",
+	} {
+		if got := string(dropHelp([]byte(in))); got != want {
+			t.Errorf("dropHelp(%q) = %q, want %q", in, got, want)
+		}
+	}
+	// A Docker engine's exposition loses a fifth of its bytes.
+	for _, name := range []string{"docker-engine-18.09.3-ce.prom", "cockroachdb.prom"} {
+		body, err := os.ReadFile(filepath.Join("simulator", "testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(body)
+		if got := len(dropHelp(body)); float64(got) > 0.85*float64(n) {
+			t.Errorf("%s: %d of %d bytes left", name, got, n)
+		}
+	}
+}

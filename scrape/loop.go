@@ -127,6 +127,7 @@ func newLoop(t discovery.Target, cfg Config, app Appender, f *fetcher, log *slog
 	for i := range l.synth {
 		l.synth[i].Synthetic = true
 	}
+	l.parser.DropHelp = true // the fetcher's buffer, read once
 	if cfg.LintInterval > 0 {
 		keys := make([]string, 0, len(t.Tags))
 		for _, tg := range t.Tags {

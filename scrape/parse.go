@@ -56,6 +56,11 @@ const fallbackContentType = "text/plain"
 // symbol table and scratch space across scrapes. Not safe for concurrent
 // use.
 type Parser struct {
+	// DropHelp lets Parse rewrite the body it is given, in place: the
+	// HELP lines next to their TYPE line are dropped before parsing (see
+	// dropHelp). Set it when the body is not read again.
+	DropHelp bool
+
 	st      *labels.SymbolTable
 	scrapes int
 	family  []byte
@@ -99,6 +104,9 @@ func (p *Parser) ParseLimit(body []byte, contentType string, scrapeTS int64, hon
 	}
 	if mt, _, _ := strings.Cut(contentType, ";"); strings.EqualFold(strings.TrimSpace(mt), "text/html") {
 		return 0, nil, fmt.Errorf("%w: the target answered with a web page (text/html), not metrics: check the URL's path", ErrNotMetrics)
+	}
+	if p.DropHelp && p.lint == nil && !strings.Contains(contentType, "protobuf") {
+		body = dropHelp(body)
 	}
 	tp, warn := textparse.New(body, contentType, p.st, textparse.ParserOptions{
 		OpenMetricsSkipSTSeries: true,
@@ -219,6 +227,51 @@ func (p *Parser) appendNative(tp textparse.Parser, scrapeTS int64, honorTS bool,
 		return err
 	}
 	return emit("_count", "", fh.Count)
+}
+
+// dropHelp removes, in place, the HELP lines of a text exposition that
+// come just before their TYPE line: their text is never written, and a
+// HELP line only starts a family, which the TYPE line after it starts
+// again. The parser then does not read them: a fifth of the bytes of a
+// Docker engine's exposition. Other HELP lines stay. The lines are found
+// by searching the body for them, not by walking it line by line.
+func dropHelp(body []byte) []byte {
+	const help, typ = "\n# HELP ", "\n# TYPE "
+	w, r := 0, 0 // body[:w] is kept, body[r:] not read yet
+	from := 0
+	if bytes.HasPrefix(body, []byte(help[1:])) {
+		from = -1 // a HELP line first: as if after a newline
+	}
+	for {
+		var i int
+		if from < 0 {
+			i, from = 0, 0
+		} else {
+			k := bytes.Index(body[from:], []byte(help))
+			if k < 0 {
+				break
+			}
+			i = from + k + 1 // the HELP line's start
+		}
+		nl := bytes.IndexByte(body[i:], '\n')
+		if nl < 0 {
+			break
+		}
+		end := i + nl + 1
+		from = end - 1 // the next search starts at this line's newline
+		if !bytes.HasPrefix(body[end-1:], []byte(typ)) {
+			continue // not followed by a TYPE line: kept
+		}
+		if w != r {
+			copy(body[w:], body[r:i])
+		}
+		w += i - r
+		r = end
+	}
+	if w != r {
+		copy(body[w:], body[r:])
+	}
+	return body[:w+len(body)-r]
 }
 
 // appendFamily appends a family name from a TYPE or HELP line, which the

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/scrapeflux/scrapeflux/scrape"
 )
@@ -154,12 +155,25 @@ func (c *converter) Append(s *scrape.Sample) error {
 		c.nonFinite++
 	case s.Timestamp < minTimestampMs || s.Timestamp > maxTimestampMs:
 		c.outOfRange++
+	case c.opts.Layout == LayoutV1 && act == actKeep && (s.Type == model.MetricTypeCounter || s.Type == model.MetricTypeGauge):
+		// In layout v1 a counter or a gauge has a line of its own: no
+		// other sample can share it, so the index is not asked.
+		c.newLine(sc, k0, n0, s.Timestamp, s.Value)
+		return nil
 	default:
 		c.addField(sc, k0, n0, s.Timestamp, s.Value)
 		return nil
 	}
 	sc.keys, sc.names = sc.keys[:k0], sc.names[:n0]
 	return nil
+}
+
+// newLine puts the field written at names[n0:] on a line of its own,
+// whose key was just written at keys[k0:].
+func (c *converter) newLine(sc *scratch, k0, n0 int, ts int64, v float64) {
+	fi := int32(len(sc.fields))
+	sc.fields = append(sc.fields, pendingField{val: v, key: int32(n0), keyEnd: int32(len(sc.names)), next: -1})
+	sc.lines = append(sc.lines, pendingLine{ts: ts, key: int32(k0), keyEnd: int32(len(sc.keys)), head: fi, tail: fi})
 }
 
 // addField puts the field written at names[n0:] on the line whose key was

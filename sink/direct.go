@@ -156,6 +156,7 @@ func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 
 	measurement, skip := name, ""
 	var field string
+	bound := false // field is a bound or quantile, else one of v1Field's names
 	if c.opts.Layout == LayoutV2 {
 		measurement = c.measurement
 	} else {
@@ -174,7 +175,7 @@ func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 			continue
 		}
 		if string(lname) == skip {
-			field = sc.bound(value)
+			field, bound = sc.bound(value), true
 			continue
 		}
 		for id < len(c.ident) && before(c.ident[id].Key, lname) {
@@ -205,8 +206,10 @@ func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 	sc.keys = b
 	if c.opts.Layout == LayoutV2 {
 		sc.names = append(sc.names, name...)
-	} else {
+	} else if bound {
 		sc.names = appendEscaped(sc.names, field, false)
+	} else {
+		sc.names = append(sc.names, field...) // counter, gauge, value, sum...: nothing to escape
 	}
 	return true
 }

@@ -155,6 +155,22 @@ func sameBothWays(t *testing.T, body []byte) {
 			if !bytes.Equal(direct, general) || dn != gn {
 				t.Fatalf("v%d %s: the direct way wrote (%d dropped)\n%s\nthe general way (%d dropped)\n%s", layout, ct, dn, direct, gn, general)
 			}
+			// Dropping HELP lines changes nothing that parses (a HELP line
+			// the parser would refuse may go unread).
+			if derr == nil {
+				dropped, hn, herr := encodeParser(t, layout, body, nil, ct, true, true)
+				if herr != nil || !bytes.Equal(direct, dropped) || dn != hn {
+					t.Fatalf("v%d %s: without HELP lines (err %v, %d dropped)\n%s\nwith them (%d dropped)\n%s", layout, ct, herr, hn, dropped, dn, direct)
+				}
+			}
 		}
+	}
+}
+
+// Every capture, whole, is written the same with and without its HELP
+// lines, and the same both ways.
+func TestDropHelpChangesNothing(t *testing.T) {
+	for _, body := range simulator.Captures() {
+		sameBothWays(t, body)
 	}
 }
