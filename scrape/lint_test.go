@@ -408,7 +408,8 @@ func TestDropHelp(t *testing.T) {
 		"# HELP a x\n# TYPE a gauge": "# TYPE a gauge",
 		"a 1\n# HELP a x\n# HELP a y\n# TYPE a gauge\na 1":         "a 1\n# HELP a x\n# TYPE a gauge\na 1",
 		"# HELP a x\n# TYPE a gauge\n# HELP b y\n# TYPE b gauge\n": "# TYPE a gauge\n# TYPE b gauge\n",
-		"# HELP a x": "# HELP a x",
+		"# HELP a x":                            "# HELP a x",
+		"a{x=\"# HELP y\"} 1\n# TYPE b gauge\n": "a{x=\"# HELP y\"} 1\n# TYPE b gauge\n",
 	} {
 		if got := string(dropHelp([]byte(in))); got != want {
 			t.Errorf("dropHelp(%q) = %q, want %q", in, got, want)

@@ -236,31 +236,24 @@ func (p *Parser) appendNative(tp textparse.Parser, scrapeTS int64, honorTS bool,
 // Docker engine's exposition. Other HELP lines stay. The lines are found
 // by searching the body for them, not by walking it line by line.
 func dropHelp(body []byte) []byte {
-	const help, typ = "\n# HELP ", "\n# TYPE "
+	const help, typ = "# HELP ", "# TYPE "
 	w, r := 0, 0 // body[:w] is kept, body[r:] not read yet
-	from := 0
-	if bytes.HasPrefix(body, []byte(help[1:])) {
-		from = -1 // a HELP line first: as if after a newline
-	}
-	for {
-		var i int
-		if from < 0 {
-			i, from = 0, 0
-		} else {
-			k := bytes.Index(body[from:], []byte(help))
-			if k < 0 {
-				break
-			}
-			i = from + k + 1 // the HELP line's start
+	// Searched from '#', which is rare in an exposition but at comment
+	// lines: a search from '\n' would stop at every line.
+	for from := 0; ; {
+		k := bytes.Index(body[from:], []byte(help))
+		if k < 0 {
+			break
 		}
+		i := from + k // the HELP line's start, if at a line's start
 		nl := bytes.IndexByte(body[i:], '\n')
 		if nl < 0 {
 			break
 		}
 		end := i + nl + 1
-		from = end - 1 // the next search starts at this line's newline
-		if !bytes.HasPrefix(body[end-1:], []byte(typ)) {
-			continue // not followed by a TYPE line: kept
+		from = end
+		if i > 0 && body[i-1] != '\n' || !bytes.HasPrefix(body[end:], []byte(typ)) {
+			continue // inside a line, or not followed by a TYPE line: kept
 		}
 		if w != r {
 			copy(body[w:], body[r:i])
