@@ -200,7 +200,7 @@ authentication is on.`,
 	f.StringSliceVar(&o.scrape.ScrapeProtocols, "scrape-protocols", scrape.DefaultScrapeProtocols, "exposition formats asked for, best first: PrometheusProto (native histograms, written with a field per bucket bound), OpenMetricsText1.0.0, OpenMetricsText0.0.1, PrometheusText1.0.0, PrometheusText0.0.4")
 	f.IntVar(&o.scrape.SeriesLimit, "series-limit", 0, "most distinct series of one target over a sliding hour; past it samples of new series are dropped and counted (series_limit), the target stays up (0: no limit)")
 	f.DurationVar(&o.scrape.LintInterval, "lint-interval", scrape.DefaultLintInterval, "lint each target's exposition at its first scrape and then this often: names without _total, missing HELP/TYPE, duplicate series, broken histograms, counters going down, names InfluxDB renames or refuses, unbounded label values; shown on /targets and counted in scrapeflux_lint_findings (0: off)")
-	f.IntVar(&o.sink.MaxHourlySeries, "max-hourly-series", 0, "most new series of all targets together in an hour; past it new series are held back, known ones keep flowing (approximate: about 1% past it get through; 0: no limit)")
+	f.IntVar(&o.sink.MaxHourlySeries, "max-hourly-series", 0, "most new series of all targets together in an hour; past it new series are held back, known ones keep flowing (approximate: about 0.06 % of the new series offered past it get through; 0: no limit)")
 	f.IntVar(&o.sink.MaxDailySeries, "max-daily-series", 0, "as --max-hourly-series, over a day")
 	f.IntVar(&o.scrape.LabelLimit, "label-limit", 0, "fail a scrape with a series of more labels (0: no limit)")
 	f.IntVar(&o.scrape.LabelNameLengthLimit, "label-name-length-limit", 0, "fail a scrape with a label name longer than this many bytes (0: no limit)")
