@@ -50,10 +50,11 @@ const (
 	// restart (process_start_time_seconds unchanged, most counters up).
 	LintCounterDown = "counter_went_down"
 	// A label scrapeflux renames for InfluxDB (time, a leading
-	// underscore, a target tag such as job): written as exported_<name>.
+	// underscore, a target tag such as job): written as exported_<name>;
+	// so is, in layout v2, a metric named time, _field or _measurement.
 	LintInfluxRenamed = "influxdb_renamed"
 	// What InfluxDB refuses: a label value that is not UTF-8, holds a NUL
-	// byte or is longer than 64 KiB, or a label named like the field its
+	// byte or is longer than 64 KiB, a label named like the field its
 	// line gets (value, counter, gauge, sum, count: InfluxDB 3 refuses a
 	// tag and a field of one name).
 	LintInfluxRefused = "influxdb_refused"
@@ -305,6 +306,14 @@ func (r *lintRun) sample(s *Sample, identity []string) {
 		r.last, r.cur = fam, f
 	}
 	fam := r.last
+	// InfluxDB reserves the field keys time, _field and _measurement
+	// (1.8 drops such a field without a word): layout v2, which names
+	// fields after metrics, writes such a metric as exported_<name>.
+	if n := string(s.Name); n == "time" || n == "_field" || n == "_measurement" {
+		r.add(LintInfluxRenamed, "metric", n, func() string {
+			return "metric " + n + " is written as exported_" + n + " in layout v2 (InfluxDB reserves the field key " + n + ")"
+		})
+	}
 	if s.Type == model.MetricTypeCounter && !bytes.HasSuffix(s.Name, []byte("_total")) && !r.cur.reportedNoTotal {
 		r.cur.reportedNoTotal = true
 		name := string(s.Name)

@@ -51,6 +51,9 @@ odd{n="4",ts="1764672000"} 1
 odd{n="5",trace="4bf92f3577b34da6a3ce929d0e0e4736"} 1
 odd{n="6",server="10.0.0.1:9090"} 1
 odd{n="7",long="` + strings.Repeat("x", 70_000) + `"} 1
+# HELP time A metric named time.
+# TYPE time gauge
+time 1
 # HELP build_info Build.
 # TYPE build_info gauge
 build_info{commit="c27b913fddd1a6c480c229191a087698aa92f0b1"} 1
@@ -82,7 +85,7 @@ func TestLintRules(t *testing.T) {
 		LintDuplicateSeries:       {1, "temp_celsius"},
 		LintHistogramNoInf:        {1, "lat_seconds"},
 		LintHistogramNotMonotonic: {1, "lat_seconds: le=1 counts 4"},
-		LintInfluxRenamed:         {3, "label time of conflicted is written as exported_time"},
+		LintInfluxRenamed:         {4, "label time of conflicted is written as exported_time"},
 		LintInfluxRefused:         {2, "label count of odd is also a field's name"},
 		LintUnboundedValue:        {4, `id="550e8400-e29b-41d4-a716-446655440000" on odd (UUID)`},
 	}

@@ -374,3 +374,34 @@ func TestLineIndex(t *testing.T) {
 		t.Error("before compares wrong")
 	}
 }
+
+// A metric named like a key InfluxDB reserves (time, _field,
+// _measurement) is written as exported_<name> in layout v2: a real
+// InfluxDB 1.8 answers 204 to a line with a field named time and stores
+// the line's other fields, without that one (its documentation says the
+// point is discarded). Stored, with the other metrics of its line.
+func TestReservedFieldKeysRenamed(t *testing.T) {
+	body := []byte("# TYPE time gauge\ntime 1\n# TYPE _field gauge\n_field 2\n# TYPE other gauge\nother 3\n")
+	sameBothWays(t, body)
+	lp, _, err := encode(t, LayoutV2, body, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(lp, []byte("exported_time=1")) || !bytes.Contains(lp, []byte("exported__field=2")) || bytes.Contains(lp, []byte(" time=")) {
+		t.Fatalf("line protocol:\n%s", lp)
+	}
+	srv := servertest.StartInfluxDB(t)
+	srv.CreateDB(t, "reserved")
+	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: "reserved", Timeout: 10e9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Write(t.Context(), lp); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	res := srv.Query(t, "reserved", `SELECT "other", "exported_time", "exported__field" FROM prometheus`)
+	if len(res) != 1 || len(res[0].Values) != 1 || fmt.Sprint(res[0].Values[0][1:]) != "[3 1 2]" {
+		t.Fatalf("InfluxDB holds %+v", res)
+	}
+}

@@ -205,6 +205,9 @@ func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 	}
 	sc.keys = b
 	if c.opts.Layout == LayoutV2 {
+		if reservedKey(string(name)) {
+			sc.names = append(sc.names, "exported_"...)
+		}
 		sc.names = append(sc.names, name...)
 	} else if bound {
 		sc.names = appendEscaped(sc.names, field, false)

@@ -48,6 +48,9 @@ func (c *converter) generalKey(sc *scratch, s *scrape.Sample) (drop bool, err er
 	var measurement, field, skip string
 	if c.opts.Layout == LayoutV2 {
 		measurement, field = c.opts.Measurement, name
+		if reservedKey(field) {
+			field = "exported_" + field
+		}
 	} else {
 		var ofFamily bool
 		measurement = name
@@ -120,6 +123,14 @@ func (c *converter) generalKey(sc *scratch, s *scrape.Sample) (drop bool, err er
 	sc.keys = b
 	sc.names = appendEscaped(sc.names, field, false)
 	return false, nil
+}
+
+// reservedKey tells whether InfluxDB reserves key as a field key: 1.8
+// drops such a field without a word (the write answered 204,
+// TestReservedFieldKeysRenamed), its documentation says the whole point
+// is discarded (in layout v2 every metric of a tag set).
+func reservedKey(key string) bool {
+	return key == "time" || key == "_field" || key == "_measurement"
 }
 
 func (c *converter) identity(key string) bool {

@@ -47,7 +47,8 @@ it with the rules run applies to every target (--lint-interval):
   counter_went_down        a counter lower than before without a restart
                            (needs --again)
   influxdb_renamed         labels written under another name (time, _x,
-                           a target tag such as job: exported_<name>)
+                           a target tag such as job: exported_<name>),
+                           metrics named time, _field, _measurement (v2)
   influxdb_refused         values InfluxDB refuses (not UTF-8, NUL, over
                            64 KiB), a label named like its line's field
   unbounded_label_value    UUIDs, hex IDs, timestamps, IP:port with an
