@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/scrapeflux/scrapeflux/discovery"
 )
 
 const textType = "text/plain; version=0.0.4"
@@ -269,21 +268,9 @@ func TestLoopLintsOnSchedule(t *testing.T) {
 		fmt.Fprint(w, "# TYPE reqs counter\nreqs 1\n")
 	}))
 	defer srv.Close()
-	tg, err := discovery.NewTarget(srv.URL+"/metrics", "lint")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := testConfig()
 	cfg.LintInterval = time.Hour
-	client, err := NewHTTPClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := newFetcher(client, tg.URL, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := newLoop(tg, cfg, &recorder{}, f, discard)
+	l, _ := newTestLoop(t, cfg, srv.URL+"/metrics")
 	t0 := time.Now()
 	l.scrape(context.Background(), t0, t0, 0)
 	first := l.snapshot().Lint
@@ -309,7 +296,7 @@ func TestLoopLintsOnSchedule(t *testing.T) {
 	}
 	// Off: no report.
 	cfg.LintInterval = 0
-	l = newLoop(tg, cfg, &recorder{}, f, discard)
+	l, _ = newTestLoop(t, cfg, srv.URL+"/metrics")
 	l.scrape(context.Background(), t0, t0, 0)
 	if l.snapshot().Lint != nil {
 		t.Fatal("linted with lints off")

@@ -202,11 +202,11 @@ func newSeriesBudget(limit int, window time.Duration) *seriesBudget {
 // admit reports whether the series of target (by the hash of its
 // identity) keyed k may start flowing now.
 func (b *seriesBudget) admit(target uint64, k uint64, now time.Time) bool {
-	// Two hashes for the filter's probes (Kirsch and Mitzenmacher) from
-	// the series' and the target's: the second remixed (splitmix64's
-	// finalizer) so that it is independent of the first.
-	h1 := k ^ target
-	h2 := mix64(k+bits.RotateLeft64(target, 31)) | 1
+	// Two hashes for the filter's probes (Kirsch and Mitzenmacher): the
+	// two halves of the series' hash with the target's, both xxhash
+	// (32 bits address 4 G bits, past any budget's filter).
+	x := k ^ target
+	h1, h2 := x&0xffffffff, x>>32|1
 	m := uint64(len(b.bits) * 64)
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -238,14 +238,6 @@ func (b *seriesBudget) admit(target uint64, k uint64, now time.Time) bool {
 }
 
 const bloomHashes = 8
-
-func mix64(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	return x ^ x>>31
-}
 
 // state returns the series counted in the window and those held back.
 func (b *seriesBudget) state() (used, limit int, held int64) {
