@@ -37,9 +37,9 @@ install: build
 image:
 	bash configs/docker/build.sh $(IMAGE)
 
-servers: $(BIN)/influxd $(BIN)/consul
+servers: $(BIN)/influxd $(BIN)/influx $(BIN)/consul
 
-$(BIN)/influxd $(BIN)/consul:
+$(BIN)/influxd $(BIN)/influx $(BIN)/consul:
 	bash .ci/build-servers.sh
 
 # The image test builds and runs the image with buildah.

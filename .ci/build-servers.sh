@@ -12,6 +12,12 @@ if [ ! -x "$BIN/influxd" ]; then
   GOBIN="$BIN" GOFLAGS=-buildvcs=false go install "github.com/influxdata/influxdb/cmd/influxd@$INFLUXDB_VERSION"
 fi
 
+# The influx CLI: the swarm stack's InfluxDB health check runs it.
+if [ ! -x "$BIN/influx" ]; then
+  echo "building the influx CLI $INFLUXDB_VERSION into $BIN"
+  GOBIN="$BIN" GOFLAGS=-buildvcs=false go install "github.com/influxdata/influxdb/cmd/influx@$INFLUXDB_VERSION"
+fi
+
 if [ ! -x "$BIN/consul" ]; then
   echo "building consul $CONSUL_VERSION into $BIN (a few minutes)"
   tmp=$(mktemp -d)
