@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -88,11 +89,18 @@ func NewCluster(cfg ClusterConfig, cc ConsulConfig, log *slog.Logger) (*Cluster,
 func (c *Cluster) checkID() string { return "service:" + c.cfg.ID }
 
 func (c *Cluster) register(ctx context.Context) error {
+	addr := c.cfg.Address
+	if ip := net.ParseIP(addr); ip != nil && ip.IsUnspecified() {
+		// A listener on every interface (0.0.0.0, as in a container):
+		// Consul refuses that address ("Invalid service address"), and
+		// the replica would never join. Empty lets Consul show the node's.
+		addr = ""
+	}
 	reg := &api.AgentServiceRegistration{
 		ID:      c.cfg.ID,
 		Name:    c.cfg.Service,
 		Tags:    []string{c.cfg.Name},
-		Address: c.cfg.Address,
+		Address: addr,
 		Port:    c.cfg.Port,
 		Meta:    map[string]string{"scrapeflux_cluster": c.cfg.Name},
 		Check: &api.AgentServiceCheck{

@@ -690,6 +690,12 @@ func (c *Consul) skip(service string, e *api.ServiceEntry, err error) {
 	}
 }
 
+// NodeMeta is the service meta key naming the node a service runs on
+// when it was registered through another node's agent (as a swarm
+// stack's global service registers every engine in one Consul): its
+// value, when set, is the node tag instead of the Consul node's name.
+const NodeMeta = "node"
+
 // target turns one Consul instance into a target.
 func (c *Consul) target(e *api.ServiceEntry) (Target, error) {
 	if e.Service == nil || e.Node == nil {
@@ -714,7 +720,11 @@ func (c *Consul) target(e *api.ServiceEntry) (Target, error) {
 		path = "/" + path
 	}
 	hostport := net.JoinHostPort(host, strconv.Itoa(e.Service.Port))
-	extra := []Tag{{"node", e.Node.Node}, {"datacenter", e.Node.Datacenter}}
+	node := e.Node.Node
+	if n := e.Service.Meta[NodeMeta]; n != "" {
+		node = n
+	}
+	extra := []Tag{{"node", node}, {"datacenter", e.Node.Datacenter}}
 	for _, k := range c.cfg.MetaTags {
 		extra = append(extra, Tag{k, e.Service.Meta[k]})
 	}

@@ -417,3 +417,34 @@ func waitQueryErrors(t *testing.T, n float64) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A replica listening on every interface (0.0.0.0:9274, as in a
+// container) joins its cluster: Consul refuses 0.0.0.0 as a service
+// address, and a replica that sent it never became a member (seen on a
+// real swarm: both stack replicas out of the cluster).
+func TestClusterListenerOnEveryInterface(t *testing.T) {
+	agent := servertest.StartConsul(t, servertest.ConsulOptions{})
+	cc := testConsulConfig(agent.Addr)
+	cfg := ClusterConfig{Name: "c", Service: DefaultClusterService, ID: "r1", Address: "0.0.0.0", Port: 9274,
+		TTL: DefaultClusterTTL, DeregisterAfter: time.Minute}
+	cl, err := NewCluster(cfg, cc, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	members := make(chan []string, 16)
+	done := make(chan error, 1)
+	go func() { done <- cl.Run(ctx, func(m []string) { members <- m }) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case m := <-members:
+			if len(m) == 1 && m[0] == "r1" {
+				return
+			}
+		case <-deadline:
+			t.Fatal("the replica listening on 0.0.0.0 never became a member")
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,7 +81,10 @@ func TestDockerSwarmNodes(t *testing.T) {
 	}
 	nodes.Store(`[{"ID":"n3","Description":{"Hostname":"w3"},"Spec":{"Role":"worker"},"Status":{"State":"ready","Addr":"10.0.0.13"}}]`)
 	w.waitFor(t, "the new node list", func(ts []Target) bool { return len(ts) == 1 && ts[0].Tag("node") == "w3" })
-	if _, err := NewDockerSwarm("j", DockerSwarmSDConfig{Host: "unix:///x", Role: "tasks"}, discard); err == nil {
-		t.Fatal("role tasks accepted")
+	if _, err := NewDockerSwarm("j", DockerSwarmSDConfig{Host: "unix:///x", Role: "containers"}, discard); err == nil || !strings.Contains(err.Error(), "want nodes, tasks or services") {
+		t.Fatalf("role containers: %v", err)
+	}
+	if _, err := NewDockerSwarm("j", DockerSwarmSDConfig{Host: "unix:///x", Network: "mon"}, discard); err == nil {
+		t.Fatal("a network for role nodes accepted")
 	}
 }

@@ -39,6 +39,7 @@ type registerOptions struct {
 	keep            bool
 	keepInterval    time.Duration
 	force           bool
+	docker          string
 }
 
 func newCmdRegister(g *globalOptions) *cobra.Command {
@@ -65,11 +66,19 @@ scrapeflux scrapes at the same interval). A target that answers but fails
 is still seen: scrapeflux writes up=0 for it. --check http restores the
 full GET.
 
+With --docker it asks the local engine (its API socket) who it is: the
+address it advertises to its swarm becomes --address (where the other
+nodes reach it), and its host name the service's "node" meta, which
+scrapeflux writes as the node tag. That is what a global service of a
+swarm stack needs, whose containers know neither (see
+configs/swarm/stack.yml).
+
 The same can be done with Consul's own service definition: see
 configs/consul/docker-engine.json.`,
 		Example: `  scrapeflux register --address 10.0.0.11            # Docker engine with metrics-addr 10.0.0.11:9323
   scrapeflux register --address 10.0.0.11 --keep     # stay registered until stopped
-  scrapeflux register --address 10.0.0.11 --deregister`,
+  scrapeflux register --address 10.0.0.11 --deregister
+  scrapeflux register --docker unix:///var/run/docker.sock --keep   # address and node from the engine`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -86,6 +95,7 @@ configs/consul/docker-engine.json.`,
 	f.StringVar(&o.service, "service", "docker-engine", "Consul service name (becomes the job tag)")
 	f.StringVar(&o.id, "id", "", "service ID (default: <service>-<address>-<port>)")
 	f.StringVar(&o.address, "address", os.Getenv("SCRAPEFLUX_NODE_ADDRESS"), "address scrapeflux reaches the endpoint at (env SCRAPEFLUX_NODE_ADDRESS; default: the node's address in Consul)")
+	f.StringVar(&o.docker, "docker", os.Getenv("SCRAPEFLUX_DOCKER_HOST"), "Docker API of the local engine (unix:///var/run/docker.sock; env SCRAPEFLUX_DOCKER_HOST): take --address from the node address it advertises to its swarm, and the node meta from its host name")
 	f.StringVar(&o.checkAddress, "check-address", "", "address the local agent checks (default: --address, else 127.0.0.1)")
 	f.IntVar(&o.port, "port", 9323, "port of the metrics endpoint")
 	f.StringVar(&o.path, "path", "/metrics", "path of the metrics endpoint")
@@ -101,6 +111,47 @@ configs/consul/docker-engine.json.`,
 	f.DurationVar(&o.keepInterval, "keep-interval", 10*time.Second, "with --keep: how often the registration is checked")
 	f.BoolVar(&o.force, "force", false, "with --deregister: remove the registration even while a running --keep holds it (which then registers it again)")
 	return cmd
+}
+
+// fromDocker fills --address and the node meta from the local engine,
+// waiting for it while it starts (--keep) and naming what to fix when it
+// is in no swarm.
+func (o *registerOptions) fromDocker(ctx context.Context, meta map[string]string) (map[string]string, error) {
+	var e discovery.DockerEngine
+	wait := time.Second
+	for {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var err error
+		e, err = discovery.ReadDockerEngine(dctx, o.docker)
+		cancel()
+		if err == nil {
+			break
+		}
+		if !o.keep || ctx.Err() != nil {
+			return nil, fmt.Errorf("--docker: %w (is the engine's socket mounted, and readable by this user?)", err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		wait = min(wait*2, o.keepInterval)
+	}
+	if o.address == "" {
+		if e.NodeAddr == "" {
+			return nil, fmt.Errorf("--docker: the engine %s is in no swarm, so it advertises no node address: give --address", e.Name)
+		}
+		o.address = e.NodeAddr
+	}
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	if _, ok := meta[discovery.NodeMeta]; !ok && e.Name != "" {
+		meta[discovery.NodeMeta] = e.Name
+	}
+	return meta, nil
 }
 
 func (o *registerOptions) serviceID() string {
@@ -127,6 +178,11 @@ func runRegister(ctx context.Context, o *registerOptions) error {
 	meta, err := parseKV("--meta", o.meta)
 	if err != nil {
 		return err
+	}
+	if o.docker != "" {
+		if meta, err = o.fromDocker(ctx, meta); err != nil {
+			return err
+		}
 	}
 	if o.check != "tcp" && o.check != "http" && o.check != "none" {
 		return fmt.Errorf("--check %q: want tcp, http or none", o.check)

@@ -45,6 +45,8 @@ type runOptions struct {
 	httpSD     []string
 	swarmSD    string
 	swarmPort  int
+	swarmRole  string
+	swarmNet   string
 	influxAPI  string
 	influx     sink.InfluxConfig
 	tokenFile  string
@@ -235,8 +237,10 @@ authentication is on.`,
 	f.BoolVar(&o.consulOn, "consul", false, "discover targets in Consul (implied by --consul-service)")
 	f.StringArrayVar(&o.fileSD, "file-sd", nil, "file (or glob) of targets in Prometheus's file_sd format, JSON or YAML, re-read when it changes (repeatable)")
 	f.StringArrayVar(&o.httpSD, "http-sd", nil, "URL serving targets in Prometheus's http_sd format, read every minute (repeatable)")
-	f.StringVar(&o.swarmSD, "docker-swarm", "", "Docker API of a Swarm manager (unix:///var/run/docker.sock, http://host:2375): scrape every node of the Swarm at its address and --docker-swarm-port, read every minute")
-	f.IntVar(&o.swarmPort, "docker-swarm-port", 9323, "with --docker-swarm: the engines' metrics port (their metrics-addr)")
+	f.StringVar(&o.swarmSD, "docker-swarm", "", "Docker API of a Swarm manager (unix:///var/run/docker.sock, http://host:2375): scrape what --docker-swarm-role names, read every minute")
+	f.StringVar(&o.swarmRole, "docker-swarm-role", "nodes", "with --docker-swarm: nodes (every engine at its node address and --docker-swarm-port, job docker-engine), tasks (every running task at its overlay address, job = its service) or services (every service's virtual IP, needs IPVS)")
+	f.IntVar(&o.swarmPort, "docker-swarm-port", 0, "with --docker-swarm: the port scraped where the Swarm names none (default 9323, the engines' metrics-addr, for nodes; 80 for tasks and services)")
+	f.StringVar(&o.swarmNet, "docker-swarm-network", "", "with --docker-swarm-role tasks or services: only the addresses on this network (name or ID; default every network but ingress)")
 	o.consulFlags.register(f)
 	f.StringArrayVar(&o.consulServices, "consul-service", nil, "Consul service to scrape (repeatable; default: every service carrying --consul-tag)")
 	f.StringVar(&o.consul.Tag, "consul-tag", o.consul.Tag, "tag a service must carry to be scraped (empty: any; with --consul-service only when given)")
@@ -367,9 +371,6 @@ func (o *runOptions) specs() ([]scrape.JobSpec, error) {
 		for _, u := range o.httpSD {
 			flagJob.HTTPSD = append(flagJob.HTTPSD, discovery.HTTPSDConfig{URL: u})
 		}
-		if o.swarmSD != "" {
-			flagJob.DockerSwarmSD = []discovery.DockerSwarmSDConfig{{Host: o.swarmSD, Port: o.swarmPort}}
-		}
 		if o.consulOn {
 			c := o.consul
 			flagJob.Consul = &c
@@ -379,7 +380,30 @@ func (o *runOptions) specs() ([]scrape.JobSpec, error) {
 				return nil, fmt.Errorf("--job %q is also a job of --config", o.job)
 			}
 		}
-		specs = append(specs, flagJob)
+		if len(flagJob.Static) > 0 || flagJob.Consul != nil || len(flagJob.FileSD) > 0 || len(flagJob.HTTPSD) > 0 {
+			specs = append(specs, flagJob)
+		}
+	}
+	if o.swarmSD != "" {
+		// The Swarm's targets are a job of their own: the engines are job
+		// docker-engine (as register names them in Consul, so dashboards
+		// see one job however they were found); tasks and services take
+		// their service's name.
+		name := "docker-engine"
+		if o.swarmRole != "nodes" {
+			name = "dockerswarm-" + o.swarmRole
+		}
+		swarmJob := scrape.JobSpec{Name: name, Scrape: o.scrape,
+			DockerSwarmSD: []discovery.DockerSwarmSDConfig{{Host: o.swarmSD, Role: o.swarmRole, Port: o.swarmPort, Network: o.swarmNet}}}
+		for _, s := range specs {
+			if s.Name == swarmJob.Name {
+				return nil, fmt.Errorf("--docker-swarm: job %q is also a job of --config or --job: rename that one", name)
+			}
+		}
+		if _, err := discovery.NewDockerSwarm(name, swarmJob.DockerSwarmSD[0], nil); err != nil {
+			return nil, fmt.Errorf("--docker-swarm: %w", err)
+		}
+		specs = append(specs, swarmJob)
 	}
 	return specs, nil
 }

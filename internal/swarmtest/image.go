@@ -16,13 +16,20 @@ import (
 // Context makes a docker build context in a temporary directory: each
 // file of files (path in the image -> path on this machine) copied under
 // rootfs/, with the shared libraries an executable links (read from ldd)
-// beside it, so a FROM scratch image runs it; and the Dockerfile, which
+// beside it, so a FROM scratch image runs it (an empty source makes an
+// empty directory); and the Dockerfile, which
 // should COPY rootfs/ /.
 func Context(t testing.TB, dockerfile string, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	root := filepath.Join(dir, "rootfs")
 	for dst, src := range files {
+		if src == "" {
+			if err := os.MkdirAll(filepath.Join(root, dst), 0o1777); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
 		copyFile(t, src, filepath.Join(root, dst))
 		for _, lib := range sharedLibs(src) {
 			copyFile(t, lib, filepath.Join(root, lib))

@@ -169,9 +169,9 @@ func (s *Swarm) addNode(i int) *Node {
 		done: make(chan struct{}),
 		sw:   s,
 	}
-	n.Sock = filepath.Join(n.dir, "docker.sock")
+	n.Sock = filepath.Join(n.dir, "run", "docker.sock")
 	s.Nodes = append(s.Nodes, n)
-	for _, d := range []string{"data", "exec"} {
+	for _, d := range []string{"data", "run", "etc"} {
 		if err := os.MkdirAll(filepath.Join(n.dir, d), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -188,12 +188,21 @@ func (s *Swarm) addNode(i int) *Node {
 		t.Fatal(err)
 	}
 	// nsenter, not ip netns exec: that remounts /sys, and dockerd then
-	// finds no cgroups. nsenter, unshare and sh exec in turn, so the pid
-	// is dockerd's.
-	script := fmt.Sprintf("hostname %s && exec dockerd --data-root %s --exec-root %s -H unix://%s --pidfile %s "+
-		"--storage-driver vfs --metrics-addr 0.0.0.0:9323 --shutdown-timeout 2 --log-level warn --iptables=true",
-		n.Name, filepath.Join(n.dir, "data"), filepath.Join(n.dir, "exec"), n.Sock, filepath.Join(n.dir, "docker.pid"))
-	n.cmd = exec.Command("nsenter", "--net=/var/run/netns/"+n.NS, "unshare", "--uts", "sh", "-c", script)
+	// finds no cgroups. A mount namespace of its own with the node's /run
+	// gives each engine the usual paths (/var/run/docker.sock, which a
+	// stack's services bind-mount, containerd's socket, the exec root).
+	// Its containers' cgroups go under /<namespace> so that they can all
+	// be found and stopped. nsenter, unshare and sh exec in turn, so the
+	// pid is dockerd's.
+	// /etc/docker too: the engine's identity (key.json, its daemon ID) is
+	// its own, as on separate hosts.
+	if err := os.MkdirAll("/etc/docker", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf("mount --bind %s /run && mount --bind %s /etc/docker && hostname %s && exec dockerd --data-root %s --cgroup-parent /%s "+
+		"--storage-driver vfs --metrics-addr 0.0.0.0:9323 --shutdown-timeout 2 --log-level warn",
+		filepath.Join(n.dir, "run"), filepath.Join(n.dir, "etc"), n.Name, filepath.Join(n.dir, "data"), n.NS)
+	n.cmd = exec.Command("nsenter", "--net=/var/run/netns/"+n.NS, "unshare", "--uts", "--mount", "sh", "-c", script)
 	n.cmd.Stdout, n.cmd.Stderr = log, log
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := n.cmd.Start(); err != nil {
@@ -298,11 +307,18 @@ func (n *Node) Stop() {
 }
 
 // killRest kills, by pid, whatever still runs in the node's namespace
-// (containerd shims, container processes).
+// (containerd and its shims) or in its containers' cgroups.
 func (n *Node) killRest() {
-	for range 3 {
+	for range 5 {
 		out, _ := exec.Command("ip", "netns", "pids", n.NS).Output()
 		pids := strings.Fields(string(out))
+		filepath.WalkDir(filepath.Join("/sys/fs/cgroup/pids", n.NS), func(path string, d os.DirEntry, err error) error {
+			if err == nil && d.Name() == "cgroup.procs" {
+				b, _ := os.ReadFile(path)
+				pids = append(pids, strings.Fields(string(b))...)
+			}
+			return nil
+		})
 		if len(pids) == 0 {
 			return
 		}
@@ -327,24 +343,30 @@ func (s *Swarm) stop() {
 			s.t.Logf("%s engine log (end):\n%s", n.Name, n.LogTail())
 		}
 	}
-	// dockerd leaves bind mounts (network namespaces of containers, vfs
-	// layers) under its roots: lift them before removing the files.
-	if out, err := exec.Command("findmnt", "-rn", "-o", "TARGET").Output(); err == nil {
-		var mounts []string
-		for _, m := range strings.Split(string(out), "\n") {
-			if strings.HasPrefix(m, s.dir+"/") {
-				mounts = append(mounts, m)
-			}
-		}
-		for i := len(mounts) - 1; i >= 0; i-- {
-			exec.Command("umount", "-l", mounts[i]).Run()
-		}
-	}
 	for _, n := range s.Nodes {
 		exec.Command("ip", "netns", "del", n.NS).Run()
+		n.removeCgroups()
 	}
 	exec.Command("ip", "netns", "del", s.prefix+"br").Run()
 	os.RemoveAll(s.dir)
+}
+
+// removeCgroups removes the (empty) cgroups the node's containers had,
+// deepest first, in every controller.
+func (n *Node) removeCgroups() {
+	ctrls, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, c := range ctrls {
+		var dirs []string
+		filepath.WalkDir(filepath.Join("/sys/fs/cgroup", c.Name(), n.NS), func(path string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, path)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			os.Remove(dirs[i])
+		}
+	}
 }
 
 func (s *Swarm) run(name string, args ...string) {

@@ -20,6 +20,13 @@ func TestSwarm(t *testing.T) {
 			t.Errorf("node ls lacks %s ready:\n%s", n.Name, out)
 		}
 	}
+	ids := map[string]bool{}
+	for _, n := range s.Nodes {
+		ids[strings.TrimSpace(n.MustDocker(t, "info", "--format", "{{.ID}}"))] = true
+	}
+	if len(ids) != len(s.Nodes) {
+		t.Errorf("engines share a daemon ID (%d IDs for %d engines): their /etc/docker is not their own", len(ids), len(s.Nodes))
+	}
 	for i, n := range s.Nodes {
 		from := s.Nodes[(i+1)%len(s.Nodes)]
 		body := fetchFrom(t, from, "http://"+n.Addr+":9323/metrics")
