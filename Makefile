@@ -19,7 +19,7 @@ export GOFLAGS := -buildvcs=false
 PREFIX   ?= /usr/local
 IMAGE    ?= scrapeflux:latest
 
-.PHONY: all build install image servers chromium buildah test vet unit fuzz bench demo clean
+.PHONY: all build install image servers chromium buildah docker test vet unit fuzz bench demo demo-swarm clean
 
 all: build
 
@@ -54,6 +54,13 @@ chromium:
 	  echo "installing Debian's chromium for the /targets page test"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# The real-swarm tests run Docker engines (Debian's docker.io, 20.10) in
+# network namespaces they make; they need root, which CI has.
+docker:
+	@command -v dockerd >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 || { \
+	  echo "installing Debian's docker.io and iproute2 for the real-swarm tests"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io iproute2 util-linux; }
+
 STATICCHECK_VERSION ?= v0.8.2
 
 $(BIN)/staticcheck:
@@ -65,11 +72,12 @@ vet: $(BIN)/staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 # Unit and integration tests (real InfluxDB and Consul on loopback, headless
-# Chromium, the container image built and run with buildah), with the race
-# detector, then every fuzz target for a fixed number of runs.
+# Chromium, the container image built and run with buildah, a real Docker
+# Swarm of engines in network namespaces), with the race detector, then
+# every fuzz target for a fixed number of runs.
 # The /targets screenshot lands in test-artifacts/. Packages run one at a
 # time (-p 1): the integration tests time real schedules on two cores.
-test: servers chromium buildah vet unit fuzz
+test: servers chromium buildah docker vet unit fuzz
 
 unit:
 	@mkdir -p $(SCRAPEFLUX_ARTIFACTS)
@@ -91,6 +99,14 @@ bench:
 
 demo: build servers
 	bash .ci/demo.sh
+
+# The seed's scene on a real swarm (root): three Docker engines, each in a
+# network namespace of its own, form a swarm; configs/swarm/stack.yml is
+# deployed on it (Consul, InfluxDB, scrapeflux register on every node, two
+# central replicas); it prints what arrived in the stack's InfluxDB per
+# node, kills a replica and shows no slot was missed, then stops it all.
+demo-swarm: servers docker
+	$(GO) test -count=1 -run '^TestSwarmStackDeployed$$' -v ./cmd/scrapeflux/
 
 clean:
 	rm -rf bin test-artifacts

@@ -37,7 +37,8 @@ type DockerSwarmSDConfig struct {
 	// for tasks and services (as Prometheus).
 	Port int `yaml:"port"`
 	// Network keeps, for tasks and services, only the addresses on this
-	// network (its name or ID). Unset: every network but the ingress
+	// network (its name or ID), and leaves out ports published in host
+	// mode at the node's address. Unset: every network but the ingress
 	// network (the routing mesh's, whose addresses are not the task's).
 	Network string `yaml:"network"`
 	// Filters are passed to the API's list call (name, label, mode, ...),
@@ -438,7 +439,9 @@ func (d *DockerSwarm) tasks(ctx context.Context) ([]Target, error) {
 		}
 		tags := []Tag{{"node", hostname}}
 		for _, pt := range tk.Status.PortStatus.Ports {
-			if pt.Protocol != "tcp" || nodeAddr == "" {
+			// Ports published in host mode, at the node's address; not
+			// when one network is asked for (they are on none).
+			if pt.Protocol != "tcp" || nodeAddr == "" || d.cfg.Network != "" {
 				continue
 			}
 			mode := map[string]string{p + "port_publish_mode": pt.PublishMode}

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
@@ -47,6 +48,7 @@ type runOptions struct {
 	swarmPort  int
 	swarmRole  string
 	swarmNet   string
+	swarmEvery time.Duration
 	influxAPI  string
 	influx     sink.InfluxConfig
 	tokenFile  string
@@ -237,9 +239,10 @@ authentication is on.`,
 	f.BoolVar(&o.consulOn, "consul", false, "discover targets in Consul (implied by --consul-service)")
 	f.StringArrayVar(&o.fileSD, "file-sd", nil, "file (or glob) of targets in Prometheus's file_sd format, JSON or YAML, re-read when it changes (repeatable)")
 	f.StringArrayVar(&o.httpSD, "http-sd", nil, "URL serving targets in Prometheus's http_sd format, read every minute (repeatable)")
-	f.StringVar(&o.swarmSD, "docker-swarm", "", "Docker API of a Swarm manager (unix:///var/run/docker.sock, http://host:2375): scrape what --docker-swarm-role names, read every minute")
+	f.StringVar(&o.swarmSD, "docker-swarm", "", "Docker API of a Swarm manager (unix:///var/run/docker.sock, http://host:2375): scrape what --docker-swarm-role names, read every --docker-swarm-refresh")
 	f.StringVar(&o.swarmRole, "docker-swarm-role", "nodes", "with --docker-swarm: nodes (every engine at its node address and --docker-swarm-port, job docker-engine), tasks (every running task at its overlay address, job = its service) or services (every service's virtual IP, needs IPVS)")
 	f.IntVar(&o.swarmPort, "docker-swarm-port", 0, "with --docker-swarm: the port scraped where the Swarm names none (default 9323, the engines' metrics-addr, for nodes; 80 for tasks and services)")
+	f.DurationVar(&o.swarmEvery, "docker-swarm-refresh", discovery.DefaultSwarmRefresh, "with --docker-swarm: how often the Swarm is read")
 	f.StringVar(&o.swarmNet, "docker-swarm-network", "", "with --docker-swarm-role tasks or services: only the addresses on this network (name or ID; default every network but ingress)")
 	o.consulFlags.register(f)
 	f.StringArrayVar(&o.consulServices, "consul-service", nil, "Consul service to scrape (repeatable; default: every service carrying --consul-tag)")
@@ -394,7 +397,8 @@ func (o *runOptions) specs() ([]scrape.JobSpec, error) {
 			name = "dockerswarm-" + o.swarmRole
 		}
 		swarmJob := scrape.JobSpec{Name: name, Scrape: o.scrape,
-			DockerSwarmSD: []discovery.DockerSwarmSDConfig{{Host: o.swarmSD, Role: o.swarmRole, Port: o.swarmPort, Network: o.swarmNet}}}
+			DockerSwarmSD: []discovery.DockerSwarmSDConfig{{Host: o.swarmSD, Role: o.swarmRole, Port: o.swarmPort, Network: o.swarmNet,
+				RefreshInterval: model.Duration(o.swarmEvery)}}}
 		for _, s := range specs {
 			if s.Name == swarmJob.Name {
 				return nil, fmt.Errorf("--docker-swarm: job %q is also a job of --config or --job: rename that one", name)

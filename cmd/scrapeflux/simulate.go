@@ -19,6 +19,7 @@ type simulateOptions struct {
 	*globalOptions
 	targets  int
 	basePort int
+	host     string
 	captures []string
 	listFile string
 	duration time.Duration
@@ -29,7 +30,7 @@ func newCmdSimulate(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "simulate",
 		Short: "Serve simulated Docker engines (real /metrics captures) on loopback",
-		Long: `simulate serves --targets simulated targets on 127.0.0.1, one port each from
+		Long: `simulate serves --targets simulated targets on --host (127.0.0.1), one port each from
 --base-port, each answering /metrics with a real capture (Docker engines by
 default) whose counters grow and gauges move from one scrape to the next.
 It prints the target URLs and runs until interrupted or --duration ends.
@@ -43,6 +44,7 @@ Captures: ` + strings.Join(simulator.CaptureNames(), ", "),
 	}
 	f := cmd.Flags()
 	f.IntVar(&o.targets, "targets", 3, "number of simulated targets")
+	f.StringVar(&o.host, "host", "127.0.0.1", "address the targets listen on (0.0.0.0: every interface, as in a container)")
 	f.IntVar(&o.basePort, "base-port", 19323, "port of the first target; the others follow (0: any free ports)")
 	f.StringSliceVar(&o.captures, "capture", simulator.EngineCaptures, "captures served in turn")
 	f.StringVar(&o.listFile, "list", "", "also write the target URLs, one a line, to this file")
@@ -59,7 +61,7 @@ func runSimulate(ctx context.Context, o *simulateOptions) error {
 			return fmt.Errorf("--capture %q is not a capture: choose from %s", c, strings.Join(simulator.CaptureNames(), ", "))
 		}
 	}
-	fleet, err := simulator.StartFleet(o.targets, o.basePort, o.captures...)
+	fleet, err := simulator.StartFleetOn(o.host, o.targets, o.basePort, o.captures...)
 	if err != nil {
 		return err
 	}

@@ -32,33 +32,17 @@ var staticBinary = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
-// buildStackImages builds on every node the images configs/swarm/stack.yml
-// names, with no registry: scrapeflux:latest from configs/docker (the
-// shipped Dockerfile and build script), and in place of the registry's
-// hashicorp/consul:1.20 and influxdb:1.8.10 the pinned servers the other
-// integration tests run, FROM scratch with the libraries they link.
-// Grafana's image cannot be had: its tasks stay rejected.
-func buildStackImages(t *testing.T, s *swarmtest.Swarm) {
+// buildImage builds scrapeflux:latest on the nodes with the shipped
+// configs/docker build script and Dockerfile.
+func buildImage(t *testing.T, nodes ...*swarmtest.Node) {
 	t.Helper()
 	bin, err := staticBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	consul := swarmtest.Context(t, `FROM scratch
-COPY rootfs/ /
-ENV PATH=/bin
-ENTRYPOINT ["/bin/consul"]
-`, map[string]string{"/bin/consul": servertest.Binary(t, "consul"), "/tmp": "", "/consul/data": ""})
-	influx := swarmtest.Context(t, `FROM scratch
-COPY rootfs/ /
-ENV PATH=/usr/bin HOME=/tmp INFLUXDB_META_DIR=/var/lib/influxdb/meta INFLUXDB_DATA_DIR=/var/lib/influxdb/data \
-    INFLUXDB_DATA_WAL_DIR=/var/lib/influxdb/wal INFLUXDB_REPORTING_DISABLED=true
-ENTRYPOINT ["/usr/bin/influxd"]
-`, map[string]string{"/usr/bin/influxd": servertest.Binary(t, "influxd"), "/usr/bin/influx": servertest.Binary(t, "influx"),
-		"/tmp": "", "/var/lib/influxdb": ""})
 	var wg sync.WaitGroup
-	errs := make([]string, len(s.Nodes))
-	for i, n := range s.Nodes {
+	errs := make([]string, len(nodes))
+	for i, n := range nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -75,6 +59,29 @@ ENTRYPOINT ["/usr/bin/influxd"]
 			t.Fatal(e)
 		}
 	}
+}
+
+// buildStackImages builds on every node the images configs/swarm/stack.yml
+// names, with no registry: scrapeflux:latest from configs/docker (the
+// shipped Dockerfile and build script), and in place of the registry's
+// hashicorp/consul:1.20 and influxdb:1.8.10 the pinned servers the other
+// integration tests run, FROM scratch with the libraries they link.
+// Grafana's image cannot be had: its tasks stay rejected.
+func buildStackImages(t *testing.T, s *swarmtest.Swarm) {
+	t.Helper()
+	consul := swarmtest.Context(t, `FROM scratch
+COPY rootfs/ /
+ENV PATH=/bin
+ENTRYPOINT ["/bin/consul"]
+`, map[string]string{"/bin/consul": servertest.Binary(t, "consul"), "/tmp": "", "/consul/data": ""})
+	influx := swarmtest.Context(t, `FROM scratch
+COPY rootfs/ /
+ENV PATH=/usr/bin HOME=/tmp INFLUXDB_META_DIR=/var/lib/influxdb/meta INFLUXDB_DATA_DIR=/var/lib/influxdb/data \
+    INFLUXDB_DATA_WAL_DIR=/var/lib/influxdb/wal INFLUXDB_REPORTING_DISABLED=true
+ENTRYPOINT ["/usr/bin/influxd"]
+`, map[string]string{"/usr/bin/influxd": servertest.Binary(t, "influxd"), "/usr/bin/influx": servertest.Binary(t, "influx"),
+		"/tmp": "", "/var/lib/influxdb": ""})
+	buildImage(t, s.Nodes...)
 	s.BuildImage(t, "hashicorp/consul:1.20", consul)
 	s.BuildImage(t, "influxdb:1.8.10", influx)
 }
@@ -330,5 +337,188 @@ func TestSwarmStackDeployed(t *testing.T) {
 				t.Errorf("%s: points %s apart at %d, want every %s", node, d, ts[i], interval)
 			}
 		}
+	}
+
+	stackDashboard(t, db, len(want))
+	stackReport(t, db, want)
+}
+
+// swarmTargets reads the /targets JSON of a scrapeflux published (host
+// mode) on node n, from inside n's namespace.
+func swarmTargets(n *swarmtest.Node, port int) ([]targetRow, error) {
+	out, err := n.Command("curl", "-sS", "--max-time", "5", fmt.Sprintf("http://%s:%d/targets?format=json", n.Addr, port)).Output()
+	if err != nil {
+		return nil, err
+	}
+	var rows []targetRow
+	if err := json.Unmarshal(out, &rows); err != nil {
+		return nil, fmt.Errorf("%v: %.200s", err, out)
+	}
+	return rows, nil
+}
+
+// TestSwarmTasksDiscovered runs, on a real three-node swarm, a global
+// exporter service (simulated engines, no published port) and a
+// scrapeflux service on the manager that discovers the exporter's tasks
+// through the Docker socket (role tasks, network mon) and scrapes them
+// on their overlay addresses. It follows a rolling restart of the
+// exporter (new tasks, new addresses), a node drained and made active
+// again, and a node joining the swarm, each within one refresh and a
+// scrape.
+func TestSwarmTasksDiscovered(t *testing.T) {
+	s := swarmtest.Start(t, 3)
+	buildImage(t, s.Nodes...)
+	m := s.Manager()
+	m.MustDocker(t, "network", "create", "-d", "overlay", "mon")
+	m.MustDocker(t, "service", "create", "--detach", "--name", "exporter", "--mode", "global", "--network", "mon",
+		"--endpoint-mode", "dnsrr", "--no-healthcheck", "scrapeflux:latest", "simulate", "--targets", "1", "--host", "0.0.0.0", "--base-port", "9100")
+	m.MustDocker(t, "service", "create", "--detach", "--name", "collector", "--network", "mon", "--endpoint-mode", "dnsrr",
+		"--constraint", "node.role==manager", "--user", "0:0",
+		"--mount", "type=bind,src=/var/run/docker.sock,dst=/var/run/docker.sock,readonly",
+		"--publish", "published=9274,target=9274,mode=host",
+		"scrapeflux:latest", "run", "--docker-swarm", "unix:///var/run/docker.sock", "--docker-swarm-role", "tasks",
+		"--docker-swarm-network", "mon", "--docker-swarm-port", "9100", "--docker-swarm-refresh", "3s",
+		"--interval", "2s", "--influx-url", "http://127.0.0.1:9", "--influx-bucket", "none", "--listen", "0.0.0.0:9274")
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, svc := range []string{"exporter", "collector"} {
+				out, _ := m.Docker("service", "ps", "--no-trunc", svc)
+				logs, _ := m.Docker("service", "logs", "--tail", "20", svc)
+				t.Logf("%s:\n%s\n%s", svc, out, logs)
+			}
+		}
+	})
+	// exporters lists the up exporter targets by node once every running
+	// exporter task is one, scraped since its address was found.
+	exporters := func() (map[string]string, error) {
+		rows, err := swarmTargets(m, 9274)
+		if err != nil {
+			return nil, err
+		}
+		byNode := map[string]string{}
+		for _, r := range rows {
+			if r.Job != "exporter" {
+				continue
+			}
+			if r.Health != "up" || r.Scrapes == 0 {
+				return nil, fmt.Errorf("%s (%s) is %s: %s", r.URL, r.Tags["node"], r.Health, r.LastError)
+			}
+			byNode[r.Tags["node"]] = r.Instance
+		}
+		return byNode, nil
+	}
+	wait := func(what string, limit time.Duration, ok func(map[string]string) bool) map[string]string {
+		t.Helper()
+		var got map[string]string
+		var err error
+		start := time.Now()
+		if !swarmtest.Eventually(limit, func() bool {
+			got, err = exporters()
+			return err == nil && ok(got)
+		}) {
+			t.Fatalf("%s: not within %s: %v (last: %v)", what, limit, got, err)
+		}
+		t.Logf("%s in %s: %v", what, time.Since(start).Round(100*time.Millisecond), got)
+		return got
+	}
+	onNodes := func(names ...string) func(map[string]string) bool {
+		return func(got map[string]string) bool {
+			if len(got) != len(names) {
+				return false
+			}
+			for _, n := range names {
+				if got[n] == "" {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	before := wait("every node's exporter task scraped on its overlay address", 2*time.Minute, onNodes("swarm0", "swarm1", "swarm2"))
+	for node, inst := range before {
+		if !strings.HasPrefix(inst, "10.0.") || !strings.HasSuffix(inst, ":9100") {
+			t.Errorf("%s: instance %s is not an overlay address on port 9100", node, inst)
+		}
+	}
+	// Within one refresh (3s) and a scrape (2s), with the tasks' start.
+	const follow = 45 * time.Second
+
+	m.MustDocker(t, "service", "update", "--detach", "--force", "exporter")
+	wait("the restarted tasks at their new addresses", 2*time.Minute, func(got map[string]string) bool {
+		if !onNodes("swarm0", "swarm1", "swarm2")(got) {
+			return false
+		}
+		for n, inst := range got {
+			if inst == before[n] {
+				return false
+			}
+		}
+		return true
+	})
+
+	m.MustDocker(t, "node", "update", "--availability", "drain", "swarm2")
+	wait("swarm2 drained: its task no longer a target", follow, onNodes("swarm0", "swarm1"))
+	m.MustDocker(t, "node", "update", "--availability", "active", "swarm2")
+	wait("swarm2 active again", follow, onNodes("swarm0", "swarm1", "swarm2"))
+
+	s.AddNode(t)
+	buildImage(t, s.Nodes[3])
+	wait("a joining node's task", 2*time.Minute, onNodes("swarm0", "swarm1", "swarm2", "swarm3"))
+}
+
+// stackDashboard runs every query of the docker-engine dashboard against
+// the stack's InfluxDB, filled from the real engines: each panel shows at
+// least one series with values, and the per-engine basics one per node.
+// Values may be 0 here: idle engines fail no health checks.
+func stackDashboard(t *testing.T, db stackInflux, nodes int) {
+	t.Helper()
+	data, err := os.ReadFile("../../configs/grafana/docker-engine.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash dashboard
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatal(err)
+	}
+	macros := strings.NewReplacer("$timeFilter", "time > now() - 10m", "$__interval", "15s",
+		"/^$job$/", "/^.*$/", "/^$instance$/", "/^.*$/")
+	perNode := map[string]bool{"Targets up": true, "Engine CPUs": true, "Engine host memory": true, "Engine goroutines": true, "Engine resident memory": true}
+	for _, p := range dash.Panels {
+		var series []servertest.Result
+		for _, tg := range p.Targets {
+			res, err := db.query("docker", macros.Replace(tg.Query))
+			if err != nil {
+				t.Errorf("panel %q: %v", p.Title, err)
+				continue
+			}
+			series = append(series, res...)
+		}
+		min := 1
+		if perNode[p.Title] {
+			min = nodes
+		}
+		checkPanel(t, p.Title+" (real engines)", expect{min: min}, series)
+	}
+}
+
+// stackReport logs what arrived per node: the demo's output.
+func stackReport(t *testing.T, db stackInflux, nodes []string) {
+	res, err := db.query("docker", `SELECT count("gauge") FROM "up" GROUP BY "node", "instance"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]string{}
+	for _, r := range res {
+		if len(r.Values) > 0 {
+			counts[r.Tags["node"]] = fmt.Sprintf("%s, %v scrapes", r.Tags["instance"], r.Values[0][1])
+		}
+	}
+	for _, n := range nodes {
+		ms, _ := db.query("docker", fmt.Sprintf(`SHOW SERIES WHERE "node" = '%s'`, n))
+		series := 0
+		for _, r := range ms {
+			series += len(r.Values)
+		}
+		t.Logf("node %s: engine %s, %d series in the stack's InfluxDB", n, counts[n], series)
 	}
 }

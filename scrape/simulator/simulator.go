@@ -185,6 +185,12 @@ type Fleet struct {
 // StartFleet serves n targets on 127.0.0.1, ports basePort.. (0: any free
 // ports), cycling through the named captures.
 func StartFleet(n, basePort int, names ...string) (*Fleet, error) {
+	return StartFleetOn("127.0.0.1", n, basePort, names...)
+}
+
+// StartFleetOn is StartFleet listening on host (0.0.0.0: every
+// interface, as an exporter in a container).
+func StartFleetOn(host string, n, basePort int, names ...string) (*Fleet, error) {
 	if len(names) == 0 {
 		names = EngineCaptures
 	}
@@ -197,9 +203,9 @@ func StartFleet(n, basePort int, names ...string) (*Fleet, error) {
 			f.Close()
 			return nil, fmt.Errorf("unknown capture %q", name)
 		}
-		addr := "127.0.0.1:0"
+		addr := net.JoinHostPort(host, "0")
 		if basePort > 0 {
-			addr = fmt.Sprintf("127.0.0.1:%d", basePort+i)
+			addr = net.JoinHostPort(host, strconv.Itoa(basePort+i))
 		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
