@@ -66,6 +66,10 @@ type DockerSwarm struct {
 	api     *dockerAPI
 	filters string // the filters query parameter, JSON
 	log     *slog.Logger
+	// unaddressed are the nodes already logged as having no usable
+	// address (said once, not at every refresh). Only Run's goroutine
+	// touches it.
+	unaddressed map[string]bool
 	statusKeeper
 }
 
@@ -255,6 +259,13 @@ func (d *DockerSwarm) nodes(ctx context.Context) ([]Target, error) {
 	for _, n := range nodes {
 		addr := n.address()
 		if addr == "" {
+			if d.unaddressed[n.ID] {
+				continue
+			}
+			if d.unaddressed == nil {
+				d.unaddressed = map[string]bool{}
+			}
+			d.unaddressed[n.ID] = true
 			d.log.Warn("a Swarm node reports no usable address (neither its own nor a manager's): not scraped", "node_id", n.ID, "hostname", n.Description.Hostname, "addr", n.Status.Addr)
 			continue
 		}

@@ -88,3 +88,37 @@ func TestDockerSwarmNodes(t *testing.T) {
 		t.Fatal("a network for role nodes accepted")
 	}
 }
+
+// A manager can report 0.0.0.0 as its node address (moby/moby#35437): it
+// is scraped at its manager address, as its engine advertises it; a node
+// with no usable address at all is left out (and logged), not guessed.
+func TestDockerSwarmNodeAddressUnspecified(t *testing.T) {
+	var nodes atomic.Value
+	nodes.Store(`[
+ {"ID":"m1","Description":{"Hostname":"manager-1"},"Spec":{"Role":"manager","Availability":"active"},
+  "Status":{"State":"ready","Addr":"0.0.0.0"},"ManagerStatus":{"Leader":true,"Reachability":"reachable","Addr":"10.0.0.11:2377"}},
+ {"ID":"w1","Description":{"Hostname":"worker-1"},"Spec":{"Role":"worker","Availability":"active"},"Status":{"State":"ready","Addr":"0.0.0.0"}},
+ {"ID":"w2","Description":{"Hostname":"worker-2"},"Spec":{"Role":"worker","Availability":"active"},"Status":{"State":"ready","Addr":"10.0.0.13"}}
+]`)
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: swarmAPI(t, &nodes)}
+	go srv.Serve(ln)
+	defer srv.Close()
+	d, err := NewDockerSwarm("docker-engine", DockerSwarmSDConfig{Host: "unix://" + sock, RefreshInterval: model.Duration(time.Hour)}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWatcher(t, d)
+	got := w.waitFor(t, "two nodes", hasN(2))
+	if got[0].URL != "http://10.0.0.11:9323/metrics" || got[0].Tag("node") != "manager-1" ||
+		got[0].Meta["__meta_dockerswarm_node_address"] != "10.0.0.11" || got[0].Meta["__meta_dockerswarm_node_manager_address"] != "10.0.0.11:2377" {
+		t.Errorf("the manager: %+v", got[0])
+	}
+	if got[1].URL != "http://10.0.0.13:9323/metrics" {
+		t.Errorf("the worker with an address: %+v", got[1])
+	}
+}
