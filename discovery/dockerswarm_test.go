@@ -1,8 +1,12 @@
 package discovery
 
 import (
+	"context"
+	"encoding/pem"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -120,5 +124,41 @@ func TestDockerSwarmNodeAddressUnspecified(t *testing.T) {
 	}
 	if got[1].URL != "http://10.0.0.13:9323/metrics" {
 		t.Errorf("the worker with an address: %+v", got[1])
+	}
+}
+
+// A remote manager over TLS (https://manager:2376 with tls_config, as
+// dockerd --tlsverify serves it): the CA is checked, so a server it did
+// not sign is refused, and tls_config on a plain-HTTP host is a config
+// error.
+func TestDockerSwarmTLS(t *testing.T) {
+	var nodes atomic.Value
+	nodes.Store(twoNodes)
+	srv := httptest.NewTLSServer(swarmAPI(t, &nodes))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DockerSwarmSDConfig{Host: srv.URL, RefreshInterval: model.Duration(time.Hour)}
+	cfg.TLSConfig.CAFile = ca
+	d, err := NewDockerSwarm("docker-engine", cfg, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWatcher(t, d)
+	w.waitFor(t, "two nodes over TLS", hasN(2))
+
+	untrusted, err := NewDockerSwarm("docker-engine", DockerSwarmSDConfig{Host: srv.URL}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := untrusted.read(context.Background()); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("a manager whose certificate no CA vouches for: %v", err)
+	}
+	plain := DockerSwarmSDConfig{Host: "http://manager:2375"}
+	plain.TLSConfig.CAFile = ca
+	if _, err := NewDockerSwarm("j", plain, discard); err == nil || !strings.Contains(err.Error(), "https") {
+		t.Errorf("tls_config on http://: %v", err)
 	}
 }

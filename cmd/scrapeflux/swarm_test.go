@@ -178,6 +178,37 @@ func (q stackInflux) stamps(t *testing.T, measurement string, since time.Time) m
 	return out
 }
 
+// checkSlots waits for four slots of every node's engine since from, then
+// checks each slot holds exactly one point, 15 s apart: none missed.
+func checkSlots(t *testing.T, db stackInflux, nodes []string, from time.Time, interval time.Duration, after string) {
+	t.Helper()
+	var stamps map[string][]int64
+	swarmtest.Eventually(6*interval, func() bool {
+		stamps = db.stamps(t, "engine_daemon_engine_info", from)
+		for _, node := range nodes {
+			if len(stamps[node]) < 4 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, node := range nodes {
+		ts := stamps[node]
+		// InfluxDB keeps one point per series and time, so a duplicate
+		// shows as a missing slot, not an extra point: check the slots.
+		if len(ts) < 4 {
+			t.Errorf("%s: %d points in the %s after %s, want one per %s slot (4 or more): %v", node, len(ts), time.Since(from).Round(time.Second), after, interval, ts)
+		}
+		sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
+		for i := 1; i < len(ts); i++ {
+			if d := time.Duration(ts[i]-ts[i-1]) * time.Millisecond; d != interval {
+				t.Errorf("%s after %s: points %s apart at %d, want every %s", node, after, d, ts[i], interval)
+			}
+		}
+	}
+}
+
+// nodeNames are the swarm's host names, sorted.
 func nodeNames(s *swarmtest.Swarm) []string {
 	var names []string
 	for _, n := range s.Nodes {
@@ -276,71 +307,52 @@ func TestSwarmStackDeployed(t *testing.T) {
 	from := time.Now().Truncate(time.Second)
 	victim.MustDocker(t, "kill", cid)
 	t.Logf("killed replica container %.12s on %s", cid, victim.Name)
-	// Wait for four slots of every engine after the kill (a missed slot
-	// shows as a gap below), then check the points since it.
-	var stamps map[string][]int64
-	swarmtest.Eventually(6*interval, func() bool {
-		stamps = db.stamps(t, "engine_daemon_engine_info", from)
-		for _, node := range want {
-			if len(stamps[node]) < 4 {
-				return false
-			}
-		}
-		return true
-	})
-	if t.Failed() || len(stamps) < len(want) {
-		for _, q := range []string{
-			`SELECT count("gauge"), last("gauge") FROM "up" WHERE time > now() - 3m GROUP BY "instance", "node"`,
-			`SELECT count("gauge"), max(time) FROM "engine_daemon_engine_info" GROUP BY *`,
-			`SELECT last("gauge") FROM "engine_daemon_engine_info" GROUP BY *`,
-		} {
-			res, err := db.query("docker", q)
-			t.Logf("%s: %v %+v", q, err, res)
-		}
-		for _, n := range s.Nodes {
-			out, _ := n.Docker("ps", "-q", "--filter", "label=com.docker.swarm.service.name=sf_scrapeflux")
-			for _, c := range strings.Fields(out) {
-				self, _ := n.Docker("exec", c, "/usr/local/bin/scrapeflux", "scrape", "http://127.0.0.1:9274/metrics")
-				var keep []string
-				for _, l := range strings.Split(self, "\n") {
-					if strings.Contains(l, "drop") || strings.Contains(l, "scrapes") || strings.Contains(l, "target") || strings.Contains(l, "written") {
-						keep = append(keep, l)
-					}
-				}
-				t.Logf("replica %s on %s:\n%s", c, n.Name, strings.Join(keep, "\n"))
-				for _, e := range s.Nodes {
-					body, err := n.Docker("exec", c, "/usr/local/bin/scrapeflux", "scrape", "http://"+e.Addr+":9323/metrics")
-					t.Logf("from %s to %s: %v %d bytes %.300s", n.Name, e.Name, err, len(body), body)
-				}
-			}
-		}
+	checkSlots(t, db, want, from, interval, "the kill")
+
+	// A rolling update of the central service (docker service update
+	// --image: one replica stopped, then started on the new image, then
+	// the other) costs no slot either.
+	for _, n := range s.Nodes {
+		n.MustDocker(t, "tag", "scrapeflux:latest", "scrapeflux:rolled")
 	}
-	for _, node := range want {
-		ts := stamps[node]
-		seen := map[int64]int{}
-		for _, ms := range ts {
-			seen[ms]++
-		}
-		for ms, n := range seen {
-			if n > 1 {
-				t.Errorf("%s: %d points at %d", node, n, ms)
-			}
-		}
-		// InfluxDB keeps one point per series and time, so duplicates
-		// show as fewer points, not more: count the slots instead.
-		if len(ts) < 4 {
-			t.Errorf("%s: %d points in the %s after the kill, want one per %s slot (4 or more): %v", node, len(ts), time.Since(from).Round(time.Second), interval, ts)
-		}
-		sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
-		for i := 1; i < len(ts); i++ {
-			if d := time.Duration(ts[i]-ts[i-1]) * time.Millisecond; d != interval {
-				t.Errorf("%s: points %s apart at %d, want every %s", node, d, ts[i], interval)
-			}
-		}
+	from = time.Now().Truncate(time.Second)
+	m.MustDocker(t, "service", "update", "--detach", "--image", "scrapeflux:rolled", "sf_scrapeflux")
+	if !swarmtest.Eventually(3*time.Minute, func() bool {
+		out, _ := m.Docker("service", "ps", "--filter", "desired-state=running", "--format", "{{.Image}} {{.CurrentState}}", "sf_scrapeflux")
+		return strings.Count(out, "scrapeflux:rolled Running") == 2
+	}) {
+		t.Fatal("the rolling update did not finish within 3m")
 	}
+	t.Logf("rolling update done in %s", time.Since(from).Round(time.Second))
+	checkSlots(t, db, want, from, interval, "the rolling update")
+
+	// A node drained stops being scraped (its register task stops and
+	// deregisters the engine); a node joining is scraped once its
+	// register task runs.
+	drained := s.Nodes[2].Name
+	m.MustDocker(t, "node", "update", "--availability", "drain", drained)
+	joined := s.AddNode(t)
+	buildImage(t, joined)
+	builtAt := time.Now()
+	var got3 []string
+	if !swarmtest.Eventually(3*time.Minute, func() bool {
+		got3 = db.nodeTags("engine_daemon_engine_info")
+		return strings.Contains(strings.Join(got3, ","), joined.Name)
+	}) {
+		t.Fatalf("the joining node %s is not scraped within 3m: %v", joined.Name, got3)
+	}
+	t.Logf("a joining node's engine in InfluxDB %s after its image was there", time.Since(builtAt).Round(100*time.Millisecond))
+	drainedAt := time.Now()
+	if !swarmtest.Eventually(3*interval, func() bool {
+		ts := db.stamps(t, "engine_daemon_engine_info", time.Now().Add(-2*interval))[drained]
+		return len(ts) == 0
+	}) {
+		t.Errorf("the drained node %s is still scraped", drained)
+	}
+	t.Logf("the drained node's engine no longer scraped (checked %s after the join)", time.Since(drainedAt).Round(time.Second))
 
 	stackDashboard(t, db, len(want))
-	stackReport(t, db, want)
+	stackReport(t, db, nodeNames(s))
 }
 
 // swarmTargets reads the /targets JSON of a scrapeflux published (host
