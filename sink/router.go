@@ -201,12 +201,15 @@ type BucketStatus struct {
 // Buckets returns the state of the buckets jobs route to (not the
 // default one).
 func (r *Router) Buckets() []BucketStatus {
+	// The map is copied under the lock: a job's first scrape may add a
+	// bucket while /metrics or /targets reads them.
 	r.mu.Lock()
 	names := make([]string, 0, len(r.sinks))
-	for b := range r.sinks {
+	sinks := make(map[string]*Sink, len(r.sinks))
+	for b, s := range r.sinks {
 		names = append(names, b)
+		sinks[b] = s
 	}
-	sinks := r.sinks
 	r.mu.Unlock()
 	sort.Strings(names)
 	out := make([]BucketStatus, 0, len(names))
