@@ -32,7 +32,8 @@ func (s *Sink) write(ctx context.Context) {
 			s.stats.addDropped(DropCorrupt, int(j.Unreadable.Samples))
 			s.log.Error("cannot read a record back from the disk queue; it is lost", "samples", j.Unreadable.Samples, "err", j.ReadErr)
 		}
-		if j.Lines > 0 && !s.deliver(ctx, part{j.Body, j.Lines, j.Samples, j.GZ}) {
+		p := part{j.Body, j.Lines, j.Samples, j.GZ}
+		if j.Lines > 0 && (!p.gz || j.Records() == 1 || s.oneMember(&p)) && !s.deliver(ctx, p) {
 			s.q.Untake(j)
 			return
 		}
@@ -289,6 +290,31 @@ func (s *Sink) inflate(p *part, why string) bool {
 		s.log.Error("a queued batch does not decompress; it is lost", "samples", p.samples, "needed_for", why, "err", err)
 		return false
 	}
+	return true
+}
+
+// oneMember makes a run of gzip'd records, one gzip member each, a single
+// member. Go's reader and InfluxDB 1.x and 2.x read every member of a
+// body, but InfluxDB 3 releases whose server decodes with flate2's
+// GzDecoder read the first and store nothing of the rest, without an
+// error: a run sent as concatenated members would lose all but its first
+// batch. The cost, a decompression and a compression, is paid only for
+// runs merged after an outage. It reports false when the run does not
+// decompress (its lines are then counted as lost, corrupt_queue).
+func (s *Sink) oneMember(p *part) bool {
+	if !s.inflate(p, "joining queued batches into one gzip member") {
+		return false
+	}
+	var b bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&b, gzip.BestSpeed)
+	_, err := zw.Write(p.buf)
+	if err == nil {
+		err = zw.Close()
+	}
+	if err != nil {
+		return true // sent plain: nothing is lost
+	}
+	p.buf, p.gz = b.Bytes(), true
 	return true
 }
 

@@ -252,10 +252,11 @@ func TestSwarmStackDeployed(t *testing.T) {
 	})
 	db := stackInflux{node: m, service: "sf_influxdb"}
 	// The registry's influxdb image creates INFLUXDB_DB at its first
-	// start (its entrypoint script); this one runs influxd alone, so the
-	// test does what that script does.
+	// start; this one runs influxd alone, and scrapeflux creates the
+	// database itself (--influx-create-database, on by default): the test
+	// only waits for InfluxDB to answer.
 	if !swarmtest.Eventually(2*time.Minute, func() bool {
-		_, err := db.query("", "CREATE DATABASE docker")
+		_, err := db.query("", "SHOW DATABASES")
 		return err == nil
 	}) {
 		t.Fatal("the stack's InfluxDB did not answer within 2m")

@@ -457,6 +457,9 @@ type Job struct {
 	ReadErr    error
 }
 
+// Records is how many records j took.
+func (j *Job) Records() int { return len(j.recs) }
+
 // Take waits for records and takes the oldest ones, up to maxLines lines
 // (at least one record), as one body built in buf. It returns nil when the
 // queue is closed and empty, or when ctx is done.
