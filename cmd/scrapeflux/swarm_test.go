@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -558,5 +561,30 @@ func stackReport(t *testing.T, db stackInflux, nodes []string) {
 			series += len(r.Values)
 		}
 		t.Logf("node %s: engine %s, %d series in the stack's InfluxDB", n, counts[n], series)
+	}
+}
+
+// register --docker with an engine in no swarm, or with no engine behind
+// the socket, says what to do and registers nothing.
+func TestRegisterDockerErrors(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// GET /info of an engine in no swarm (Engine API 1.41's shape).
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"ID":"X","Name":"lonely","Swarm":{"NodeID":"","NodeAddr":"","LocalNodeState":"inactive"}}`))
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	_, _, err = execute(context.Background(), "register", "--docker", "unix://"+sock, "--consul-addr", "127.0.0.1:1")
+	if err == nil || !strings.Contains(err.Error(), "lonely is in no swarm") || !strings.Contains(err.Error(), "--address") {
+		t.Errorf("an engine in no swarm: %v", err)
+	}
+	_, _, err = execute(context.Background(), "register", "--docker", "unix:///nonexistent/docker.sock", "--consul-addr", "127.0.0.1:1")
+	if err == nil || !strings.Contains(err.Error(), "socket mounted") {
+		t.Errorf("no engine behind the socket: %v", err)
 	}
 }
