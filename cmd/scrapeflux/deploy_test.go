@@ -167,7 +167,7 @@ func buildah(t *testing.T, args ...string) string {
 // image's HEALTHCHECK command.
 func TestContainerImage(t *testing.T) {
 	if _, err := exec.LookPath("buildah"); err != nil {
-		if os.Getenv("CI") == "true" {
+		if os.Getenv("CI") != "" {
 			t.Fatal("buildah not found: .ci/run installs it (apt-get install buildah)")
 		}
 		t.Skip("buildah not found (apt-get install buildah); CI runs this test")
