@@ -1,7 +1,7 @@
 // Package swarmtest starts a real Docker Swarm for integration tests: N
 // Debian docker.io engines (dockerd), each in a network namespace of its
-// own with its own host name, joined by veth pairs to a bridge in one more
-// namespace. Node addresses are private and exist only inside those
+// own with its own host name, /run and /etc/docker (a mount namespace of
+// its own), joined by veth pairs to a bridge in one more namespace. Node addresses are private and exist only inside those
 // namespaces: no namespace has a route out, so nothing a test does leaves
 // the machine. The first node is the manager.
 //
@@ -11,8 +11,9 @@
 //
 // Everything started is stopped by its pid when the test ends: each
 // engine with SIGTERM (its containers stopped within two seconds), then
-// whatever still runs in a node's namespace is killed, its mounts are
-// lifted and the namespaces removed.
+// whatever still runs in a node's network namespace or in its containers'
+// cgroups is killed by pid, and the namespaces, cgroups and files are
+// removed (the engine's mounts went with its mount namespace).
 package swarmtest
 
 import (
