@@ -55,6 +55,27 @@ func startWatcher(t *testing.T, d Discoverer) *watcher {
 	return w
 }
 
+// holds reads snapshots for d, failing the test if one breaks cond: a
+// discoverer whose source fails must keep its last targets, and a
+// snapshot sent meanwhile (one is read here, not left blocked) must
+// still hold them.
+func (w *watcher) holds(t *testing.T, d time.Duration, what string, cond func([]Target) bool) {
+	t.Helper()
+	end := time.After(d)
+	for {
+		select {
+		case s := <-w.ch:
+			w.latest = s
+			w.count++
+			if !cond(s) {
+				t.Fatalf("%s: a snapshot broke it: %v", what, urls(s))
+			}
+		case <-end:
+			return
+		}
+	}
+}
+
 // waitFor reads snapshots until cond holds on one.
 func (w *watcher) waitFor(t *testing.T, what string, cond func([]Target) bool) []Target {
 	t.Helper()

@@ -49,9 +49,7 @@ func TestFileSD(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if len(w.latest) != 3 {
-		t.Fatalf("a broken file changed the targets: %v", urls(w.latest))
-	}
+	w.holds(t, 500*time.Millisecond, "a broken file keeps the three targets", hasN(3))
 	os.Remove(path)
 	w.waitFor(t, "no targets once the file is gone", hasN(0))
 }
@@ -88,6 +86,7 @@ func TestHTTPSD(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	w.holds(t, time.Second, "a failing endpoint keeps its target (ten refreshes)", hasN(1))
 	mode.Store(2)
 	w.waitFor(t, "two targets after recovery", hasN(2))
 	if h.Status().Err != "" {
