@@ -46,6 +46,10 @@ type fakeInflux struct {
 	requests int
 	refused  int // refusals answered, line by line
 	pings    int
+	// lineCounts: lines of each write request, in order; tooLarge: the
+	// indexes of those answered 413.
+	lineCounts []int
+	tooLarge   []int
 }
 
 const refuseMark = "refuse_me"
@@ -99,7 +103,9 @@ func (f *fakeInflux) serve(w http.ResponseWriter, r *http.Request) {
 	f.paths[r.URL.Path]++
 	f.auth = r.Header.Get("Authorization")
 	w.Header().Set("Content-Type", "application/json")
+	f.lineCounts = append(f.lineCounts, strings.Count(string(data), "\n"))
 	if f.maxBody > 0 && len(data) > f.maxBody {
+		f.tooLarge = append(f.tooLarge, len(f.lineCounts)-1)
 		w.WriteHeader(http.StatusRequestEntityTooLarge)
 		if f.major == 2 {
 			fmt.Fprint(w, `{"code":"request too large","message":"unable to read data: points batch is too large"}`)

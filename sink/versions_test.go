@@ -129,6 +129,33 @@ func TestTooLargeNeverDropsGoodLines(t *testing.T) {
 			if wl := s.writeLines.Load(); wl >= int64(cfg.BatchSize) {
 				t.Errorf("lines per request still %d after 413s", wl)
 			}
+			// Later batches go out in requests of at most half the lines
+			// of the smallest request refused (rounded up, as the split):
+			// only the first batch was ever sent whole, and nothing after
+			// the last 413 is larger.
+			f.mu.Lock()
+			counts, refused := f.lineCounts, f.tooLarge
+			f.mu.Unlock()
+			if len(refused) == 0 {
+				t.Fatal("no request was refused as too large: the test proves nothing")
+			}
+			whole, smallest := 0, counts[refused[0]]
+			for _, c := range counts {
+				if c >= cfg.BatchSize {
+					whole++
+				}
+			}
+			for _, i := range refused {
+				smallest = min(smallest, counts[i])
+			}
+			if whole != 1 {
+				t.Errorf("%d requests carried a whole batch of %d lines, want 1 (the first, refused)", whole, cfg.BatchSize)
+			}
+			for i := refused[len(refused)-1] + 1; i < len(counts); i++ {
+				if counts[i] > (smallest+1)/2 {
+					t.Errorf("request %d after the last 413 carries %d lines, want at most half of %d", i, counts[i], smallest)
+				}
+			}
 			t.Logf("v%d: %d requests for 2,000 lines with a 4 KiB limit, %d lines per request after", major, requests, s.writeLines.Load())
 		})
 	}

@@ -86,6 +86,14 @@ const maxBlindSplits = 32
 // its own is dropped.
 func (s *Sink) deliver(ctx context.Context, body part) bool {
 	parts := []part{body}
+	if wl := int(s.writeLines.Load()); body.lines > wl && body.lines > 1 {
+		// A batch sealed before a 413 lowered the request size: split it
+		// now rather than be refused for it again.
+		if body.gz && !s.inflate(&body, "splitting a batch larger than InfluxDB takes") {
+			return true
+		}
+		parts = splitUpTo(body, wl)
+	}
 	named, splits, accepted := 0, 0, false
 	attempt := 0
 	created := false // one attempt to create a missing database per job
@@ -490,6 +498,16 @@ func backoff(attempt int, lo, hi time.Duration) time.Duration {
 }
 
 // splitPart cuts p in two at the line boundary nearest its middle.
+// splitUpTo splits plain p in halves until no part has more than max
+// lines.
+func splitUpTo(p part, max int) []part {
+	if p.lines <= max || p.lines <= 1 {
+		return []part{p}
+	}
+	a, c := splitPart(p)
+	return append(splitUpTo(a, max), splitUpTo(c, max)...)
+}
+
 func splitPart(p part) (part, part) {
 	half := p.lines / 2
 	cut := 0
