@@ -226,8 +226,11 @@ func nodeNames(s *swarmtest.Swarm) []string {
 // service virtual IPs would not route) and waits for what it promises:
 // every engine's metrics in the stack's InfluxDB, tagged with its node,
 // scraped by the stack's own services (the global register service and
-// the two central replicas). Then one replica's container is killed: with
-// R=2 no engine misses a slot, and no slot has two points.
+// the two central replicas). Then one replica's container is killed and
+// the central service gets a rolling update: with R=2 no engine misses a
+// slot, and no slot has two points. A node drained stops being scraped, a
+// node joining is scraped, and every query of the docker-engine dashboard
+// shows data from the real engines.
 func TestSwarmStackDeployed(t *testing.T) {
 	start := time.Now()
 	s := swarmtest.Start(t, 3)
