@@ -346,6 +346,27 @@ func (d *DockerSwarm) target(host string, port int, job string, meta []map[strin
 	return t, true
 }
 
+// portTargets are the targets at host: one per TCP port of ports, at its
+// target port with portLabels' labels, or one at the configured port when
+// there is none.
+func (d *DockerSwarm) portTargets(host string, ports []swarmPort, job string, meta []map[string]string, portLabels func(swarmPort) map[string]string, tags ...Tag) []Target {
+	var out []Target
+	for _, p := range ports {
+		if p.Protocol != "tcp" {
+			continue
+		}
+		if t, ok := d.target(host, p.TargetPort, job, append(meta, portLabels(p)), tags...); ok {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		if t, ok := d.target(host, d.cfg.Port, job, meta, tags...); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 func (d *DockerSwarm) services(ctx context.Context) ([]Target, error) {
 	var svcs []swarmService
 	if err := d.api.get(ctx, "/services", d.filters, &svcs); err != nil {
@@ -367,27 +388,15 @@ func (d *DockerSwarm) services(ctx context.Context) ([]Target, error) {
 			if err != nil {
 				continue
 			}
-			added := false
-			for _, p := range s.Endpoint.Ports {
-				if p.Protocol != "tcp" {
-					continue
-				}
-				port := map[string]string{
-					swarmLabel + "service_endpoint_port_name":         p.Name,
-					swarmLabel + "service_endpoint_port_publish_mode": p.PublishMode,
-				}
-				// The virtual IP serves the target port; the published
-				// one is on the nodes.
-				if t, ok := d.target(ip.String(), p.TargetPort, s.Spec.Name, []map[string]string{common, netLabels[vip.NetworkID], port}); ok {
-					out = append(out, t)
-					added = true
-				}
-			}
-			if !added {
-				if t, ok := d.target(ip.String(), d.cfg.Port, s.Spec.Name, []map[string]string{common, netLabels[vip.NetworkID]}); ok {
-					out = append(out, t)
-				}
-			}
+			// The virtual IP serves the target port; the published one
+			// is on the nodes.
+			out = append(out, d.portTargets(ip.String(), s.Endpoint.Ports, s.Spec.Name, []map[string]string{common, netLabels[vip.NetworkID]},
+				func(p swarmPort) map[string]string {
+					return map[string]string{
+						swarmLabel + "service_endpoint_port_name":         p.Name,
+						swarmLabel + "service_endpoint_port_publish_mode": p.PublishMode,
+					}
+				})...)
 		}
 	}
 	return out, nil
@@ -469,24 +478,12 @@ func (d *DockerSwarm) tasks(ctx context.Context) ([]Target, error) {
 				if err != nil {
 					continue
 				}
-				added := false
-				for _, pt := range s.Endpoint.Ports {
-					if pt.Protocol != "tcp" {
-						continue
-					}
-					mode := map[string]string{p + "port_publish_mode": pt.PublishMode}
-					// The task listens on the target port at its own
-					// address; the published port exists on the nodes.
-					if t, ok := d.target(ip.String(), pt.TargetPort, s.Spec.Name, []map[string]string{common, svc, nodeLabels, netLabels[att.Network.ID], mode}, tags...); ok {
-						out = append(out, t)
-						added = true
-					}
-				}
-				if !added {
-					if t, ok := d.target(ip.String(), d.cfg.Port, s.Spec.Name, []map[string]string{common, svc, nodeLabels, netLabels[att.Network.ID]}, tags...); ok {
-						out = append(out, t)
-					}
-				}
+				// The task listens on the target port at its own address;
+				// the published port exists on the nodes.
+				out = append(out, d.portTargets(ip.String(), s.Endpoint.Ports, s.Spec.Name, []map[string]string{common, svc, nodeLabels, netLabels[att.Network.ID]},
+					func(pt swarmPort) map[string]string {
+						return map[string]string{p + "port_publish_mode": pt.PublishMode}
+					}, tags...)...)
 			}
 		}
 	}

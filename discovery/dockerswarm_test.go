@@ -17,8 +17,9 @@ import (
 )
 
 // A Docker Engine API as a Swarm manager answers GET /nodes (Engine API
-// 1.41+, "Node" objects): no Docker engine runs here, so this server
-// answers with the documented shape.
+// 1.41+, "Node" objects), for the cases a test swarm does not give (a
+// demoted manager, a node at 0.0.0.0); the real engines are in
+// cmd/scrapeflux's swarm tests and in testdata/swarm.
 func swarmAPI(t *testing.T, nodes *atomic.Value) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/nodes" {
@@ -38,6 +39,21 @@ func swarmAPI(t *testing.T, nodes *atomic.Value) http.Handler {
 	})
 }
 
+// serveSwarmAPI serves swarmAPI on a unix socket, as the engine does, and
+// returns its unix:// address.
+func serveSwarmAPI(t *testing.T, nodes *atomic.Value) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: swarmAPI(t, nodes)}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "unix://" + sock
+}
+
 const twoNodes = `[
  {"ID":"n1","Description":{"Hostname":"manager-1","Platform":{"OS":"linux","Architecture":"x86_64"},"Engine":{"EngineVersion":"27.3.1"}},
   "Spec":{"Role":"manager","Availability":"active","Labels":{"rack":"r1"}},"Status":{"State":"ready","Addr":"10.0.0.11"},"ManagerStatus":{"Leader":true,"Addr":"10.0.0.11:2377"}},
@@ -52,15 +68,8 @@ const twoNodes = `[
 func TestDockerSwarmNodes(t *testing.T) {
 	var nodes atomic.Value
 	nodes.Store(twoNodes)
-	sock := filepath.Join(t.TempDir(), "docker.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: swarmAPI(t, &nodes)}
-	go srv.Serve(ln)
-	defer srv.Close()
-	d, err := NewDockerSwarm("docker-engine", DockerSwarmSDConfig{Host: "unix://" + sock, RefreshInterval: model.Duration(100 * time.Millisecond)}, discard)
+	sock := serveSwarmAPI(t, &nodes)
+	d, err := NewDockerSwarm("docker-engine", DockerSwarmSDConfig{Host: sock, RefreshInterval: model.Duration(100 * time.Millisecond)}, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,15 +111,8 @@ func TestDockerSwarmNodeAddressUnspecified(t *testing.T) {
  {"ID":"w1","Description":{"Hostname":"worker-1"},"Spec":{"Role":"worker","Availability":"active"},"Status":{"State":"ready","Addr":"0.0.0.0"}},
  {"ID":"w2","Description":{"Hostname":"worker-2"},"Spec":{"Role":"worker","Availability":"active"},"Status":{"State":"ready","Addr":"10.0.0.13"}}
 ]`)
-	sock := filepath.Join(t.TempDir(), "docker.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: swarmAPI(t, &nodes)}
-	go srv.Serve(ln)
-	defer srv.Close()
-	d, err := NewDockerSwarm("docker-engine", DockerSwarmSDConfig{Host: "unix://" + sock, RefreshInterval: model.Duration(time.Hour)}, discard)
+	sock := serveSwarmAPI(t, &nodes)
+	d, err := NewDockerSwarm("docker-engine", DockerSwarmSDConfig{Host: sock, RefreshInterval: model.Duration(time.Hour)}, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,5 +160,95 @@ func TestDockerSwarmTLS(t *testing.T) {
 	plain.TLSConfig.CAFile = ca
 	if _, err := NewDockerSwarm("j", plain, discard); err == nil || !strings.Contains(err.Error(), "https") {
 		t.Errorf("tls_config on http://: %v", err)
+	}
+}
+
+// serveCaptures answers the Engine API from testdata/swarm: what a real
+// 20.10 manager answered for GET /nodes, /services, /tasks and /networks
+// on a three-node swarm with a global service "exporter" (dnsrr, no port,
+// service label team=infra, container label metrics=yes, on overlay
+// network mon) and a replicated service "web" (2 tasks, target port 9100
+// published on the routing mesh as 8080).
+func serveCaptures(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := os.ReadFile(filepath.Join("testdata", "swarm", strings.TrimPrefix(r.URL.Path, "/")+".json"))
+		if err != nil {
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"message":"page not found"}`))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(b)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// Roles tasks and services on a real engine's answers: every running
+// task at its overlay address and the service's target port (else the
+// configured one), the routing mesh's ingress addresses left out, each
+// tagged with its node and its service as job, with Prometheus's labels;
+// services at their virtual IP on mon.
+func TestDockerSwarmTasksAndServicesCaptured(t *testing.T) {
+	host := serveCaptures(t)
+	read := func(cfg DockerSwarmSDConfig) []Target {
+		t.Helper()
+		cfg.Host = host
+		d, err := NewDockerSwarm("swarm", cfg, discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts, err := d.read(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ts
+	}
+	got := map[string]Target{}
+	for _, tg := range read(DockerSwarmSDConfig{Role: "tasks", Port: 9100}) {
+		got[tg.Tag("job")+" "+tg.URL] = tg
+	}
+	want := []string{
+		"exporter http://10.0.1.2:9100/metrics", "exporter http://10.0.1.3:9100/metrics", "exporter http://10.0.1.4:9100/metrics",
+		"web http://10.0.1.9:9100/metrics", "web http://10.0.1.10:9100/metrics",
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d task targets, want %d: %v", len(got), len(want), got)
+	}
+	nodes := map[string]bool{}
+	for _, k := range want {
+		tg, ok := got[k]
+		if !ok {
+			t.Errorf("no target %s", k)
+			continue
+		}
+		nodes[tg.Tag("node")] = true
+		m := tg.Meta
+		if m["__meta_dockerswarm_network_name"] != "mon" || m["__meta_dockerswarm_task_desired_state"] != "running" ||
+			m["__meta_dockerswarm_node_hostname"] != tg.Tag("node") || m["__meta_dockerswarm_service_name"] != tg.Tag("job") {
+			t.Errorf("%s: labels %v", k, m)
+		}
+		if tg.Tag("job") == "exporter" && (m["__meta_dockerswarm_service_label_team"] != "infra" ||
+			m["__meta_dockerswarm_container_label_metrics"] != "yes" || m["__meta_dockerswarm_service_mode"] != "global") {
+			t.Errorf("%s: service and container labels %v", k, m)
+		}
+		if tg.Tag("job") == "web" && m["__meta_dockerswarm_task_port_publish_mode"] != "ingress" {
+			t.Errorf("%s: port labels %v", k, m)
+		}
+	}
+	if !nodes["swarm0"] || !nodes["swarm1"] || !nodes["swarm2"] {
+		t.Errorf("node tags %v, want swarm0..2", nodes)
+	}
+	if n := len(read(DockerSwarmSDConfig{Role: "tasks", Port: 9100, Network: "other"})); n != 0 {
+		t.Errorf("network other: %d targets, want none", n)
+	}
+	if n := len(read(DockerSwarmSDConfig{Role: "tasks", Port: 9100, Network: "mon"})); n != len(want) {
+		t.Errorf("network mon: %d targets, want %d", n, len(want))
+	}
+	svcs := read(DockerSwarmSDConfig{Role: "services"})
+	if len(svcs) != 1 || svcs[0].URL != "http://10.0.1.8:9100/metrics" || svcs[0].Tag("job") != "web" ||
+		svcs[0].Meta["__meta_dockerswarm_service_endpoint_port_publish_mode"] != "ingress" || svcs[0].Meta["__meta_dockerswarm_service_mode"] != "replicated" {
+		t.Errorf("services: %+v", svcs)
 	}
 }
