@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -23,6 +22,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/scrapeflux/scrapeflux/discovery/backoff"
 )
 
 // ConsulConfig says which Consul services become targets.
@@ -289,7 +290,7 @@ func (c *Consul) Run(ctx context.Context, ch chan<- []Target) error {
 					c.log.Warn("cannot read Consul services, keeping last targets", "err", err, "targets", len(last))
 					failing = msg
 				}
-				if !sleep(gctx, backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)) {
+				if !backoff.Sleep(gctx, backoff.Delay(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)) {
 					return nil
 				}
 				continue
@@ -310,7 +311,7 @@ func (c *Consul) Run(ctx context.Context, ch chan<- []Target) error {
 			}
 			// Changes that come in a burst (a whole swarm restarting) are
 			// read together, at most five times a second.
-			if !sleep(gctx, minRefreshGap) {
+			if !backoff.Sleep(gctx, minRefreshGap) {
 				return nil
 			}
 		}
@@ -582,7 +583,7 @@ func (c *Consul) watch(ctx context.Context, what string, failed func(), fn func(
 			} else {
 				c.log.Debug("Consul query still failing", "query", what, "err", err, "attempt", attempt)
 			}
-			if !sleep(ctx, backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)) {
+			if !backoff.Sleep(ctx, backoff.Delay(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)) {
 				return nil
 			}
 			continue
@@ -599,7 +600,7 @@ func (c *Consul) watch(ctx context.Context, what string, failed func(), fn func(
 			// since every such answer comes back at once.
 			index = 0
 			backwards++
-			if !sleep(ctx, backoff(backwards, c.cfg.MinBackoff, c.cfg.MaxBackoff)) {
+			if !backoff.Sleep(ctx, backoff.Delay(backwards, c.cfg.MinBackoff, c.cfg.MaxBackoff)) {
 				return nil
 			}
 			continue
@@ -761,25 +762,4 @@ func sameTargets(a, b []Target) bool {
 		}
 	}
 	return true
-}
-
-// backoff is capped exponential with jitter over its upper half.
-func backoff(attempt int, lo, hi time.Duration) time.Duration {
-	d := lo << min(attempt-1, 20)
-	if d > hi || d <= 0 {
-		d = hi
-	}
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -15,7 +15,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/scrapeflux/scrapeflux/discovery/servertest"
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 )
 
 // countingProxy sits in front of a real Consul and counts requests by

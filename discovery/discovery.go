@@ -123,6 +123,29 @@ type Discoverer interface {
 	Run(ctx context.Context, ch chan<- []Target) error
 }
 
+// StaticConfig is a job's static_targets: URLs scraped as they are.
+type StaticConfig []string
+
+func init() { RegisterConfig("static_targets", false, &StaticConfig{}) }
+
+// Name implements Config.
+func (*StaticConfig) Name() string { return "static" }
+
+// Validate implements Config.
+func (c *StaticConfig) Validate(o DiscovererOptions) error {
+	for _, u := range *c {
+		if _, err := NewTarget(u, o.Job); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NewDiscoverer implements Config.
+func (c *StaticConfig) NewDiscoverer(o DiscovererOptions) (Discoverer, error) {
+	return NewStatic(o.Job, *c)
+}
+
 // Static is a discoverer of a fixed list of targets.
 type Static struct {
 	Targets []Target

@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -73,14 +74,32 @@ type DockerSwarm struct {
 	statusKeeper
 }
 
-// NewDockerSwarm makes a Swarm discoverer for job.
-func NewDockerSwarm(job string, cfg DockerSwarmSDConfig, log *slog.Logger) (*DockerSwarm, error) {
+func init() { RegisterConfig("dockerswarm_sd_configs", true, &DockerSwarmSDConfig{}) }
+
+// Name implements Config.
+func (*DockerSwarmSDConfig) Name() string { return "dockerswarm_sd" }
+
+// Validate implements Config.
+func (c *DockerSwarmSDConfig) Validate(DiscovererOptions) error {
+	_, err := c.resolve()
+	return err
+}
+
+// NewDiscoverer implements Config.
+func (c *DockerSwarmSDConfig) NewDiscoverer(o DiscovererOptions) (Discoverer, error) {
+	return NewDockerSwarm(o.Job, *c, o.Logger)
+}
+
+// resolve returns the discoverer of the config (defaults filled in, the
+// filters query parameter, the API client), or what is wrong with it.
+func (c DockerSwarmSDConfig) resolve() (*DockerSwarm, error) {
+	cfg := c
 	switch cfg.Role {
 	case "":
 		cfg.Role = "nodes"
 	case "nodes", "tasks", "services":
 	default:
-		return nil, fmt.Errorf("dockerswarm_sd_configs: role %q: want nodes, tasks or services", cfg.Role)
+		return nil, fmt.Errorf("role %q: want nodes, tasks or services", cfg.Role)
 	}
 	if cfg.Port == 0 {
 		cfg.Port = 80
@@ -89,30 +108,40 @@ func NewDockerSwarm(job string, cfg DockerSwarmSDConfig, log *slog.Logger) (*Doc
 		}
 	}
 	if cfg.Port < 0 || cfg.Port > 65535 {
-		return nil, fmt.Errorf("dockerswarm_sd_configs: port %d: want 1..65535", cfg.Port)
+		return nil, fmt.Errorf("port %d: want 1..65535", cfg.Port)
 	}
 	if cfg.Network != "" && cfg.Role == "nodes" {
-		return nil, fmt.Errorf("dockerswarm_sd_configs: network %q: only for roles tasks and services (nodes are scraped at their own address)", cfg.Network)
+		return nil, fmt.Errorf("network %q: only for roles tasks and services (nodes are scraped at their own address)", cfg.Network)
 	}
 	if cfg.RefreshInterval <= 0 {
 		cfg.RefreshInterval = model.Duration(DefaultSwarmRefresh)
 	}
 	api, err := newDockerAPI(cfg.Host, cfg.TLSConfig)
 	if err != nil {
-		return nil, fmt.Errorf("dockerswarm_sd_configs: %w", err)
+		return nil, err
 	}
-	d := &DockerSwarm{job: job, cfg: cfg, api: api, log: log}
+	filters := ""
 	if len(cfg.Filters) > 0 {
 		m := map[string][]string{}
 		for _, f := range cfg.Filters {
 			if f.Name == "" {
-				return nil, fmt.Errorf("dockerswarm_sd_configs: a filter has no name")
+				return nil, errors.New("a filter has no name")
 			}
 			m[f.Name] = append(m[f.Name], f.Values...)
 		}
 		b, _ := json.Marshal(m)
-		d.filters = string(b)
+		filters = string(b)
 	}
+	return &DockerSwarm{cfg: cfg, api: api, filters: filters}, nil
+}
+
+// NewDockerSwarm makes a Swarm discoverer for job.
+func NewDockerSwarm(job string, c DockerSwarmSDConfig, log *slog.Logger) (*DockerSwarm, error) {
+	d, err := c.resolve()
+	if err != nil {
+		return nil, err
+	}
+	d.job, d.log = job, log
 	return d, nil
 }
 

@@ -118,18 +118,39 @@ type File struct {
 	statusKeeper
 }
 
-// NewFile makes a file discoverer for job.
-func NewFile(job string, cfg FileSDConfig, log *slog.Logger) (*File, error) {
-	if len(cfg.Files) == 0 {
-		return nil, errors.New("file_sd_configs: files must list at least one path")
+func init() {
+	RegisterConfig("file_sd_configs", true, &FileSDConfig{})
+	RegisterConfig("http_sd_configs", true, &HTTPSDConfig{})
+}
+
+// Name implements Config.
+func (*FileSDConfig) Name() string { return "file_sd" }
+
+// Validate implements Config.
+func (c *FileSDConfig) Validate(DiscovererOptions) error {
+	if len(c.Files) == 0 {
+		return errors.New("files must list at least one path")
 	}
-	for _, f := range cfg.Files {
+	for _, f := range c.Files {
 		if _, err := filepath.Match(filepath.Base(f), ""); err != nil {
-			return nil, fmt.Errorf("file_sd_configs: bad pattern %q: %w", f, err)
+			return fmt.Errorf("bad pattern %q: %w", f, err)
 		}
 		if ext := filepath.Ext(f); ext != ".json" && ext != ".yml" && ext != ".yaml" {
-			return nil, fmt.Errorf("file_sd_configs: %q must end in .json, .yml or .yaml", f)
+			return fmt.Errorf("%q must end in .json, .yml or .yaml", f)
 		}
+	}
+	return nil
+}
+
+// NewDiscoverer implements Config.
+func (c *FileSDConfig) NewDiscoverer(o DiscovererOptions) (Discoverer, error) {
+	return NewFile(o.Job, *c, o.Logger)
+}
+
+// NewFile makes a file discoverer for job.
+func NewFile(job string, cfg FileSDConfig, log *slog.Logger) (*File, error) {
+	if err := cfg.Validate(DiscovererOptions{Job: job}); err != nil {
+		return nil, err
 	}
 	if cfg.RefreshInterval <= 0 {
 		cfg.RefreshInterval = model.Duration(DefaultFileRefresh)
@@ -331,10 +352,26 @@ type HTTP struct {
 	statusKeeper
 }
 
+// Name implements Config.
+func (*HTTPSDConfig) Name() string { return "http_sd" }
+
+// Validate implements Config.
+func (c *HTTPSDConfig) Validate(DiscovererOptions) error {
+	if !strings.HasPrefix(c.URL, "http://") && !strings.HasPrefix(c.URL, "https://") {
+		return fmt.Errorf("url %q must be http:// or https://", c.URL)
+	}
+	return nil
+}
+
+// NewDiscoverer implements Config.
+func (c *HTTPSDConfig) NewDiscoverer(o DiscovererOptions) (Discoverer, error) {
+	return NewHTTP(o.Job, *c, o.Logger)
+}
+
 // NewHTTP makes an http_sd discoverer for job.
 func NewHTTP(job string, cfg HTTPSDConfig, log *slog.Logger) (*HTTP, error) {
-	if !strings.HasPrefix(cfg.URL, "http://") && !strings.HasPrefix(cfg.URL, "https://") {
-		return nil, fmt.Errorf("http_sd_configs: url %q must be http:// or https://", cfg.URL)
+	if err := cfg.Validate(DiscovererOptions{Job: job}); err != nil {
+		return nil, err
 	}
 	if cfg.RefreshInterval <= 0 {
 		cfg.RefreshInterval = model.Duration(DefaultHTTPRefresh)

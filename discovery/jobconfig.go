@@ -14,6 +14,30 @@ type ConsulJob struct {
 	Filter string `yaml:"filter"`
 }
 
+func init() { RegisterConfig("consul", false, &ConsulJob{}) }
+
+// Name implements Config.
+func (*ConsulJob) Name() string { return "consul" }
+
+// Validate implements Config: the selection through the connection the
+// flags give.
+func (j *ConsulJob) Validate(o DiscovererOptions) error {
+	c := j.Apply(o.Consul)
+	return c.Validate()
+}
+
+// NewDiscoverer implements Config.
+func (j *ConsulJob) NewDiscoverer(o DiscovererOptions) (Discoverer, error) {
+	return NewConsul(j.Apply(o.Consul), o.Logger)
+}
+
+// Selection is the ConsulJob that selects, through a connection, what c
+// selects: Apply(c) of it is c.
+func (c ConsulConfig) Selection() *ConsulJob {
+	tag := c.Tag
+	return &ConsulJob{Services: c.Services, Tag: &tag, Health: c.Health, NodeMeta: c.NodeMeta, MetaTags: c.MetaTags, Filter: c.Filter}
+}
+
 // Apply returns base (the connection: address, TLS, token) with the job's
 // selection. Named services need not carry a tag unless one is given.
 func (j *ConsulJob) Apply(base ConsulConfig) ConsulConfig {

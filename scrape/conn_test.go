@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
+
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 )
 
 // connCounter serves body and counts the connections it accepted.
@@ -123,7 +125,7 @@ func TestIdleConnectionClosedByTarget(t *testing.T) {
 	l, r := newTestLoop(t, testConfig(), srv.URL)
 	for i := int64(1); i <= 3; i++ {
 		l.scrape(context.Background(), time.Now(), time.Now(), 0)
-		waitFor(t, func() bool { return closed.Load() == i })
+		servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { return closed.Load() == i })
 	}
 	checkScrapes(t, "", l, r, 3, conns.Load(), 3)
 }
@@ -437,17 +439,17 @@ func TestSlotsFollowTheWallClock(t *testing.T) {
 	done := make(chan struct{})
 	go func() { l.run(ctx); close(done) }()
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(stamps) }
-	waitFor(t, func() bool { return count() >= 3 })
+	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { return count() >= 3 })
 	mu.Lock()
 	shift += time.Hour + 37*time.Millisecond // the wall clock steps forward
 	mu.Unlock()
 	n := count()
-	waitFor(t, func() bool { return count() >= n+3 })
+	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { return count() >= n+3 })
 	mu.Lock()
 	shift -= 10*time.Minute + 13*time.Millisecond // and back
 	mu.Unlock()
 	n = count()
-	waitFor(t, func() bool { return count() >= n+3 })
+	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { return count() >= n+3 })
 	cancel()
 	<-done
 	phase := int64(l.offset(time.Unix(0, 0))) / int64(time.Millisecond)

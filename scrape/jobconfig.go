@@ -18,32 +18,33 @@ import (
 // text here, so a bad one is reported with its key and does not stop the
 // other checks.
 type FileJob struct {
-	Name                 string                          `yaml:"job_name"`
-	ScrapeInterval       string                          `yaml:"scrape_interval"`
-	ScrapeTimeout        string                          `yaml:"scrape_timeout"`
-	HonorTimestamps      bool                            `yaml:"honor_timestamps"`
-	SampleLimit          int                             `yaml:"sample_limit"`
-	LabelLimit           int                             `yaml:"label_limit"`
-	LabelNameLengthLimit *int                            `yaml:"label_name_length_limit"`
-	LabelValueLength     *int                            `yaml:"label_value_length_limit"`
-	ScrapeProtocols      []string                        `yaml:"scrape_protocols"`
-	SeriesLimit          int                             `yaml:"series_limit"`
-	URLTag               string                          `yaml:"url_tag"`
-	Bucket               string                          `yaml:"bucket"`
-	OmitTags             []string                        `yaml:"omit_tags"`
-	BodySizeLimit        string                          `yaml:"body_size_limit"`
-	Layout               string                          `yaml:"layout"`
-	Measurement          string                          `yaml:"measurement"`
-	StaticTargets        []string                        `yaml:"static_targets"`
-	Consul               *discovery.ConsulJob            `yaml:"consul"`
-	FileSD               []discovery.FileSDConfig        `yaml:"file_sd_configs"`
-	HTTPSD               []discovery.HTTPSDConfig        `yaml:"http_sd_configs"`
-	DockerSwarmSD        []discovery.DockerSwarmSDConfig `yaml:"dockerswarm_sd_configs"`
-	TLS                  TLSConfig                       `yaml:"tls_config"`
-	BearerTokenFile      string                          `yaml:"bearer_token_file"`
-	BasicAuth            *BasicAuthFile                  `yaml:"basic_auth"`
-	RelabelConfigs       RelabelRules                    `yaml:"relabel_configs"`
-	MetricRelabelConfigs RelabelRules                    `yaml:"metric_relabel_configs"`
+	Name                 string         `yaml:"job_name"`
+	ScrapeInterval       string         `yaml:"scrape_interval"`
+	ScrapeTimeout        string         `yaml:"scrape_timeout"`
+	HonorTimestamps      bool           `yaml:"honor_timestamps"`
+	SampleLimit          int            `yaml:"sample_limit"`
+	LabelLimit           int            `yaml:"label_limit"`
+	LabelNameLengthLimit *int           `yaml:"label_name_length_limit"`
+	LabelValueLength     *int           `yaml:"label_value_length_limit"`
+	ScrapeProtocols      []string       `yaml:"scrape_protocols"`
+	SeriesLimit          int            `yaml:"series_limit"`
+	URLTag               string         `yaml:"url_tag"`
+	Bucket               string         `yaml:"bucket"`
+	OmitTags             []string       `yaml:"omit_tags"`
+	BodySizeLimit        string         `yaml:"body_size_limit"`
+	Layout               string         `yaml:"layout"`
+	Measurement          string         `yaml:"measurement"`
+	TLS                  TLSConfig      `yaml:"tls_config"`
+	BearerTokenFile      string         `yaml:"bearer_token_file"`
+	BasicAuth            *BasicAuthFile `yaml:"basic_auth"`
+	RelabelConfigs       RelabelRules   `yaml:"relabel_configs"`
+	MetricRelabelConfigs RelabelRules   `yaml:"metric_relabel_configs"`
+	// Sources are the job's discovery sources, each under the key it
+	// registered (static_targets, consul, file_sd_configs, ...), in the
+	// order written.
+	Sources []discovery.Config `yaml:"-"`
+
+	decodeErrs []string // see DecodeErrors
 }
 
 // BasicAuthFile is basic auth towards a job's targets; the password comes
@@ -100,7 +101,7 @@ var yamlKeyOf = map[string]string{
 // Spec turns the job into a JobSpec: defaults filled in, secrets read,
 // overrides (the flags given) applied, everything validated. Every
 // problem comes back, each a *FieldError naming the job's YAML key. consul
-// is the connection the job's Consul discovery uses.
+// is the connection the job's Consul discovery uses (the manager's).
 func (j *FileJob) Spec(def FileDefaults, consul discovery.ConsulConfig, overrides func(*Config)) (JobSpec, []*FieldError) {
 	var probs []*FieldError
 	bad := func(key string, err error) { probs = append(probs, &FieldError{Field: key, Err: err}) }
@@ -190,37 +191,15 @@ func (j *FileJob) Spec(def FileDefaults, consul discovery.ConsulConfig, override
 			bad(key, e)
 		}
 	}
-	spec := JobSpec{Name: j.Name, Scrape: sc, Static: j.StaticTargets}
-	for _, u := range j.StaticTargets {
-		if _, err := discovery.NewTarget(u, j.Name); err != nil {
-			bad("static_targets", err)
+	spec := JobSpec{Name: j.Name, Scrape: sc, Sources: j.Sources}
+	opts := discovery.DiscovererOptions{Job: j.Name, Consul: consul}
+	for _, c := range j.Sources {
+		if err := c.Validate(opts); err != nil {
+			bad(discovery.KeyOf(c), err)
 		}
 	}
-	if j.Consul != nil {
-		cc := j.Consul.Apply(consul)
-		if err := cc.Validate(); err != nil {
-			bad("consul", err)
-		}
-		spec.Consul = &cc
-	}
-	for _, f := range j.FileSD {
-		if _, err := discovery.NewFile(j.Name, f, nil); err != nil {
-			bad("file_sd_configs", err)
-		}
-	}
-	for _, h := range j.HTTPSD {
-		if _, err := discovery.NewHTTP(j.Name, h, nil); err != nil {
-			bad("http_sd_configs", err)
-		}
-	}
-	for _, d := range j.DockerSwarmSD {
-		if _, err := discovery.NewDockerSwarm(j.Name, d, nil); err != nil {
-			bad("dockerswarm_sd_configs", err)
-		}
-	}
-	spec.FileSD, spec.HTTPSD, spec.DockerSwarmSD = j.FileSD, j.HTTPSD, j.DockerSwarmSD
-	if len(spec.Static) == 0 && spec.Consul == nil && len(spec.FileSD) == 0 && len(spec.HTTPSD) == 0 && len(spec.DockerSwarmSD) == 0 {
-		bad("static_targets", errors.New("a job needs static_targets, consul, file_sd_configs, http_sd_configs or dockerswarm_sd_configs"))
+	if len(spec.Sources) == 0 {
+		bad("static_targets", fmt.Errorf("a job needs one of %s", strings.Join(discovery.SourceKeys(), ", ")))
 	}
 	return spec, probs
 }

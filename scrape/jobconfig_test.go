@@ -21,14 +21,14 @@ func TestFileJobSpec(t *testing.T) {
 		want []string // "key: text" of each problem
 	}{
 		{"no name", FileJob{}, []string{"job_name: must be set"}},
-		{"bad duration and limit", FileJob{Name: "a", ScrapeInterval: "often", LabelLimit: -1, StaticTargets: []string{"http://127.0.0.1:1/metrics"}},
+		{"bad duration and limit", FileJob{Name: "a", ScrapeInterval: "often", LabelLimit: -1, Sources: static("http://127.0.0.1:1/metrics")},
 			[]string{`scrape_interval: "often" is not a duration`, "label_limit: label limit must not be negative"}},
-		{"body size zero", FileJob{Name: "a", BodySizeLimit: "0", StaticTargets: []string{"http://127.0.0.1:1/metrics"}},
+		{"body size zero", FileJob{Name: "a", BodySizeLimit: "0", Sources: static("http://127.0.0.1:1/metrics")},
 			[]string{"body_size_limit: body limit must be positive"}},
-		{"auth conflict", FileJob{Name: "a", BearerTokenFile: tok, BasicAuth: &BasicAuthFile{Username: "u"}, StaticTargets: []string{"http://127.0.0.1:1/metrics"}},
+		{"auth conflict", FileJob{Name: "a", BearerTokenFile: tok, BasicAuth: &BasicAuthFile{Username: "u"}, Sources: static("http://127.0.0.1:1/metrics")},
 			[]string{"bearer_token_file: a bearer token and basic auth cannot both be set"}},
-		{"no targets", FileJob{Name: "a"}, []string{"static_targets: a job needs static_targets, consul, file_sd_configs, http_sd_configs or dockerswarm_sd_configs"}},
-		{"timeout over interval", FileJob{Name: "a", ScrapeInterval: "5s", ScrapeTimeout: "10s", Consul: &discovery.ConsulJob{Tag: &tag}},
+		{"no targets", FileJob{Name: "a"}, []string{"static_targets: a job needs one of consul, dockerswarm_sd_configs, file_sd_configs"}},
+		{"timeout over interval", FileJob{Name: "a", ScrapeInterval: "5s", ScrapeTimeout: "10s", Sources: []discovery.Config{&discovery.ConsulJob{Tag: &tag}}},
 			[]string{"scrape_timeout: timeout 10s must not exceed interval 5s"}},
 	}
 	for _, c := range cases {
@@ -47,11 +47,16 @@ func TestFileJobSpec(t *testing.T) {
 			}
 		}
 	}
-	spec, probs := (&FileJob{Name: "a", ScrapeInterval: "5s", BearerTokenFile: tok, StaticTargets: []string{"http://127.0.0.1:1/metrics"}}).
+	spec, probs := (&FileJob{Name: "a", ScrapeInterval: "5s", BearerTokenFile: tok, Sources: static("http://127.0.0.1:1/metrics")}).
 		Spec(FileDefaults{Interval: time.Minute}, discovery.DefaultConsulConfig(), nil)
 	if len(probs) != 0 || spec.Scrape.Interval != 5*time.Second || spec.Scrape.Timeout != 5*time.Second || spec.Scrape.BearerToken != "t0ken" {
 		t.Errorf("good job: %+v, %v", spec.Scrape, probs)
 	}
+}
+
+func static(urls ...string) []discovery.Config {
+	st := discovery.StaticConfig(urls)
+	return []discovery.Config{&st}
 }
 
 func TestConsulJobApply(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,18 +18,9 @@ import (
 type JobSpec struct {
 	Name   string
 	Scrape Config
-	Static []string
-	Consul *discovery.ConsulConfig
-	FileSD []discovery.FileSDConfig
-	HTTPSD []discovery.HTTPSDConfig
-	// DockerSwarmSD finds a Swarm's nodes through a manager's Docker API.
-	DockerSwarmSD []discovery.DockerSwarmSDConfig
-}
-
-// statusReporter is a discoverer that says how it is doing (Consul,
-// file_sd, http_sd; static targets cannot fail).
-type statusReporter interface {
-	Status() discovery.Status
+	// Sources find the job's targets; the manager builds each the same
+	// way (discovery.Config) and names none.
+	Sources []discovery.Config
 }
 
 // Manager runs one scrape pool and its discoverers per job, all feeding
@@ -43,28 +35,43 @@ type Manager struct {
 	app     Appendable
 	shard   *Shard // nil: not a replica
 	log     *slog.Logger
-	applyMu sync.Mutex // serialises Apply and Stop
-	mu      sync.Mutex // guards running
+	consul  discovery.ConsulConfig // the connection consul: sections use
+	applyMu sync.Mutex             // serialises Apply and Stop
+	mu      sync.Mutex             // guards running
 	running map[string]*runningJob
 }
 
 type runningJob struct {
 	fingerprint string
 	pool        *Pool
-	reporters   []statusReporter
-	sources     string // "static, consul, file_sd, http_sd" as configured
+	reporters   []discovery.StatusReporter
+	sources     string // "static, consul, file_sd" as configured
 	cancel      context.CancelFunc
 	done        chan struct{}
 }
 
 // NewManager makes a manager whose jobs run until ctx ends or Stop; with a
-// shard, every pool scrapes only this replica's share.
-func NewManager(ctx context.Context, app Appendable, shard *Shard, log *slog.Logger) *Manager {
-	return &Manager{ctx: ctx, app: app, shard: shard, log: log, running: map[string]*runningJob{}}
+// shard, every pool scrapes only this replica's share. consul is the
+// connection (address, TLS, token) of the jobs' consul: sections.
+func NewManager(ctx context.Context, app Appendable, shard *Shard, consul discovery.ConsulConfig, log *slog.Logger) *Manager {
+	return &Manager{ctx: ctx, app: app, shard: shard, consul: consul, log: log, running: map[string]*runningJob{}}
 }
 
+// fingerprint is what a job is: each source by its kind and config.
 func fingerprint(s JobSpec) string {
-	b, _ := json.Marshal(s)
+	type source struct {
+		Kind   string
+		Config discovery.Config
+	}
+	srcs := make([]source, len(s.Sources))
+	for i, c := range s.Sources {
+		srcs[i] = source{discovery.KeyOf(c), c}
+	}
+	b, _ := json.Marshal(struct {
+		Name    string
+		Scrape  Config
+		Sources []source
+	}{s.Name, s.Scrape, srcs})
 	return string(b)
 }
 
@@ -118,59 +125,20 @@ func (j *Manager) start(s JobSpec) (*runningJob, error) {
 	// as their job tag, which their own log lines show.
 	log := j.log.With("config_job", s.Name)
 	var sources []discovery.Discoverer
-	if len(s.Static) > 0 {
-		st, err := discovery.NewStatic(s.Name, s.Static)
-		if err != nil {
-			return nil, err
-		}
-		sources = append(sources, st)
-	}
-	var reporters []statusReporter
+	var reporters []discovery.StatusReporter
 	var kinds []string
-	if len(s.Static) > 0 {
-		kinds = append(kinds, "static")
-	}
-	if s.Consul != nil {
-		c, err := discovery.NewConsul(*s.Consul, log.With("component", "consul"))
-		if err != nil {
-			return nil, err
-		}
-		sources = append(sources, c)
-		reporters = append(reporters, c)
-		kinds = append(kinds, "consul")
-	}
-	for _, fc := range s.FileSD {
-		f, err := discovery.NewFile(s.Name, fc, log.With("component", "file_sd"))
-		if err != nil {
-			return nil, err
-		}
-		sources = append(sources, f)
-		reporters = append(reporters, f)
-	}
-	if len(s.FileSD) > 0 {
-		kinds = append(kinds, "file_sd")
-	}
-	for _, hc := range s.HTTPSD {
-		h, err := discovery.NewHTTP(s.Name, hc, log.With("component", "http_sd"))
-		if err != nil {
-			return nil, err
-		}
-		sources = append(sources, h)
-		reporters = append(reporters, h)
-	}
-	if len(s.HTTPSD) > 0 {
-		kinds = append(kinds, "http_sd")
-	}
-	for _, dc := range s.DockerSwarmSD {
-		d, err := discovery.NewDockerSwarm(s.Name, dc, log.With("component", "dockerswarm_sd"))
+	for _, c := range s.Sources {
+		d, err := c.NewDiscoverer(discovery.DiscovererOptions{Job: s.Name, Consul: j.consul, Logger: log.With("component", c.Name())})
 		if err != nil {
 			return nil, err
 		}
 		sources = append(sources, d)
-		reporters = append(reporters, d)
-	}
-	if len(s.DockerSwarmSD) > 0 {
-		kinds = append(kinds, "dockerswarm_sd")
+		if r, ok := d.(discovery.StatusReporter); ok {
+			reporters = append(reporters, r)
+		}
+		if !slices.Contains(kinds, c.Name()) {
+			kinds = append(kinds, c.Name())
+		}
 	}
 	pool, err := NewPool(s.Scrape, j.app, log.With("component", "scrape"))
 	if err != nil {

@@ -29,6 +29,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
+
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -367,10 +369,10 @@ func TestPoolReconciles(t *testing.T) {
 	go func() { done <- p.Run(ctx, ch) }()
 
 	ch <- []discovery.Target{tg("/a"), tg("/b")}
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return hits["/a"] >= 2 && hits["/b"] >= 2 })
+	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return hits["/a"] >= 2 && hits["/b"] >= 2 })
 	before := loopOf(p, tg("/a"))
 	ch <- []discovery.Target{tg("/a"), tg("/c")}
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return hits["/c"] >= 2 })
+	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return hits["/c"] >= 2 })
 	if loopOf(p, tg("/a")) != before {
 		t.Error("unchanged target /a got a new loop")
 	}
@@ -402,17 +404,6 @@ func loopOf(p *Pool, t discovery.Target) *loop {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.loops[t.Key()]
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestAuthAndRedirects(t *testing.T) {
@@ -618,12 +609,12 @@ func TestCountersSurviveTargetRemoval(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- p.Run(ctx, ch) }()
 	ch <- []discovery.Target{tg("/a"), tg("/b"), tg("/c"), tg("/bad")}
-	waitFor(t, func() bool { return scrapes() >= 20 && failures() >= 3 })
+	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { return scrapes() >= 20 && failures() >= 3 })
 	ch <- []discovery.Target{tg("/a")}
-	waitFor(t, func() bool { return len(p.Targets()) == 1 })
+	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { return len(p.Targets()) == 1 })
 	before, failed := scrapes(), failures()
 	ch <- nil
-	waitFor(t, func() bool { return len(p.Targets()) == 0 })
+	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { return len(p.Targets()) == 0 })
 	if scrapes() < before || failures() < failed {
 		t.Fatalf("counters went down: scrapes %v -> %v, failures %v -> %v", before, scrapes(), failed, failures())
 	}

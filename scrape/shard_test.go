@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
+
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 )
 
 func keys(n int) []string {
@@ -150,12 +152,12 @@ func TestPoolHandsOverAfterOneInterval(t *testing.T) {
 	ch <- []discovery.Target{tg}
 	path := tg.URL[len(srv.URL):]
 	count := func() int { mu.Lock(); defer mu.Unlock(); return hits[path] }
-	waitFor(t, func() bool { return count() >= 2 })
+	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { return count() >= 2 })
 
 	shard.SetMembers([]string{"a", "b"})
-	waitFor(t, func() bool { st := p.Targets(); return len(st) == 1 && st[0].Role == RoleLeaving })
+	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { st := p.Targets(); return len(st) == 1 && st[0].Role == RoleLeaving })
 	atHandover := count()
-	waitFor(t, func() bool { st := p.Targets(); return len(st) == 1 && st[0].Role == RoleSkipped })
+	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { st := p.Targets(); return len(st) == 1 && st[0].Role == RoleSkipped })
 	if n := count() - atHandover; n < 1 || n > 2 {
 		t.Errorf("scraped %d times after the handover, want the one more interval", n)
 	}
@@ -171,7 +173,7 @@ func TestPoolHandsOverAfterOneInterval(t *testing.T) {
 		t.Errorf("scraped after the handover ended")
 	}
 	shard.SetMembers([]string{"a"}) // b went away: the target comes back
-	waitFor(t, func() bool { return count() > stopped })
+	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { return count() > stopped })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -198,7 +200,7 @@ func TestPointsCarryTheSlot(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- p.Run(ctx, ch) }()
 	ch <- []discovery.Target{tg}
-	waitFor(t, func() bool { rec.mu.Lock(); defer rec.mu.Unlock(); return len(rec.commits) >= 4 })
+	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { rec.mu.Lock(); defer rec.mu.Unlock(); return len(rec.commits) >= 4 })
 	cancel()
 	<-done
 	rec.mu.Lock()

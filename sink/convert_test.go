@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/scrapeflux/scrapeflux/discovery/servertest"
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 )

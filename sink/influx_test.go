@@ -18,7 +18,7 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 
-	"github.com/scrapeflux/scrapeflux/discovery/servertest"
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape"
 )
 

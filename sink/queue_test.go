@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/scrapeflux/scrapeflux/sink/queue"
+
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 )
 
 // blockingWriter takes nothing until released.
@@ -114,24 +116,13 @@ func TestMemoryOnlyQueueBoundedByMemoryMax(t *testing.T) {
 	cfg.ShutdownTimeout = 10 * time.Millisecond
 	st := runSink(t, cfg, down, func(s *Sink) {
 		push(t, s, 40)
-		waitFor(t, func() bool { return s.Stats().Dropped["queue_full"] > 0 })
+		servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { return s.Stats().Dropped["queue_full"] > 0 })
 		if b := s.QueueStatus().Payload; b > 600+100 {
 			t.Errorf("memory queue holds %d bytes, bound 600", b)
 		}
 	})
 	if st.Dropped["queue_full"] == 0 {
 		t.Fatal("nothing dropped past the memory bound")
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

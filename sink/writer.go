@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+
+	"github.com/scrapeflux/scrapeflux/discovery/backoff"
 )
 
 // The writer: one goroutine that takes queued batches in order, merged up
@@ -217,7 +218,7 @@ func (s *Sink) deliver(ctx context.Context, body part) bool {
 		}
 		attempt++
 		s.health.fail(ctx, err, act == actNeedsPerson, s.stats.queuedBytes.Load())
-		d := backoff(attempt, s.cfg.MinBackoff, s.cfg.MaxBackoff)
+		d := backoff.Delay(attempt, s.cfg.MinBackoff, s.cfg.MaxBackoff)
 		if act == actNeedsPerson {
 			// Retried often enough that a fixed configuration (a database
 			// created, a token granted) is noticed within seconds.
@@ -487,15 +488,6 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // maxRetryAfter caps what a server may ask us to wait.
 const maxRetryAfter = 5 * time.Minute
-
-// backoff is capped exponential with full jitter over its upper half.
-func backoff(attempt int, lo, hi time.Duration) time.Duration {
-	d := lo << min(attempt-1, 20)
-	if d > hi || d <= 0 {
-		d = hi
-	}
-	return d/2 + rand.N(d/2+1)
-}
 
 // splitPart cuts p in two at the line boundary nearest its middle.
 // splitUpTo splits plain p in halves until no part has more than max

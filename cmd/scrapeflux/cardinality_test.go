@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scrapeflux/scrapeflux/discovery/servertest"
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 )
 
 // inventor is a target that puts a new ID in a label on every scrape
@@ -67,7 +67,7 @@ func TestSeriesLimitRealInfluxDB(t *testing.T) {
 		"--series-limit", "2000", "--lint-interval", "400ms",
 		"--influx-url", srv.URL, "--influx-bucket", "card", "--listen", listen, "--queue-dir", t.TempDir())
 	// While it invents, the lint names the label and the kind of values.
-	waitUntil(t, "the lint's finding on /targets and in /metrics", 20*time.Second, func() bool {
+	servertest.WaitFor(t, "the lint's finding on /targets and in /metrics", 20*time.Second, func() bool {
 		_, js := httpGet(t, "http://"+listen+"/targets?format=json")
 		var rows []targetRow
 		if json.Unmarshal([]byte(js), &rows) != nil || len(rows) != 1 || rows[0].Lint == nil {
@@ -89,9 +89,9 @@ func TestSeriesLimitRealInfluxDB(t *testing.T) {
 	}
 	// Ten scrapes invent 10,000 series; the next ones show only the
 	// stable ones.
-	waitUntil(t, "fourteen scrapes", 30*time.Second, func() bool { return inv.scrapes.Load() >= 14 })
+	servertest.WaitFor(t, "fourteen scrapes", 30*time.Second, func() bool { return inv.scrapes.Load() >= 14 })
 	var row targetRow
-	waitUntil(t, "the scrapes' lines written", 10*time.Second, func() bool {
+	servertest.WaitFor(t, "the scrapes' lines written", 10*time.Second, func() bool {
 		_, m := httpGet(t, "http://"+listen+"/metrics")
 		return metricValue(m, "scrapeflux_queued_samples") == 0
 	})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -34,10 +35,15 @@ must be readable.`,
 			}
 			fmt.Fprintf(g.stdout, "%s: OK, %d jobs\n", args[0], len(specs))
 			for _, s := range specs {
-				src := fmt.Sprintf("%d static targets", len(s.Static))
-				if s.Consul != nil {
-					src += ", Consul"
+				var kinds []string
+				for _, c := range s.Sources {
+					if st, ok := c.(*discovery.StaticConfig); ok {
+						kinds = append(kinds, fmt.Sprintf("%d static targets", len(*st)))
+						continue
+					}
+					kinds = append(kinds, c.Name())
 				}
+				src := strings.Join(kinds, ", ")
 				fmt.Fprintf(g.stdout, "  %s: every %s (timeout %s), %s\n", s.Name, s.Scrape.Interval, s.Scrape.Timeout, src)
 			}
 			return nil

@@ -95,6 +95,11 @@ func loadConfig(path string, consul discovery.ConsulConfig, overrides func(*scra
 		// rest of the file is still checked.
 		errs = append(errs, splitErrors(decodeError(path, err))...)
 	}
+	for i := range fc.Jobs {
+		if err := fc.Jobs[i].DecodeErrors(); err != nil {
+			errs = append(errs, splitErrors(decodeError(path, err))...)
+		}
+	}
 	var root yaml.Node
 	_ = yaml.Unmarshal(data, &root)
 	lines := nodeLines(&root)
@@ -200,6 +205,11 @@ var knownKeys = func() []string {
 		}
 	}
 	walk(reflect.TypeOf(fileConfig{}))
+	for _, k := range discovery.SourceKeys() {
+		keys = append(keys, k)
+		t, _, _ := discovery.SourceType(k)
+		walk(t)
+	}
 	return keys
 }()
 

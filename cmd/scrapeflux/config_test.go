@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/scrapeflux/scrapeflux/scrape"
 )
 
 // TestCheckConfig runs check config on one bad file per rule and asserts
@@ -14,7 +18,7 @@ func TestCheckConfig(t *testing.T) {
 		"bad-timeout-over-interval.yml":   "bad-timeout-over-interval.yml:5: jobs[0] (a): scrape_timeout: timeout 10s must not exceed interval 5s",
 		"bad-no-job-name.yml":             "bad-no-job-name.yml:2: jobs[0]: job_name: must be set",
 		"bad-duplicate-job.yml":           `bad-duplicate-job.yml:4: jobs[1] (a): job_name: "a" is used twice`,
-		"bad-no-targets.yml":              "bad-no-targets.yml:2: jobs[0] (a): static_targets: a job needs static_targets, consul, file_sd_configs, http_sd_configs or dockerswarm_sd_configs",
+		"bad-no-targets.yml":              "bad-no-targets.yml:2: jobs[0] (a): static_targets: a job needs one of consul, dockerswarm_sd_configs, file_sd_configs, http_sd_configs, static_targets",
 		"bad-target-scheme.yml":           "bad-target-scheme.yml:3: jobs[0] (a): static_targets: target URL \"ftp://127.0.0.1:1/metrics\": scheme must be http or https",
 		"bad-relabel-no-target-label.yml": "bad-relabel-no-target-label.yml:5: jobs[0] (a): relabel_configs[0]: relabel configuration for replace action requires 'target_label' value",
 		"bad-tab.yml":                     "bad-tab.yml:2: found character that cannot start any token: the line holds a tab, and YAML indents with spaces only",
@@ -30,6 +34,8 @@ func TestCheckConfig(t *testing.T) {
 		"bad-prometheus-style.yml":        "bad-prometheus-style.yml:1: unknown field scrape_configs: this is not a Prometheus config; scrapeflux's file lists jobs:",
 		"bad-no-jobs.yml":                 "bad-no-jobs.yml: jobs: at least one job is needed",
 		"bad-layout.yml":                  `bad-layout.yml:4: jobs[0] (a): layout: unknown layout "v3"`,
+		"bad-source-typo.yml":             "bad-source-typo.yml:3: unknown field file_sd_config (did you mean file_sd_configs?)",
+		"bad-source-not-list.yml":         "bad-source-not-list.yml:4: http_sd_configs: a list is expected",
 	}
 	for file, want := range cases {
 		t.Run(file, func(t *testing.T) {
@@ -53,6 +59,16 @@ func TestCheckConfig(t *testing.T) {
 			t.Errorf("bad-many.yml: %v\nlacks %q", err, want)
 		}
 	}
+	// Unknown keys inside a source's config are found as the job's own are.
+	_, _, err = execute(context.Background(), "check", "config", "testdata/config/bad-source-unknown-field.yml")
+	for _, want := range []string{
+		"bad-source-unknown-field.yml:5: unknown field refresh_intrval (did you mean refresh_interval?)",
+		"bad-source-unknown-field.yml:9: unknown field ca_fil (did you mean ca_file?)",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("bad-source-unknown-field.yml: %v\nlacks %q", err, want)
+		}
+	}
 	// Every bad relabel rule, each at its line, its regex as written.
 	_, _, err = execute(context.Background(), "check", "config", "testdata/config/bad-relabel-many.yml")
 	for _, want := range []string{
@@ -74,7 +90,7 @@ func TestCheckConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("good.yml: %v", err)
 	}
-	for _, want := range []string{"OK, 2 jobs", "docker-engine: every 15s (timeout 10s), 0 static targets, Consul", "traefik: every 30s (timeout 5s), 1 static targets"} {
+	for _, want := range []string{"OK, 2 jobs", "docker-engine: every 15s (timeout 10s), consul", "traefik: every 30s (timeout 5s), 1 static targets"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -94,5 +110,41 @@ func TestConfigClusterSection(t *testing.T) {
 	}
 	if c, _ := readClusterSection("../../configs/scrapeflux.yml"); c != nil {
 		t.Errorf("the shipped example runs a single instance, has cluster %+v", *c)
+	}
+}
+
+// Every scrape flag of the override table, given explicitly, wins over a
+// config job's value; a flag not given leaves the job's value alone, and
+// an --interval shorter than the job's timeout brings the timeout down.
+func TestFlagsOverrideConfigJobs(t *testing.T) {
+	job := scrape.Config{Interval: time.Minute, Timeout: 30 * time.Second, BodyLimit: 1, SeriesLimit: 1, LabelLimit: 1,
+		LabelNameLengthLimit: 1, LabelValueLengthLimit: 1, LintInterval: time.Hour, ScrapeProtocols: []string{"a"}}
+	o := &runOptions{bodyLimit: 7}
+	o.scrape = scrape.Config{Interval: 10 * time.Second, Timeout: 4 * time.Second, HonorTimestamps: true, SeriesLimit: 7, LabelLimit: 7,
+		LabelNameLengthLimit: 7, LabelValueLengthLimit: 7, LintInterval: 7 * time.Minute, ScrapeProtocols: []string{"b"}}
+	all := func(string) bool { return true }
+	c := job
+	o.override(&c, all)
+	want := o.scrape
+	want.BodyLimit = 7
+	if fmt.Sprint(c) != fmt.Sprint(want) {
+		t.Errorf("every flag given:\n got %+v\nwant %+v", c, want)
+	}
+	for _, ov := range scrapeOverrides {
+		c := job
+		o.override(&c, func(f string) bool { return f == ov.flag })
+		if fmt.Sprint(c) == fmt.Sprint(job) {
+			t.Errorf("--%s given changed nothing", ov.flag)
+		}
+	}
+	c = job
+	o.override(&c, func(string) bool { return false })
+	if fmt.Sprint(c) != fmt.Sprint(job) {
+		t.Errorf("no flag given changed the job: %+v", c)
+	}
+	c = job
+	o.override(&c, func(f string) bool { return f == "interval" })
+	if c.Interval != 10*time.Second || c.Timeout != 10*time.Second {
+		t.Errorf("--interval 10s alone: interval %s timeout %s, want 10s and 10s", c.Interval, c.Timeout)
 	}
 }

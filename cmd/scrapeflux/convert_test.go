@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scrapeflux/scrapeflux/discovery/servertest"
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 )
@@ -164,7 +164,7 @@ func TestConvertTelegrafParity(t *testing.T) {
 			}
 			golden, _ := os.ReadFile(filepath.Join("testdata", "telegraf", "parity-v"+v+".telegraf.lp"))
 			want := tuples(t, string(golden), "TARGET_URL", nil)
-			waitUntil(t, "a scrape written", 30*time.Second, func() bool { return len(ours()) >= len(want) })
+			servertest.WaitFor(t, "a scrape written", 30*time.Second, func() bool { return len(ours()) >= len(want) })
 			d.stop(t)
 			got := ours()
 			var missing, extra []string
@@ -252,11 +252,11 @@ func TestBucketPerJob(t *testing.T) {
 	d := startDaemon(t, "run", "--config", cfg, "--influx-url", influx.URL, "--influx-bucket", "default",
 		"--listen", listen, "--queue-dir", dir+"/q", "--flush-interval", "100ms", "--shutdown-timeout", "2s")
 	count := func(b string) int { mu.Lock(); defer mu.Unlock(); return lines[b] }
-	waitUntil(t, "the default bucket written while the other fails", 20*time.Second, func() bool { return count("default") > 1000 })
+	servertest.WaitFor(t, "the default bucket written while the other fails", 20*time.Second, func() bool { return count("default") > 1000 })
 	if n := count("other"); n != 0 {
 		t.Fatalf("%d lines reached the failing bucket", n)
 	}
-	waitUntil(t, "the failing bucket's failures counted apart", 20*time.Second, func() bool {
+	servertest.WaitFor(t, "the failing bucket's failures counted apart", 20*time.Second, func() bool {
 		_, m := httpGet(t, "http://"+listen+"/metrics")
 		return strings.Contains(m, `scrapeflux_bucket_consecutive_failures{bucket="other"}`) && !strings.Contains(m, `scrapeflux_bucket_consecutive_failures{bucket="other"} 0`)
 	})
@@ -266,6 +266,6 @@ func TestBucketPerJob(t *testing.T) {
 	mu.Lock()
 	failing = false
 	mu.Unlock()
-	waitUntil(t, "the routed bucket's queue delivered after recovery", 30*time.Second, func() bool { return count("other") > 1000 })
+	servertest.WaitFor(t, "the routed bucket's queue delivered after recovery", 30*time.Second, func() bool { return count("other") > 1000 })
 	d.stop(t)
 }

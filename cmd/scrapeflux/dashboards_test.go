@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scrapeflux/scrapeflux/discovery/servertest"
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 )
 
@@ -110,7 +110,7 @@ func TestDashboardsOnRealData(t *testing.T) {
 		"--influx-url", srv.URL, "--influx-bucket", "docker", "--listen", listen, "--queue-dir", t.TempDir())
 	defer d.stop(t)
 	// Enough scrapes that every derivative has two points per series.
-	waitUntil(t, "12 scrapes of every engine", 30*time.Second, func() bool {
+	servertest.WaitFor(t, "12 scrapes of every engine", 30*time.Second, func() bool {
 		for _, tg := range fleet.Targets {
 			if tg.Scrapes() < 12 {
 				return false

@@ -23,7 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/scrapeflux/scrapeflux/discovery/servertest"
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 )
 
@@ -284,14 +284,10 @@ func TestKill9DuringOutage(t *testing.T) {
 			"--target", fleet.URLs[0], "--target", fleet.URLs[1])
 	}
 	first, firstErr := start()
-	deadline := time.Now().Add(20 * time.Second)
-	for fleet.Targets[0].Scrapes() < 8 || fleet.Targets[1].Scrapes() < 8 {
-		if time.Now().After(deadline) {
-			first.Process.Kill()
-			first.Wait()
-			t.Fatalf("targets not scraped 8 times in 20s:\n%s", firstErr)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !servertest.Eventually(20*time.Second, func() bool { return fleet.Targets[0].Scrapes() >= 8 && fleet.Targets[1].Scrapes() >= 8 }) {
+		first.Process.Kill()
+		first.Wait()
+		t.Fatalf("targets not scraped 8 times in 20s:\n%s", firstErr)
 	}
 	first.Process.Kill()
 	first.Wait()
@@ -299,18 +295,24 @@ func TestKill9DuringOutage(t *testing.T) {
 
 	srv.Restart(t)
 	second, stderr := start()
-	time.Sleep(1500 * time.Millisecond)
+	upPoints := func() int {
+		up := influxCount(t, srv, `SELECT count(gauge) FROM up GROUP BY instance`)
+		return int(up[strings.TrimSuffix(strings.TrimPrefix(fleet.URLs[0], "http://"), "/metrics")] +
+			up[strings.TrimSuffix(strings.TrimPrefix(fleet.URLs[1], "http://"), "/metrics")])
+	}
+	// The replay is done when InfluxDB holds as many points as there were
+	// scrapes before the kill (or, if some were lost, when 20 s passed).
+	servertest.Eventually(20*time.Second, func() bool { return upPoints() >= killedAt })
 	second.Process.Signal(syscall.SIGTERM)
 	if err := second.Wait(); err != nil {
 		t.Fatalf("second run: %v\n%s", err, stderr)
 	}
 	total := fleet.Targets[0].Scrapes() + fleet.Targets[1].Scrapes()
-	up := influxCount(t, srv, `SELECT count(gauge) FROM up GROUP BY instance`)
-	got := up[strings.TrimSuffix(strings.TrimPrefix(fleet.URLs[0], "http://"), "/metrics")] +
-		up[strings.TrimSuffix(strings.TrimPrefix(fleet.URLs[1], "http://"), "/metrics")]
+	got := upPoints()
 	// Per target, the scrape in flight at the kill and the last batch not
 	// yet sealed (50ms) may be lost; nothing else.
-	if int(got) < total-4 {
+	t.Logf("scrapes %d (%d before the kill), up points %d, lost %d", total, killedAt, got, total-got)
+	if got < total-4 {
 		t.Fatalf("InfluxDB has %d up points for %d scrapes (%d before the kill)\n%s", got, total, killedAt, stderr)
 	}
 	if !strings.Contains(stderr.String(), "queued data from an earlier run") {
@@ -352,14 +354,10 @@ func TestKill9WhileInfluxDBSlow(t *testing.T) {
 			"--target", fleet.URLs[0], "--target", fleet.URLs[1])
 	}
 	first, firstErr := start(slow.URL)
-	deadline := time.Now().Add(20 * time.Second)
-	for fleet.Targets[0].Scrapes() < 12 || fleet.Targets[1].Scrapes() < 12 {
-		if time.Now().After(deadline) {
-			first.Process.Kill()
-			first.Wait()
-			t.Fatalf("targets not scraped 12 times in 20s:\n%s", firstErr)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !servertest.Eventually(20*time.Second, func() bool { return fleet.Targets[0].Scrapes() >= 12 && fleet.Targets[1].Scrapes() >= 12 }) {
+		first.Process.Kill()
+		first.Wait()
+		t.Fatalf("targets not scraped 12 times in 20s:\n%s", firstErr)
 	}
 	// A second process on the same queue dir is refused, naming the holder.
 	intruder, intruderErr := start(srv.URL)
@@ -373,19 +371,16 @@ func TestKill9WhileInfluxDBSlow(t *testing.T) {
 	killed := fleet.Targets[0].Scrapes() + fleet.Targets[1].Scrapes()
 
 	second, stderr := start(srv.URL)
-	deadline = time.Now().Add(20 * time.Second)
 	instances := []string{
 		strings.TrimSuffix(strings.TrimPrefix(fleet.URLs[0], "http://"), "/metrics"),
 		strings.TrimSuffix(strings.TrimPrefix(fleet.URLs[1], "http://"), "/metrics"),
 	}
 	var got int64
-	for time.Now().Before(deadline) {
+	servertest.Eventually(20*time.Second, func() bool {
 		up := influxCount(t, srv, `SELECT count(gauge) FROM up GROUP BY instance`)
-		if got = up[instances[0]] + up[instances[1]]; got >= int64(killed) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		got = up[instances[0]] + up[instances[1]]
+		return got >= int64(killed)
+	})
 	second.Process.Signal(syscall.SIGTERM)
 	if err := second.Wait(); err != nil {
 		t.Fatalf("second run: %v\n%s", err, stderr)

@@ -26,7 +26,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
-	"github.com/scrapeflux/scrapeflux/discovery/servertest"
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 	"github.com/scrapeflux/scrapeflux/sink"
@@ -108,7 +108,7 @@ func TestConfigRelabelAndReload(t *testing.T) {
 		"--listen", listen, "--queue-dir", t.TempDir())
 	defer d.cancel()
 
-	waitUntil(t, "both jobs scraped", 15*time.Second, func() bool { return len(st.get(0)) >= 3 && len(st.get(2)) >= 3 })
+	servertest.WaitFor(t, "both jobs scraped", 15*time.Second, func() bool { return len(st.get(0)) >= 3 && len(st.get(2)) >= 3 })
 	if n := len(st.get(1)); n != 0 {
 		t.Errorf("canary dropped by relabeling was scraped %d times", n)
 	}
@@ -172,7 +172,7 @@ func TestConfigRelabelAndReload(t *testing.T) {
 		}
 		return n
 	}
-	waitUntil(t, "the changed job scraped 3 times at its new interval", 20*time.Second, func() bool { return scrapedSince(reloadAt.Add(2*time.Second)) >= 3 })
+	servertest.WaitFor(t, "the changed job scraped 3 times at its new interval", 20*time.Second, func() bool { return scrapedSince(reloadAt.Add(2*time.Second)) >= 3 })
 	elapsed := time.Since(reloadAt)
 	if after := scrapesOf("engines"); after < engineBefore+int64(elapsed/time.Second)-1 {
 		t.Errorf("unchanged job's loop restarted or stalled: %d scrapes before reload, %d after %s", engineBefore, after, elapsed.Round(time.Second))
@@ -209,7 +209,7 @@ func TestConfigRelabelAndReload(t *testing.T) {
 		t.Errorf("bad reload answered %d %q", code, body)
 	}
 	before := len(st.get(0))
-	waitUntil(t, "scraping goes on after a rejected reload", 5*time.Second, func() bool { return len(st.get(0)) > before })
+	servertest.WaitFor(t, "scraping goes on after a rejected reload", 5*time.Second, func() bool { return len(st.get(0)) > before })
 	resp, err := http.Get("http://" + listen + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +265,7 @@ func defaultConsulForTest() discovery.ConsulConfig { return discovery.DefaultCon
 
 func scrapeSpec(t *testing.T, spec scrape.JobSpec) (string, error) {
 	t.Helper()
-	tg, err := discovery.NewTarget(spec.Static[0], spec.Name)
+	tg, err := discovery.NewTarget((*spec.Sources[0].(*discovery.StaticConfig))[0], spec.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +329,7 @@ func TestReloadRereadsInfluxToken(t *testing.T) {
 	has := func(h string) func() bool {
 		return func() bool { mu.Lock(); defer mu.Unlock(); return seen[h] }
 	}
-	waitUntil(t, "writes with the first token", 10*time.Second, has("Token first-token"))
+	servertest.WaitFor(t, "writes with the first token", 10*time.Second, has("Token first-token"))
 	os.WriteFile(tokenFile, []byte("second-token\n"), 0o600)
 	resp, err := http.Post("http://"+listen+"/-/reload", "", nil)
 	if err != nil {
@@ -339,7 +339,7 @@ func TestReloadRereadsInfluxToken(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("reload: %s", resp.Status)
 	}
-	waitUntil(t, "writes with the second token", 10*time.Second, has("Token second-token"))
+	servertest.WaitFor(t, "writes with the second token", 10*time.Second, has("Token second-token"))
 	d.stop(t)
 	if strings.Contains(d.stderr, "first-token") || strings.Contains(d.stderr, "second-token") {
 		t.Error("token in the logs")
@@ -376,7 +376,7 @@ func TestWriteFailuresVisible(t *testing.T) {
 		"--influx-url", srv.URL, "--influx-bucket", "e2e", "--influx-token-file", tokenFile,
 		"--ready-write-timeout", "1s", "--shutdown-timeout", "1s", "--listen", listen, "--queue-dir", t.TempDir())
 	var body string
-	waitUntil(t, "/readyz reports the failing writes", 15*time.Second, func() bool {
+	servertest.WaitFor(t, "/readyz reports the failing writes", 15*time.Second, func() bool {
 		var code int
 		code, body = httpGet(t, "http://"+listen+"/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "no write to InfluxDB")
@@ -430,7 +430,7 @@ func TestTelegrafStyleFlags(t *testing.T) {
 	d := startDaemon(t, "run", "--target", target.URL+"/metrics", "--interval", "300ms", "--flush-interval", "50ms",
 		"--tag", "env=prod", "--tag", "dc=eu1", "--url-tag", "url", "--bearer-token-file", tokenFile,
 		"--influx-url", srv.URL, "--influx-bucket", "tg", "--listen", "", "--queue-dir", t.TempDir())
-	waitUntil(t, "points of engine_x", 10*time.Second, func() bool { return srv.Count(t, "tg", "engine_x", "gauge") > 0 })
+	servertest.WaitFor(t, "points of engine_x", 10*time.Second, func() bool { return srv.Count(t, "tg", "engine_x", "gauge") > 0 })
 	d.stop(t)
 	res := srv.Query(t, "tg", `SELECT last(gauge) FROM engine_x GROUP BY *`)
 	if len(res) != 1 {

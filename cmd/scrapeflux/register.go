@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/scrapeflux/scrapeflux/discovery"
+	"github.com/scrapeflux/scrapeflux/discovery/backoff"
 )
 
 type registerOptions struct {
@@ -137,7 +138,6 @@ func (o *registerOptions) fromDocker(ctx context.Context, meta map[string]string
 			return nil, ctx.Err()
 		case <-t.C:
 		}
-		wait = min(wait*2, o.keepInterval)
 	}
 	if o.address == "" {
 		if e.NodeAddr == "" {
@@ -300,21 +300,15 @@ func waitToRegister(ctx context.Context, o *registerOptions, agent *api.Agent, r
 		log = slog.New(slog.DiscardHandler)
 	}
 	log.Warn("the local Consul agent does not take the registration yet (it may still be starting); trying again", "service_id", reg.ID, "err", first)
-	wait := time.Second
 	for attempt := 1; ; attempt++ {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, backoff.Delay(attempt, time.Second, max(o.keepInterval, time.Second))) {
 			return false
-		case <-t.C:
 		}
 		if err := agent.ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err == nil {
 			log.Info("registered once the local Consul agent was up", "service_id", reg.ID, "attempts", attempt+1)
 			fmt.Fprintf(o.stdout, "registered %s (%s)\n", reg.ID, reg.Name)
 			return true
 		}
-		wait = min(wait*2, o.keepInterval)
 	}
 }
 

@@ -59,11 +59,6 @@ func (r *reloader) record(err error) {
 	r.lastOK, r.lastSuccess, r.lastErr = true, r.lastAttempt, ""
 }
 
-var (
-	descReloadOK = prometheus.NewDesc("scrapeflux_config_last_reload_successful", "Whether the last configuration reload succeeded.", nil, nil)
-	descReloadTS = prometheus.NewDesc("scrapeflux_config_last_reload_success_timestamp_seconds", "Time of the last successful configuration load.", nil, nil)
-)
-
 func (r *reloader) ok() {
 	r.mu.Lock()
 	r.lastOK, r.lastSuccess = true, time.Now()
@@ -104,16 +99,20 @@ func (r *reloader) onSIGHUP(ctx context.Context) error {
 	}
 }
 
-func (r *reloader) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(r, ch) }
-
-func (r *reloader) Collect(ch chan<- prometheus.Metric) {
-	r.mu.Lock()
-	ok, ts := r.lastOK, r.lastSuccess
-	r.mu.Unlock()
-	v := 0.0
-	if ok {
-		v = 1
+// collectors are the reload metrics, read from the last outcome.
+func (r *reloader) collectors() []prometheus.Collector {
+	read := func(f func(reloadStatus) float64) func() float64 {
+		return func() float64 { return f(r.status()) }
 	}
-	ch <- prometheus.MustNewConstMetric(descReloadOK, prometheus.GaugeValue, v)
-	ch <- prometheus.MustNewConstMetric(descReloadTS, prometheus.GaugeValue, float64(ts.UnixNano())/1e9)
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scrapeflux_config_last_reload_successful", Help: "Whether the last configuration reload succeeded."},
+			read(func(s reloadStatus) float64 {
+				if s.OK {
+					return 1
+				}
+				return 0
+			})),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scrapeflux_config_last_reload_success_timestamp_seconds", Help: "Time of the last successful configuration load."},
+			read(func(s reloadStatus) float64 { return float64(s.LastSuccess.UnixNano()) / 1e9 })),
+	}
 }

@@ -107,51 +107,7 @@ authentication is on.`,
     --interval 15s --influx-url http://127.0.0.1:8086 --influx-bucket docker`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.overrides = func(c *scrape.Config) {
-				fl := cmd.Flags()
-				if fl.Changed("interval") {
-					c.Interval = o.scrape.Interval
-				}
-				if fl.Changed("timeout") {
-					c.Timeout = o.scrape.Timeout
-				} else if fl.Changed("interval") {
-					c.Timeout = min(c.Timeout, c.Interval)
-				}
-				if fl.Changed("honor-timestamps") {
-					c.HonorTimestamps = o.scrape.HonorTimestamps
-				}
-				if fl.Changed("body-limit") {
-					c.BodyLimit = int64(o.bodyLimit)
-				}
-				if fl.Changed("scrape-protocols") {
-					c.ScrapeProtocols = o.scrape.ScrapeProtocols
-				}
-				if fl.Changed("series-limit") {
-					c.SeriesLimit = o.scrape.SeriesLimit
-				}
-				if fl.Changed("lint-interval") {
-					c.LintInterval = o.scrape.LintInterval
-				}
-				if fl.Changed("label-limit") {
-					c.LabelLimit = o.scrape.LabelLimit
-				}
-				if fl.Changed("label-name-length-limit") {
-					c.LabelNameLengthLimit = o.scrape.LabelNameLengthLimit
-				}
-				if fl.Changed("label-value-length-limit") {
-					c.LabelValueLengthLimit = o.scrape.LabelValueLengthLimit
-				}
-				// Global tags and the url tag apply to the config's jobs too.
-				if len(o.scrape.Tags) > 0 {
-					c.Tags = o.scrape.Tags
-				}
-				if o.scrape.URLTag != "" {
-					c.URLTag = o.scrape.URLTag
-				}
-				if len(o.scrape.OmitTags) > 0 {
-					c.OmitTags = o.scrape.OmitTags
-				}
-			}
+			o.overrides = func(c *scrape.Config) { o.override(c, cmd.Flags().Changed) }
 			// Without --timeout, a short --interval shortens the timeout too.
 			if !cmd.Flags().Changed("timeout") {
 				o.scrape.Timeout = scrape.DefaultTimeoutFor(o.scrape.Interval)
@@ -351,41 +307,81 @@ func (o *runOptions) validate() error {
 	return errors.Join(errs...)
 }
 
+// scrapeOverrides are the scrape flags that, given explicitly, win over
+// every job of --config: the flag and the field it sets.
+var scrapeOverrides = []struct {
+	flag string
+	set  func(c *scrape.Config, o *runOptions)
+}{
+	{"interval", func(c *scrape.Config, o *runOptions) { c.Interval = o.scrape.Interval }},
+	{"timeout", func(c *scrape.Config, o *runOptions) { c.Timeout = o.scrape.Timeout }},
+	{"honor-timestamps", func(c *scrape.Config, o *runOptions) { c.HonorTimestamps = o.scrape.HonorTimestamps }},
+	{"body-limit", func(c *scrape.Config, o *runOptions) { c.BodyLimit = int64(o.bodyLimit) }},
+	{"scrape-protocols", func(c *scrape.Config, o *runOptions) { c.ScrapeProtocols = o.scrape.ScrapeProtocols }},
+	{"series-limit", func(c *scrape.Config, o *runOptions) { c.SeriesLimit = o.scrape.SeriesLimit }},
+	{"lint-interval", func(c *scrape.Config, o *runOptions) { c.LintInterval = o.scrape.LintInterval }},
+	{"label-limit", func(c *scrape.Config, o *runOptions) { c.LabelLimit = o.scrape.LabelLimit }},
+	{"label-name-length-limit", func(c *scrape.Config, o *runOptions) { c.LabelNameLengthLimit = o.scrape.LabelNameLengthLimit }},
+	{"label-value-length-limit", func(c *scrape.Config, o *runOptions) { c.LabelValueLengthLimit = o.scrape.LabelValueLengthLimit }},
+}
+
+// override applies to a config job's scrape settings the flags changed
+// says were given, and the global tags, url tag and omitted tags.
+func (o *runOptions) override(c *scrape.Config, changed func(flag string) bool) {
+	for _, ov := range scrapeOverrides {
+		if changed(ov.flag) {
+			ov.set(c, o)
+		}
+	}
+	if !changed("timeout") && changed("interval") {
+		c.Timeout = min(c.Timeout, c.Interval) // a job's timeout fits the interval given
+	}
+	if len(o.scrape.Tags) > 0 {
+		c.Tags = o.scrape.Tags
+	}
+	if o.scrape.URLTag != "" {
+		c.URLTag = o.scrape.URLTag
+	}
+	if len(o.scrape.OmitTags) > 0 {
+		c.OmitTags = o.scrape.OmitTags
+	}
+}
+
 // specs builds the jobs to run: those of --config, with the scrape flags
 // given explicitly overriding them, plus the job of --target/--consul.
 func (o *runOptions) specs() ([]scrape.JobSpec, error) {
 	var specs []scrape.JobSpec
 	if o.configFile != "" {
-		consul := o.consul
-		if err := o.consulFlags.apply(&consul); err != nil {
+		consul, err := o.consulConnection()
+		if err != nil {
 			return nil, err
 		}
-		var err error
 		specs, err = loadConfig(o.configFile, consul, o.overrides)
 		if err != nil {
 			return nil, err
 		}
 	}
-	if len(o.targets) > 0 || o.consulOn || len(o.fileSD) > 0 || len(o.httpSD) > 0 || o.swarmSD != "" {
-		flagJob := scrape.JobSpec{Name: o.job, Scrape: o.scrape, Static: o.targets}
-		if len(o.fileSD) > 0 {
-			flagJob.FileSD = []discovery.FileSDConfig{{Files: o.fileSD}}
-		}
-		for _, u := range o.httpSD {
-			flagJob.HTTPSD = append(flagJob.HTTPSD, discovery.HTTPSDConfig{URL: u})
-		}
-		if o.consulOn {
-			c := o.consul
-			flagJob.Consul = &c
-		}
+	flagJob := scrape.JobSpec{Name: o.job, Scrape: o.scrape}
+	if len(o.targets) > 0 {
+		st := discovery.StaticConfig(o.targets)
+		flagJob.Sources = append(flagJob.Sources, &st)
+	}
+	if o.consulOn {
+		flagJob.Sources = append(flagJob.Sources, o.consul.Selection())
+	}
+	if len(o.fileSD) > 0 {
+		flagJob.Sources = append(flagJob.Sources, &discovery.FileSDConfig{Files: o.fileSD})
+	}
+	for _, u := range o.httpSD {
+		flagJob.Sources = append(flagJob.Sources, &discovery.HTTPSDConfig{URL: u})
+	}
+	if len(flagJob.Sources) > 0 {
 		for _, s := range specs {
 			if s.Name == flagJob.Name {
 				return nil, fmt.Errorf("--job %q is also a job of --config", o.job)
 			}
 		}
-		if len(flagJob.Static) > 0 || flagJob.Consul != nil || len(flagJob.FileSD) > 0 || len(flagJob.HTTPSD) > 0 {
-			specs = append(specs, flagJob)
-		}
+		specs = append(specs, flagJob)
 	}
 	if o.swarmSD != "" {
 		// The Swarm's targets are a job of their own: the engines are job
@@ -396,20 +392,28 @@ func (o *runOptions) specs() ([]scrape.JobSpec, error) {
 		if o.swarmRole != "nodes" {
 			name = "dockerswarm-" + o.swarmRole
 		}
-		swarmJob := scrape.JobSpec{Name: name, Scrape: o.scrape,
-			DockerSwarmSD: []discovery.DockerSwarmSDConfig{{Host: o.swarmSD, Role: o.swarmRole, Port: o.swarmPort, Network: o.swarmNet,
-				RefreshInterval: model.Duration(o.swarmEvery)}}}
+		sd := &discovery.DockerSwarmSDConfig{Host: o.swarmSD, Role: o.swarmRole, Port: o.swarmPort, Network: o.swarmNet,
+			RefreshInterval: model.Duration(o.swarmEvery)}
 		for _, s := range specs {
-			if s.Name == swarmJob.Name {
+			if s.Name == name {
 				return nil, fmt.Errorf("--docker-swarm: job %q is also a job of --config or --job: rename that one", name)
 			}
 		}
-		if _, err := discovery.NewDockerSwarm(name, swarmJob.DockerSwarmSD[0], nil); err != nil {
+		if err := sd.Validate(discovery.DiscovererOptions{Job: name}); err != nil {
 			return nil, fmt.Errorf("--docker-swarm: %w", err)
 		}
-		specs = append(specs, swarmJob)
+		specs = append(specs, scrape.JobSpec{Name: name, Scrape: o.scrape, Sources: []discovery.Config{sd}})
 	}
 	return specs, nil
+}
+
+// consulConnection is the Consul every part reaches: the connection flags
+// over o.consul (the --consul-* selection flags included: a job's consul:
+// section selects over them).
+func (o *runOptions) consulConnection() (discovery.ConsulConfig, error) {
+	c := o.consul
+	err := o.consulFlags.apply(&c)
+	return c, err
 }
 
 func runRun(ctx context.Context, o *runOptions) error {
@@ -471,8 +475,8 @@ func runRun(ctx context.Context, o *runOptions) error {
 	var shard *scrape.Shard
 	var cluster *discovery.Cluster
 	if o.cluster.Name != "" {
-		cc := o.consul
-		if err := o.consulFlags.apply(&cc); err != nil {
+		cc, err := o.consulConnection()
+		if err != nil {
 			return err
 		}
 		if cluster, err = discovery.NewCluster(o.cluster, cc, log.With("component", "cluster")); err != nil {
@@ -482,7 +486,11 @@ func runRun(ctx context.Context, o *runOptions) error {
 	}
 	// Loops stop when js.stop says so, not at the signal: a replica leaving
 	// the cluster scrapes one more interval first.
-	js := scrape.NewManager(context.WithoutCancel(gctx), snk, shard, log)
+	consul, err := o.consulConnection()
+	if err != nil {
+		return err
+	}
+	js := scrape.NewManager(context.WithoutCancel(gctx), snk, shard, consul, log)
 	reloads := &reloader{log: log, jobs: js, load: func() ([]scrape.JobSpec, error) {
 		if err := o.validate(); err != nil {
 			return nil, err

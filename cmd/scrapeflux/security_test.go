@@ -28,7 +28,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/scrapeflux/scrapeflux/discovery/servertest"
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
 )
@@ -175,7 +175,7 @@ func TestSecuredListenerAndSecrets(t *testing.T) {
 		"--influx-ca-file", ca.file, "--influx-cert-file", clientCert, "--influx-key-file", clientKey,
 		"--web-config", webConfig, "--web-enable-reload", "--pprof", "--listen", listen, "--queue-dir", t.TempDir())
 
-	waitUntil(t, "points through mutual TLS", 15*time.Second, func() bool { return srv.Count(t, "sec", "up", "gauge") >= 2 })
+	servertest.WaitFor(t, "points through mutual TLS", 15*time.Second, func() bool { return srv.Count(t, "sec", "up", "gauge") >= 2 })
 
 	base := "https://" + listen
 	c := ca.client("", "")
@@ -241,7 +241,7 @@ func TestReloadRefusedOffLoopbackWithoutAuth(t *testing.T) {
 	listen := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
 	d := startDaemon(t, "run", "--target", "http://127.0.0.1:1/metrics", "--influx-bucket", "b", "--influx-url", "http://127.0.0.1:1",
 		"--listen", listen, "--queue-dir", t.TempDir(), "--shutdown-timeout", "100ms")
-	waitUntil(t, "listener up", 10*time.Second, func() bool { code, _ := httpGet(t, "http://"+listen+"/healthz"); return code == 200 })
+	servertest.WaitFor(t, "listener up", 10*time.Second, func() bool { code, _ := httpGet(t, "http://"+listen+"/healthz"); return code == 200 })
 	resp, err := http.Post("http://"+listen+"/-/reload", "", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -270,7 +270,7 @@ func TestClientCertificateAuth(t *testing.T) {
 		"--web-config", webConfig, "--listen", listen, "--queue-dir", t.TempDir(), "--shutdown-timeout", "100ms")
 	defer d.stop(t)
 	with := ca.client(clientCert, clientKey)
-	waitUntil(t, "listener up", 10*time.Second, func() bool { code, _ := get(t, with, "https://"+listen+"/healthz", "", ""); return code == 200 })
+	servertest.WaitFor(t, "listener up", 10*time.Second, func() bool { code, _ := get(t, with, "https://"+listen+"/healthz", "", ""); return code == 200 })
 	if code, body := get(t, ca.client("", ""), "https://"+listen+"/metrics", "", ""); code == http.StatusOK {
 		t.Errorf("a client without a certificate got in: %d %.100s", code, body)
 	}
@@ -288,7 +288,7 @@ func TestOpenListenerWarned(t *testing.T) {
 		listen := fmt.Sprintf("%s:%d", host, servertest.FreePort(t))
 		d := startDaemon(t, "run", "--target", "http://127.0.0.1:1/metrics", "--influx-bucket", "b", "--influx-url", "http://127.0.0.1:1",
 			"--listen", listen, "--queue-dir", t.TempDir(), "--shutdown-timeout", "100ms")
-		waitUntil(t, "listener up", 10*time.Second, func() bool {
+		servertest.WaitFor(t, "listener up", 10*time.Second, func() bool {
 			code, _ := httpGet(t, "http://127.0.0.1"+listen[strings.LastIndex(listen, ":"):]+"/healthz")
 			return code == 200
 		})
@@ -317,7 +317,7 @@ func TestMetricsDuringSlowReload(t *testing.T) {
 	got := make(chan int, 1)
 	go func() {
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(r)
+		reg.MustRegister(r.collectors()...)
 		mfs, _ := reg.Gather()
 		got <- len(mfs)
 	}()

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scrapeflux/scrapeflux/discovery/servertest"
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 	"github.com/scrapeflux/scrapeflux/internal/swarmtest"
 )
 
@@ -186,7 +186,7 @@ func (q stackInflux) stamps(t *testing.T, measurement string, since time.Time) m
 func checkSlots(t *testing.T, db stackInflux, nodes []string, from time.Time, interval time.Duration, after string) {
 	t.Helper()
 	var stamps map[string][]int64
-	swarmtest.Eventually(6*interval, func() bool {
+	servertest.Eventually(6*interval, func() bool {
 		stamps = db.stamps(t, "engine_daemon_engine_info", from)
 		for _, node := range nodes {
 			if len(stamps[node]) < 3 {
@@ -261,7 +261,7 @@ func TestSwarmStackDeployed(t *testing.T) {
 	// start; this one runs influxd alone, and scrapeflux creates the
 	// database itself (--influx-create-database, on by default): the test
 	// only waits for InfluxDB to answer.
-	if !swarmtest.Eventually(2*time.Minute, func() bool {
+	if !servertest.Eventually(2*time.Minute, func() bool {
 		_, err := db.query("", "SHOW DATABASES")
 		return err == nil
 	}) {
@@ -269,7 +269,7 @@ func TestSwarmStackDeployed(t *testing.T) {
 	}
 	want := nodeNames(s)
 	var got []string
-	if !swarmtest.Eventually(3*time.Minute, func() bool {
+	if !servertest.Eventually(3*time.Minute, func() bool {
 		got = db.nodeTags("engine_daemon_engine_info")
 		return strings.Join(got, ",") == strings.Join(want, ",")
 	}) {
@@ -281,7 +281,7 @@ func TestSwarmStackDeployed(t *testing.T) {
 	for _, svc := range []string{"sf_consul", "sf_influxdb", "sf_scrapeflux"} {
 		svc := svc
 		var st string
-		if !swarmtest.Eventually(2*time.Minute, func() bool {
+		if !servertest.Eventually(2*time.Minute, func() bool {
 			for _, n := range s.Nodes {
 				out, _ := n.Docker("ps", "--filter", "label=com.docker.swarm.service.name="+svc, "--format", "{{.Status}}")
 				st += out
@@ -324,7 +324,7 @@ func TestSwarmStackDeployed(t *testing.T) {
 	}
 	from = time.Now().Truncate(time.Second)
 	m.MustDocker(t, "service", "update", "--detach", "--image", "scrapeflux:rolled", "sf_scrapeflux")
-	if !swarmtest.Eventually(3*time.Minute, func() bool {
+	if !servertest.Eventually(3*time.Minute, func() bool {
 		out, _ := m.Docker("service", "ps", "--filter", "desired-state=running", "--format", "{{.Image}} {{.CurrentState}}", "sf_scrapeflux")
 		return strings.Count(out, "scrapeflux:rolled Running") == 2
 	}) {
@@ -343,7 +343,7 @@ func TestSwarmStackDeployed(t *testing.T) {
 	buildImage(t, joined)
 	builtAt := time.Now()
 	var got3 []string
-	if !swarmtest.Eventually(3*time.Minute, func() bool {
+	if !servertest.Eventually(3*time.Minute, func() bool {
 		got3 = db.nodeTags("engine_daemon_engine_info")
 		return strings.Contains(strings.Join(got3, ","), joined.Name)
 	}) {
@@ -351,7 +351,7 @@ func TestSwarmStackDeployed(t *testing.T) {
 	}
 	t.Logf("a joining node's engine in InfluxDB %s after its image was there", time.Since(builtAt).Round(100*time.Millisecond))
 	drainedAt := time.Now()
-	if !swarmtest.Eventually(3*interval, func() bool {
+	if !servertest.Eventually(3*interval, func() bool {
 		ts := db.stamps(t, "engine_daemon_engine_info", time.Now().Add(-2*interval))[drained]
 		return len(ts) == 0
 	}) {
@@ -443,7 +443,7 @@ func TestSwarmTasksDiscovered(t *testing.T) {
 		var got map[string]string
 		var err error
 		start := time.Now()
-		if !swarmtest.Eventually(limit, func() bool {
+		if !servertest.Eventually(limit, func() bool {
 			got, err = exporters()
 			return err == nil && ok(got)
 		}) {

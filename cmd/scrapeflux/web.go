@@ -34,10 +34,14 @@ type webServer struct {
 		Ready() bool
 		Summaries() []scrape.JobSummary
 		Discovery() []scrape.JobDiscovery
+		prometheus.Collector
 	}
 	sink   *sink.Router
-	influx interface{ Server() sink.ServerInfo }
-	shard  *scrape.Shard // nil: not a replica
+	influx interface {
+		Server() sink.ServerInfo
+		prometheus.Collector
+	}
+	shard *scrape.Shard // nil: not a replica
 	// readyWrite: /readyz fails once writes have failed this long.
 	readyWrite time.Duration
 	reload     *reloader
@@ -120,11 +124,7 @@ func (w *webServer) run(ctx context.Context) error {
 	if w.ln == nil {
 		return nil
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&selfCollector{targets: w.targets, sink: w.sink, influx: w.influx, shard: w.shard}, w.reload)
-	reg.MustRegister(discovery.Collectors()...)
-	reg.MustRegister(scrape.Collectors()...)
+	reg := selfMetrics(w.targets, w.sink, w.influx, w.reload)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, r *http.Request) { fmt.Fprintln(rw, "ok") })
@@ -190,187 +190,20 @@ func (w *webServer) run(ctx context.Context) error {
 	}
 }
 
-// selfCollector exposes the pool's and sink's counters at collection time.
-type selfCollector struct {
-	targets interface {
-		Targets() []scrape.Status
-		Handovers() int64
-		Summaries() []scrape.JobSummary
+// selfMetrics is the registry /metrics serves: each package's collector
+// (the manager's targets and cluster, the sink's counters and queues, the
+// writer's server, the reloads, discovery and scrape counters), the build
+// and the Go runtime. influx may be nil.
+func selfMetrics(targets prometheus.Collector, snk *sink.Router, influx prometheus.Collector, reload *reloader) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), targets, snk,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scrapeflux_build_info", Help: "The running build: version and Go version.",
+			ConstLabels: prometheus.Labels{"version": fullVersion(), "goversion": runtime.Version()}}, func() float64 { return 1 }))
+	reg.MustRegister(reload.collectors()...)
+	if influx != nil {
+		reg.MustRegister(influx)
 	}
-	sink   *sink.Router
-	influx interface{ Server() sink.ServerInfo } // nil in tests without a writer
-	shard  *scrape.Shard
-}
-
-var (
-	descScraped    = prometheus.NewDesc("scrapeflux_samples_scraped_total", "Samples committed by scrapes.", nil, nil)
-	descWritten    = prometheus.NewDesc("scrapeflux_samples_written_total", "Samples InfluxDB accepted.", nil, nil)
-	descRecov      = prometheus.NewDesc("scrapeflux_samples_recovered_total", "Samples found in the disk queue at start, left by an earlier run.", nil, nil)
-	descDropped    = prometheus.NewDesc("scrapeflux_samples_dropped_total", "Samples not written, by reason.", []string{"reason"}, nil)
-	descQueued     = prometheus.NewDesc("scrapeflux_queued_samples", "Samples accepted and not yet written.", nil, nil)
-	descQBytes     = prometheus.NewDesc("scrapeflux_queued_bytes", "Bytes of line protocol not yet written.", nil, nil)
-	descQDisk      = prometheus.NewDesc("scrapeflux_queue_disk_bytes", "Bytes of the disk queue's segment files.", nil, nil)
-	descQDiskMax   = prometheus.NewDesc("scrapeflux_queue_disk_max_bytes", "Bound of the disk queue's files (--queue-max-bytes; 0: no disk queue).", nil, nil)
-	descQMem       = prometheus.NewDesc("scrapeflux_queue_memory_bytes", "Bytes of queued line protocol held in memory.", []string{"kind"}, nil)
-	descQMemMax    = prometheus.NewDesc("scrapeflux_queue_memory_max_bytes", "Bound of queued data in memory that is not on disk (--memory-max-bytes).", nil, nil)
-	descQFault     = prometheus.NewDesc("scrapeflux_queue_disk_failing", "1 while the disk queue refuses writes (full or failing disk): new data waits in memory.", nil, nil)
-	descRejected   = prometheus.NewDesc("scrapeflux_samples_rejected_total", "Samples InfluxDB refused, by its reason (parse, type_conflict, retention, limit, other).", []string{"reason"}, nil)
-	descWrites     = prometheus.NewDesc("scrapeflux_influx_writes_total", "Write requests to InfluxDB by outcome (ok: InfluxDB answered for every line, failed: retried).", []string{"outcome"}, nil)
-	descWriteDur   = prometheus.NewDesc("scrapeflux_influx_write_seconds_total", "Time spent in write requests to InfluxDB.", nil, nil)
-	descAnswers    = prometheus.NewDesc("scrapeflux_influx_write_answers_total", "Answers to write requests by status: 204, 400, 401, 403, 404, 413, 422, 429, other_4xx, 5xx, network (no answer), other.", []string{"status"}, nil)
-	descLatency    = prometheus.NewDesc("scrapeflux_influx_write_duration_seconds", "Duration of write requests to InfluxDB.", nil, nil)
-	descLastOK     = prometheus.NewDesc("scrapeflux_influx_last_write_timestamp_seconds", "Time of the last write InfluxDB answered (0: none yet).", nil, nil)
-	descConsec     = prometheus.NewDesc("scrapeflux_influx_consecutive_failures", "Failed write attempts since the last answered one.", nil, nil)
-	descMembers    = prometheus.NewDesc("scrapeflux_cluster_members", "Live replicas of the cluster as this replica sees them (itself included).", nil, nil)
-	descMChanges   = prometheus.NewDesc("scrapeflux_cluster_membership_changes_total", "Changes of the cluster's member list seen.", nil, nil)
-	descHandover   = prometheus.NewDesc("scrapeflux_cluster_handovers_total", "Targets handed over to other replicas.", nil, nil)
-	descRoles      = prometheus.NewDesc("scrapeflux_cluster_targets", "Targets by this replica's role: owned, leaving (handed over, scraped one more interval), skipped (another replica's).", []string{"role"}, nil)
-	descTargets    = prometheus.NewDesc("scrapeflux_targets", "Targets by health.", []string{"health"}, nil)
-	descJobTargets = prometheus.NewDesc("scrapeflux_job_targets", "Targets this replica scrapes, by job and health (alert on health=\"down\").", []string{"job", "health"}, nil)
-	descBudget     = prometheus.NewDesc("scrapeflux_series_budget", "Series counted against --max-hourly-series and --max-daily-series in the current window (used), and the budget (limit; 0: none).", []string{"window", "kind"}, nil)
-	descBucketW    = prometheus.NewDesc("scrapeflux_bucket_samples_written_total", "Samples InfluxDB accepted, by the bucket a job routes to (bucket:; the default bucket is in scrapeflux_samples_written_total only).", []string{"bucket"}, nil)
-	descBucketQ    = prometheus.NewDesc("scrapeflux_bucket_queued_samples", "Samples queued for a routed bucket.", []string{"bucket"}, nil)
-	descBucketF    = prometheus.NewDesc("scrapeflux_bucket_consecutive_failures", "Failed write attempts to a routed bucket since its last answered one.", []string{"bucket"}, nil)
-	descDiscFail   = prometheus.NewDesc("scrapeflux_discovery_failing", "1 while a job's discovery (Consul, file_sd, http_sd) fails; its last targets are kept meanwhile.", []string{"job"}, nil)
-	descDiscOK     = prometheus.NewDesc("scrapeflux_discovery_last_success_timestamp_seconds", "When a job's discovery last read its targets in full (0: not yet, or static targets only).", []string{"job"}, nil)
-	descInflux     = prometheus.NewDesc("scrapeflux_influxdb_info", "The InfluxDB written to, as its /ping says: version, build and the write API used.", []string{"version", "build", "api"}, nil)
-	descBuild      = prometheus.NewDesc("scrapeflux_build_info", "The running build: version and Go version.", []string{"version", "goversion"}, nil)
-	descLint       = prometheus.NewDesc("scrapeflux_lint_findings", "Findings of the last lint of every target's exposition, by rule (families, series or labels; see --lint-interval).", []string{"rule"}, nil)
-	descLintT      = prometheus.NewDesc("scrapeflux_lint_targets", "Targets whose last lint found the rule broken.", []string{"rule"}, nil)
-	descSeries     = prometheus.NewDesc("scrapeflux_series", "Series of all targets over the last hour (tracked when --series-limit, series_limit or a budget is set), and of them first seen in it (kind=new).", []string{"kind"}, nil)
-	descSeriesHeld = prometheus.NewDesc("scrapeflux_series_limited_targets", "Targets whose series limit is full: their new series are held back.", nil, nil)
-	descLag        = prometheus.NewDesc("scrapeflux_scrape_start_lag_max_seconds", "Largest lag of a scrape's start behind its schedule among the last scrapes of every target.", nil, nil)
-)
-
-func (c *selfCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
-
-func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
-	st := c.sink.Stats()
-	ch <- prometheus.MustNewConstMetric(descScraped, prometheus.CounterValue, float64(st.Scraped))
-	ch <- prometheus.MustNewConstMetric(descWritten, prometheus.CounterValue, float64(st.Written))
-	ch <- prometheus.MustNewConstMetric(descRecov, prometheus.CounterValue, float64(st.Recovered))
-	for reason, n := range st.Dropped {
-		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(n), reason)
-	}
-	for reason, n := range st.Rejected {
-		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(n), reason)
-	}
-	ch <- prometheus.MustNewConstMetric(descWrites, prometheus.CounterValue, float64(st.WritesOK), "ok")
-	ch <- prometheus.MustNewConstMetric(descWrites, prometheus.CounterValue, float64(st.WritesFailed), "failed")
-	ch <- prometheus.MustNewConstMetric(descWriteDur, prometheus.CounterValue, st.WriteTime.Seconds())
-	for status, n := range st.Answers {
-		ch <- prometheus.MustNewConstMetric(descAnswers, prometheus.CounterValue, float64(n), status)
-	}
-	buckets := map[float64]uint64{}
-	var cum, count uint64
-	for i, ub := range sink.WriteLatencyBuckets {
-		cum += uint64(st.LatencyCounts[i])
-		buckets[ub] = cum
-	}
-	count = cum + uint64(st.LatencyCounts[len(sink.WriteLatencyBuckets)])
-	ch <- prometheus.MustNewConstHistogram(descLatency, count, st.WriteTime.Seconds(), buckets)
-	var last float64
-	if !st.LastWrite.IsZero() {
-		last = float64(st.LastWrite.UnixNano()) / 1e9
-	}
-	ch <- prometheus.MustNewConstMetric(descLastOK, prometheus.GaugeValue, last)
-	ch <- prometheus.MustNewConstMetric(descConsec, prometheus.GaugeValue, float64(st.ConsecutiveFailures))
-	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(st.QueuedSamples))
-	ch <- prometheus.MustNewConstMetric(descQBytes, prometheus.GaugeValue, float64(st.QueuedBytes))
-	qs := c.sink.QueueStatus()
-	ch <- prometheus.MustNewConstMetric(descQDisk, prometheus.GaugeValue, float64(qs.Disk))
-	ch <- prometheus.MustNewConstMetric(descQDiskMax, prometheus.GaugeValue, float64(qs.MaxDisk))
-	ch <- prometheus.MustNewConstMetric(descQMem, prometheus.GaugeValue, float64(qs.MemoryOnly), "not_on_disk")
-	ch <- prometheus.MustNewConstMetric(descQMem, prometheus.GaugeValue, float64(qs.Memory-qs.MemoryOnly), "copy_of_disk")
-	ch <- prometheus.MustNewConstMetric(descQMemMax, prometheus.GaugeValue, float64(qs.MaxMemory))
-	var failing float64
-	if qs.DiskError != "" {
-		failing = 1
-	}
-	ch <- prometheus.MustNewConstMetric(descQFault, prometheus.GaugeValue, failing)
-	health := map[scrape.Health]int{scrape.HealthUp: 0, scrape.HealthDown: 0, scrape.HealthUnknown: 0}
-	roles := map[string]int{scrape.RoleOwned: 0, scrape.RoleLeaving: 0, scrape.RoleSkipped: 0}
-	perJob := map[string]map[scrape.Health]int{}
-	lintN, lintT := map[string]int{}, map[string]int{}
-	var series, newSeries, limited int
-	var lag time.Duration
-	for _, t := range c.targets.Targets() {
-		roles[t.Role]++
-		if t.Role == scrape.RoleSkipped {
-			continue
-		}
-		job := t.Target.Tag("job")
-		if perJob[job] == nil {
-			perJob[job] = map[scrape.Health]int{scrape.HealthUp: 0, scrape.HealthDown: 0, scrape.HealthUnknown: 0}
-		}
-		perJob[job][t.Health]++
-		health[t.Health]++
-		lag = max(lag, t.LastStartDelay)
-		series += t.Cardinality.Series
-		newSeries += t.Cardinality.NewLastHour
-		if t.Cardinality.Limit > 0 && t.Cardinality.Series >= t.Cardinality.Limit {
-			limited++
-		}
-		if t.Lint != nil {
-			for _, f := range t.Lint.Findings {
-				lintN[f.Rule] += f.Count
-				lintT[f.Rule]++
-			}
-		}
-	}
-	ch <- prometheus.MustNewConstMetric(descSeries, prometheus.GaugeValue, float64(series), "all")
-	ch <- prometheus.MustNewConstMetric(descSeries, prometheus.GaugeValue, float64(newSeries), "new")
-	ch <- prometheus.MustNewConstMetric(descSeriesHeld, prometheus.GaugeValue, float64(limited))
-	for _, rule := range scrape.LintRules {
-		ch <- prometheus.MustNewConstMetric(descLint, prometheus.GaugeValue, float64(lintN[rule]), rule)
-		ch <- prometheus.MustNewConstMetric(descLintT, prometheus.GaugeValue, float64(lintT[rule]), rule)
-	}
-	for h, n := range health {
-		ch <- prometheus.MustNewConstMetric(descTargets, prometheus.GaugeValue, float64(n), string(h))
-	}
-	for job, hs := range perJob {
-		for h, n := range hs {
-			ch <- prometheus.MustNewConstMetric(descJobTargets, prometheus.GaugeValue, float64(n), job, string(h))
-		}
-	}
-	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, fullVersion(), runtime.Version())
-	for _, b := range c.sink.Buckets() {
-		ch <- prometheus.MustNewConstMetric(descBucketW, prometheus.CounterValue, float64(b.Written), b.Bucket)
-		ch <- prometheus.MustNewConstMetric(descBucketQ, prometheus.GaugeValue, float64(b.Queued), b.Bucket)
-		ch <- prometheus.MustNewConstMetric(descBucketF, prometheus.GaugeValue, float64(b.ConsecutiveFailures), b.Bucket)
-	}
-	for _, js := range c.targets.Summaries() {
-		failing := 0.0
-		if js.Discovery.Err != "" {
-			failing = 1
-		}
-		var ok float64
-		if !js.Discovery.LastSuccess.IsZero() {
-			ok = float64(js.Discovery.LastSuccess.UnixNano()) / 1e9
-		}
-		ch <- prometheus.MustNewConstMetric(descDiscFail, prometheus.GaugeValue, failing, js.Name)
-		ch <- prometheus.MustNewConstMetric(descDiscOK, prometheus.GaugeValue, ok, js.Name)
-	}
-	hu, hl, du, dl, _ := c.sink.SeriesBudgets()
-	for _, b := range []struct {
-		w         string
-		used, lim int
-	}{{"hour", hu, hl}, {"day", du, dl}} {
-		ch <- prometheus.MustNewConstMetric(descBudget, prometheus.GaugeValue, float64(b.used), b.w, "used")
-		ch <- prometheus.MustNewConstMetric(descBudget, prometheus.GaugeValue, float64(b.lim), b.w, "limit")
-	}
-	if c.influx != nil {
-		si := c.influx.Server()
-		ch <- prometheus.MustNewConstMetric(descInflux, prometheus.GaugeValue, 1, si.Version, si.Build, si.API.String())
-	}
-	ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, lag.Seconds())
-	if c.shard != nil {
-		members, _ := c.shard.Members()
-		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(len(members)))
-		ch <- prometheus.MustNewConstMetric(descMChanges, prometheus.CounterValue, float64(c.shard.Changes()))
-		ch <- prometheus.MustNewConstMetric(descHandover, prometheus.CounterValue, float64(c.targets.Handovers()))
-		for _, r := range []string{scrape.RoleOwned, scrape.RoleLeaving, scrape.RoleSkipped} {
-			ch <- prometheus.MustNewConstMetric(descRoles, prometheus.GaugeValue, float64(roles[r]), r)
-		}
-	}
+	reg.MustRegister(discovery.Collectors()...)
+	reg.MustRegister(scrape.Collectors()...)
+	return reg
 }

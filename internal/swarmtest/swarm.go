@@ -30,6 +30,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 )
 
 // Swarm is a running swarm of real engines.
@@ -73,10 +75,7 @@ func Available() string {
 func Require(t testing.TB) {
 	t.Helper()
 	if why := Available(); why != "" {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("cannot start a Docker Swarm: %s (CI is set: the real-swarm tests must run)", why)
-		}
-		t.Skip("cannot start a Docker Swarm: " + why)
+		servertest.Unavailable(t, "cannot start a Docker Swarm: %s", why)
 	}
 }
 
@@ -149,7 +148,7 @@ func (s *Swarm) AddNode(t testing.TB) *Node {
 func (s *Swarm) WaitNodes(t testing.TB, n int, limit time.Duration) {
 	t.Helper()
 	var out string
-	ok := Eventually(limit, func() bool {
+	ok := servertest.Eventually(limit, func() bool {
 		var err error
 		out, err = s.Manager().Docker("node", "ls", "--format", "{{.Status}}")
 		return err == nil && strings.Count(out, "Ready") == n
@@ -215,7 +214,7 @@ func (s *Swarm) addNode(i int) *Node {
 
 func (n *Node) waitReady(limit time.Duration) error {
 	var last error
-	ok := Eventually(limit, func() bool {
+	ok := servertest.Eventually(limit, func() bool {
 		select {
 		case <-n.done:
 			last = fmt.Errorf("dockerd exited: %v", n.cmd.ProcessState)
@@ -374,19 +373,5 @@ func (s *Swarm) run(name string, args ...string) {
 	s.t.Helper()
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		s.t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-// Eventually polls cond every 200 ms until it holds or limit passes.
-func Eventually(limit time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(limit)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }

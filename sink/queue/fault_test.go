@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 )
 
 // A disk that refuses writes never costs what is already on it: the
@@ -147,10 +149,7 @@ func mountTmpfs(t *testing.T, size string) string {
 	t.Helper()
 	dir := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("cannot mount a tmpfs (needs root): %v: %s", err, out)
-		}
-		t.Fatalf("cannot mount a tmpfs: %v: %s", err, out)
+		servertest.Unavailable(t, "cannot mount a tmpfs (needs root): %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
 	return dir
@@ -210,7 +209,7 @@ func TestRealFullDisk(t *testing.T) {
 	}
 	// Room again: the waiting records go to disk at the next retry.
 	remount(t, mnt, "size=8m")
-	waitFor(t, func() bool { q.Tick(); return q.Status().DiskError == "" && q.Status().MemoryOnly == 0 })
+	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { q.Tick(); return q.Status().DiskError == "" && q.Status().MemoryOnly == 0 })
 	want := live(q)
 	if _, err := q.Spill(); err != nil {
 		t.Fatal(err)
@@ -222,17 +221,6 @@ func TestRealFullDisk(t *testing.T) {
 	defer q2.Spill()
 	if fmt.Sprint(live(q2)) != fmt.Sprint(want) || !rec.Damaged.IsZero() {
 		t.Fatalf("reopened: %d records (damage %+v), want %d in order", len(live(q2)), rec.Damaged, len(want))
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -1,15 +1,17 @@
 // Package servertest starts the real servers the integration tests talk
 // to, built by the Makefile: a Consul agent in dev mode and InfluxDB 1.8,
 // each on free loopback ports with a temporary data directory, stopped
-// when the test ends. Under CI=true a missing binary fails the test;
-// elsewhere it skips with a hint.
+// when the test ends. It also holds what every integration test shares:
+// the one CI guard (Unavailable: with CI set to anything, a missing
+// server, tool or privilege fails the test; elsewhere it skips with a
+// hint) and the one wait on a condition (WaitFor, Eventually).
 //
-// It is the one home of the test servers, under the first stage of the
-// pipeline so that every stage's tests import it without a stage's code
-// importing a later one.
+// It is test-only and imports no stage of the pipeline, so every stage's
+// tests can import it.
 package servertest
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -34,12 +36,51 @@ func Binary(t testing.TB, name string) string {
 	t.Helper()
 	p := filepath.Join(BinDir(), name)
 	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found at %s (CI=true: integration tests must run; build it with make servers)", name, p)
-		}
-		t.Skipf("%s not found at %s: run make servers", name, p)
+		Unavailable(t, "%s not found at %s: build it with make servers", name, p)
 	}
 	return p
+}
+
+// Unavailable ends a test that cannot run here: it fails when CI is set
+// (to anything: an integration test never passes by skipping in CI) and
+// skips elsewhere. why says what is missing and how to get it.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	why := fmt.Sprintf(format, args...)
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s (CI is set: this test must run)", why)
+	}
+	t.Skip(why)
+}
+
+// Eventually polls cond until it holds (true) or limit passes (false):
+// after 10 ms first, then twice as long each time up to 200 ms, so a
+// cheap condition is seen at once and an expensive one (a query through
+// docker exec) is not asked more than five times a second.
+func Eventually(limit time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(limit)
+	wait := 10 * time.Millisecond
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 200*time.Millisecond)
+	}
+}
+
+// WaitFor waits until cond holds and returns how long that took; it
+// fails the test, naming what, when limit passes first.
+func WaitFor(t testing.TB, what string, limit time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if !Eventually(limit, cond) {
+		t.Fatalf("%s: not within %s", what, limit)
+	}
+	return time.Since(start)
 }
 
 // handedOut are the ports FreePort gave in this process: never twice, so
