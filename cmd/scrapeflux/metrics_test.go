@@ -113,7 +113,7 @@ func TestSelfMetricNames(t *testing.T) {
 		}
 	}
 	for _, n := range regexp.MustCompile("`(scrapeflux_[a-z_]+)").FindAllStringSubmatch(section, -1) {
-		if !names[n[1]] {
+		if !names[n[1]] && !strings.HasSuffix(n[1], "_") { // scrapeflux_bucket_*: a prefix
 			missing = append(missing, n[1])
 		}
 	}
