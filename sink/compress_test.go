@@ -304,3 +304,26 @@ func TestConcurrentCommitsAndClose(t *testing.T) {
 		})
 	}
 }
+
+// A batch sealed past the batch size (one scrape larger than the batch:
+// a batch is sealed after the commit that fills it) is sent whole and
+// gzip'd as it was queued while InfluxDB never refused a size: only a
+// 413 lowers the request size that splits a sealed batch (before, every
+// such batch was decompressed, split in two and sent uncompressed: 9 %
+// of the CPU at 10,000 targets).
+func TestBatchOverSizeSentWholeWithout413(t *testing.T) {
+	w := &gzipFake{open: make(chan struct{})}
+	close(w.open)
+	cfg := fastConfig()
+	cfg.BatchSize = 100
+	st := runSink(t, cfg, w, func(s *Sink) {
+		pushLines(t, s, 0, 4, 300)
+		waitWritten(t, s, 1200)
+	})
+	if st.Written != 1200 {
+		t.Fatalf("written %d, want 1200", st.Written)
+	}
+	if w.calls != int(w.compressed.Load()) || w.calls > 4 {
+		t.Errorf("%d requests, %d of them gzip'd: want every scrape's batch sent whole and gzip'd (at most 4 requests)", w.calls, w.compressed.Load())
+	}
+}

@@ -87,9 +87,12 @@ const maxBlindSplits = 32
 // its own is dropped.
 func (s *Sink) deliver(ctx context.Context, body part) bool {
 	parts := []part{body}
-	if wl := int(s.writeLines.Load()); body.lines > wl && body.lines > 1 {
-		// A batch sealed before a 413 lowered the request size: split it
-		// now rather than be refused for it again.
+	if wl := int(s.writeLines.Load()); wl < s.cfg.BatchSize && body.lines > wl && body.lines > 1 {
+		// A 413 lowered the request size below the batch size: a batch
+		// larger than that is split now rather than be refused for it
+		// again. Without a 413 a batch goes whole, even one sealed past
+		// the batch size (a batch is sealed after the scrape that fills
+		// it).
 		if body.gz && !s.inflate(&body, "splitting a batch larger than InfluxDB takes") {
 			return true
 		}
