@@ -381,13 +381,14 @@ func TestLineIndex(t *testing.T) {
 // the line's other fields, without that one (its documentation says the
 // point is discarded). Stored, with the other metrics of its line.
 func TestReservedFieldKeysRenamed(t *testing.T) {
-	body := []byte("# TYPE time gauge\ntime 1\n# TYPE _field gauge\n_field 2\n# TYPE other gauge\nother 3\n")
+	body := []byte("# TYPE time gauge\ntime 1\n# TYPE _field gauge\n_field 2\n# TYPE _measurement gauge\n_measurement 4\n# TYPE other gauge\nother 3\n")
 	sameBothWays(t, body)
 	lp, _, err := encode(t, LayoutV2, body, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(lp, []byte("exported_time=1")) || !bytes.Contains(lp, []byte("exported__field=2")) || bytes.Contains(lp, []byte(" time=")) {
+	if !bytes.Contains(lp, []byte("exported_time=1")) || !bytes.Contains(lp, []byte("exported__field=2")) ||
+		!bytes.Contains(lp, []byte("exported__measurement=4")) || bytes.Contains(lp, []byte(" time=")) || bytes.Contains(lp, []byte(",_measurement=")) {
 		t.Fatalf("line protocol:\n%s", lp)
 	}
 	srv := servertest.StartInfluxDB(t)
@@ -400,8 +401,8 @@ func TestReservedFieldKeysRenamed(t *testing.T) {
 	if err := w.Write(t.Context(), lp); err != nil {
 		t.Fatalf("write: %v", err)
 	}
-	res := srv.Query(t, "reserved", `SELECT "other", "exported_time", "exported__field" FROM prometheus`)
-	if len(res) != 1 || len(res[0].Values) != 1 || fmt.Sprint(res[0].Values[0][1:]) != "[3 1 2]" {
+	res := srv.Query(t, "reserved", `SELECT "other", "exported_time", "exported__field", "exported__measurement" FROM prometheus`)
+	if len(res) != 1 || len(res[0].Values) != 1 || fmt.Sprint(res[0].Values[0][1:]) != "[3 1 2 4]" {
 		t.Fatalf("InfluxDB holds %+v", res)
 	}
 }

@@ -479,3 +479,28 @@ func TestNativeHistogramsOverProtobuf(t *testing.T) {
 		t.Fatalf("text: %v\n%s", err, out)
 	}
 }
+
+// A queue dir on a read-only filesystem (a real tmpfs remounted ro) stops
+// run at start with a message that names the dir, says it is read-only
+// and what to do.
+func TestReadOnlyQueueDirStartMessage(t *testing.T) {
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		servertest.Unavailable(t, "cannot mount a tmpfs (needs root): %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	if out, err := exec.Command("mount", "-o", "remount,ro", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("remount ro: %v: %s", err, out)
+	}
+	dir := filepath.Join(mnt, "queue")
+	_, _, err := execute(context.Background(), "run", "--target", "http://127.0.0.1:1/metrics", "--influx-url", "http://127.0.0.1:1",
+		"--influx-bucket", "b", "--listen", "", "--queue-dir", dir)
+	if err == nil {
+		t.Fatal("run started on a read-only queue dir")
+	}
+	for _, want := range []string{dir, "read-only", "--queue-dir"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("start message %q lacks %q", err, want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/signal"
@@ -449,6 +450,9 @@ func runRun(ctx context.Context, o *runOptions) error {
 		}
 	}
 	def, err := sink.New(o.sink, w, log.With("component", "sink"))
+	if errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("%w: give --queue-dir a directory this process can write (empty: memory only, nothing kept across restarts)", err)
+	}
 	if err != nil {
 		return err
 	}
