@@ -230,7 +230,7 @@ func (s *Sink) deliver(ctx context.Context, body part) bool {
 		if wait > 0 {
 			d = min(wait, maxRetryAfter)
 		}
-		if !sleepCtx(ctx, d) {
+		if !backoff.Sleep(ctx, d) {
 			return false
 		}
 	}
@@ -475,18 +475,6 @@ func firstLine(buf []byte) string {
 		return string(buf[:i])
 	}
 	return string(buf)
-}
-
-// sleepCtx waits d or until ctx ends; it reports whether d passed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // maxRetryAfter caps what a server may ask us to wait.

@@ -120,11 +120,12 @@ type targetJSON struct {
 	Owners              []string
 }
 
-// owned returns, per replica, the instances it scrapes (owned or leaving).
-func (rs *replicaSet) owned() map[string][]string {
+// rows returns each live replica's targets as its /targets page lists
+// them.
+func (rs *replicaSet) rows() map[string][]targetJSON {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	out := map[string][]string{}
+	out := map[string][]targetJSON{}
 	for id, rp := range rs.replicas {
 		resp, err := http.Get("http://" + rp.listen + "/targets?format=json")
 		if err != nil {
@@ -133,6 +134,15 @@ func (rs *replicaSet) owned() map[string][]string {
 		var rows []targetJSON
 		json.NewDecoder(resp.Body).Decode(&rows)
 		resp.Body.Close()
+		out[id] = rows
+	}
+	return out
+}
+
+// owned returns, per replica, the instances it owns.
+func (rs *replicaSet) owned() map[string][]string {
+	out := map[string][]string{}
+	for id, rows := range rs.rows() {
 		for _, r := range rows {
 			if r.Role == "owned" {
 				out[id] = append(out[id], r.Instance)
@@ -231,17 +241,8 @@ func (rs *replicaSet) gaps(from, to time.Time) (maxGap time.Duration, missing in
 
 // roles counts the targets of every live replica by role.
 func (rs *replicaSet) roles() map[string]int {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
 	out := map[string]int{}
-	for _, rp := range rs.replicas {
-		resp, err := http.Get("http://" + rp.listen + "/targets?format=json")
-		if err != nil {
-			continue
-		}
-		var rows []targetJSON
-		json.NewDecoder(resp.Body).Decode(&rows)
-		resp.Body.Close()
+	for _, rows := range rs.rows() {
 		for _, r := range rows {
 			out[r.Role]++
 		}
