@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -208,6 +209,7 @@ func TestBucketPerJob(t *testing.T) {
 	defer fleet.Close()
 	var mu sync.Mutex
 	lines := map[string]int{}
+	stamps := map[int64]bool{} // the routed bucket's distinct timestamps: one a scrape
 	failing := true
 	influx := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/ping" {
@@ -233,6 +235,13 @@ func TestBucketPerJob(t *testing.T) {
 		data, _ := io.ReadAll(body)
 		mu.Lock()
 		lines[bucket] += bytes.Count(data, []byte("\n"))
+		if bucket == "other" {
+			for _, l := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+				if ts, err := strconv.ParseInt(string(l[bytes.LastIndexByte(l, ' ')+1:]), 10, 64); err == nil {
+					stamps[ts] = true
+				}
+			}
+		}
 		mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	}))
@@ -263,9 +272,30 @@ func TestBucketPerJob(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "q", "bucket-other")); err != nil {
 		t.Fatalf("the routed bucket has no queue of its own: %v", err)
 	}
+	// Every scrape the routed job made while its bucket failed must
+	// arrive: new scrapes alone would not bring timestamps from before
+	// the recovery.
+	_, m := httpGet(t, "http://"+listen+"/metrics")
+	queued := int(metricValue(m, `scrapeflux_scrapes_total{job="routed"}`))
+	if queued < 4 {
+		t.Fatalf("the routed job scraped %d times while its bucket failed", queued)
+	}
+	recovered := time.Now().UnixNano()
 	mu.Lock()
 	failing = false
 	mu.Unlock()
-	servertest.WaitFor(t, "the routed bucket's queue delivered after recovery", 30*time.Second, func() bool { return count("other") > 1000 })
+	before := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for ts := range stamps {
+			if ts < recovered {
+				n++
+			}
+		}
+		return n
+	}
+	servertest.WaitFor(t, "every scrape queued while the bucket failed delivered", 30*time.Second, func() bool { return before() >= queued })
+	t.Logf("%d scrapes queued while the bucket failed, %d delivered after it recovered", queued, before())
 	d.stop(t)
 }
