@@ -6,9 +6,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/gzip"
 )
@@ -33,11 +35,25 @@ import (
 //     accept_partial=false: nothing stored, 400 {"error":"parsing failed
 //     for write_lp endpoint","data":{...}} naming the first. 3.x serves
 //     /api/v2/write and /write too, answering the same way.
+//   - 2.x, points older than the bucket's retention (retention set): the
+//     others are stored and the answer is 422 {"code":"unprocessable
+//     entity","message":"failure writing points to database: partial
+//     write: points beyond retention policy dropped=N"} (a line that
+//     does not parse takes precedence: 400, nothing stored).
+//   - token set: every request without "Bearer <token>" or "Token
+//     <token>" is answered 401 before it reaches its handler, /ping on
+//     3.x included (3.x authorizes /ping unless started with
+//     --disable-authz ping; influxdb3 tests/server/auth.rs: a write
+//     without the header is 401). 2.x serves /ping to anyone and
+//     answers a write without its token 401
+//     {"code":"unauthorized","message":"unauthorized access"}.
 type fakeInflux struct {
-	t       testing.TB
-	major   int // 2 or 3
-	srv     *httptest.Server
-	maxBody int // 413 past it (0: none)
+	t         testing.TB
+	major     int // 2 or 3
+	srv       *httptest.Server
+	maxBody   int           // 413 past it (0: none)
+	retention time.Duration // 2.x: points older than this are refused with 422 (0: none)
+	token     string        // required when set
 
 	mu       sync.Mutex
 	paths    map[string]int // requests by path
@@ -46,6 +62,9 @@ type fakeInflux struct {
 	requests int
 	refused  int // refusals answered, line by line
 	pings    int
+	// unauthorized: requests answered 401; expired: lines refused as
+	// beyond retention.
+	unauthorized, expired int
 	// lineCounts: lines of each write request, in order; tooLarge: the
 	// indexes of those answered 413.
 	lineCounts []int
@@ -62,6 +81,17 @@ func newFakeInflux(t testing.TB, major int) *fakeInflux {
 }
 
 func (f *fakeInflux) serve(w http.ResponseWriter, r *http.Request) {
+	if a := r.Header.Get("Authorization"); f.token != "" && a != "Bearer "+f.token && a != "Token "+f.token && (f.major == 3 || r.URL.Path != "/ping") {
+		f.mu.Lock()
+		f.unauthorized++
+		f.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		if f.major == 2 {
+			fmt.Fprint(w, `{"code":"unauthorized","message":"unauthorized access"}`)
+		}
+		return
+	}
 	switch {
 	case r.URL.Path == "/ping":
 		f.mu.Lock()
@@ -127,12 +157,21 @@ func (f *fakeInflux) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	partial := f.major == 3 && r.URL.Query().Get("accept_partial") != "false"
+	expired := 0
 	if len(bad) == 0 || partial {
 		for _, ln := range lines {
-			if !strings.Contains(ln, refuseMark) {
+			if f.beyondRetention(ln, r.URL.Query().Get("precision")) {
+				expired++
+			} else if !strings.Contains(ln, refuseMark) {
 				f.stored[ln]++
 			}
 		}
+	}
+	if len(bad) == 0 && expired > 0 {
+		f.expired += expired
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		fmt.Fprintf(w, `{"code":"unprocessable entity","message":"failure writing points to database: partial write: points beyond retention policy dropped=%d"}`, expired)
+		return
 	}
 	if len(bad) == 0 {
 		w.WriteHeader(http.StatusNoContent)
@@ -153,6 +192,20 @@ func (f *fakeInflux) serve(w http.ResponseWriter, r *http.Request) {
 		b, _ := json.Marshal(map[string]any{"error": "parsing failed for write_lp endpoint", "data": bad[0]})
 		w.Write(b)
 	}
+}
+
+// beyondRetention tells whether a line's timestamp (its last field, in the
+// request's precision) is older than the retention (2.x only).
+func (f *fakeInflux) beyondRetention(line, precision string) bool {
+	if f.major != 2 || f.retention == 0 {
+		return false
+	}
+	unit, ok := map[string]time.Duration{"": time.Nanosecond, "ns": time.Nanosecond, "us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[precision]
+	if !ok {
+		f.t.Errorf("precision %q is not one 2.x takes", precision)
+	}
+	ts, err := strconv.ParseInt(line[strings.LastIndexByte(line, ' ')+1:], 10, 64)
+	return err == nil && time.Duration(ts)*unit < time.Duration(time.Now().Add(-f.retention).UnixNano())
 }
 
 // twice lists lines stored more than once.

@@ -260,6 +260,9 @@ func (w *InfluxWriter) Detect(ctx context.Context) (ServerInfo, error) {
 		si.API = w.Server().API
 	}
 	w.setServer(si, true)
+	if (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) && si.Version == "" {
+		return si, fmt.Errorf("InfluxDB's /ping answered %d: the token is refused (InfluxDB 3 asks for it on /ping too); check --influx-token-file; writing with the %s API until then (--influx-api chooses)", resp.StatusCode, si.API)
+	}
 	if resp.StatusCode >= 300 && si.Version == "" {
 		return si, fmt.Errorf("InfluxDB's /ping answered %d without a version; writing with the %s API (set --influx-api to choose)", resp.StatusCode, si.API)
 	}

@@ -424,18 +424,41 @@ func TestDetectRealInfluxDB(t *testing.T) {
 }
 
 // Points beyond the retention policy are counted exactly, against the real
-// InfluxDB 1.8: its answer says only how many points (dropped=N); they
+// InfluxDB 1.8 and the 2.x stand-in (422): the answer says only how many points (dropped=N); they
 // are the N oldest, whose samples are counted line by line. Before, the
 // count was N times the batch's average samples per line (over-counted
 // by 31-67 % when old and new scrapes differ in shape).
 func TestBeyondRetentionCountedExactly(t *testing.T) {
-	srv := servertest.StartInfluxDB(t)
-	srv.Query(t, "", `CREATE DATABASE ret WITH DURATION 1h`)
-	w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: "ret", Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	t.Run("influxdb-1.8", func(t *testing.T) {
+		srv := servertest.StartInfluxDB(t)
+		srv.Query(t, "", `CREATE DATABASE ret WITH DURATION 1h`)
+		w, err := NewInfluxWriter(InfluxConfig{URL: srv.URL, Bucket: "ret", Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		checkBeyondRetention(t, w)
+	})
+	// 2.x answers 422 with the same words and stores the rest.
+	t.Run("2.x", func(t *testing.T) {
+		f := newFakeInflux(t, 2)
+		f.retention = time.Hour
+		w, err := NewInfluxWriter(InfluxConfig{URL: f.srv.URL, Bucket: "ret", Org: "o", Token: "tok", Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		checkBeyondRetention(t, w)
+		if stored, _ := f.counts(); stored != 5*4 || f.expired != 5*12 || len(f.twice()) > 0 {
+			t.Fatalf("the 2.x server stored %d lines (%d twice) and refused %d as expired; want 20 and 60", stored, len(f.twice()), f.expired)
+		}
+	})
+}
+
+// checkBeyondRetention writes 5 old scrapes (12 gauges each) and 5 new ones
+// (4 histograms of 7 samples each) and checks the count of each.
+func checkBeyondRetention(t *testing.T, w *InfluxWriter) {
+	t.Helper()
 	cfg := fastConfig()
 	cfg.BatchSize = 1000
 	cfg.FlushInterval = time.Hour

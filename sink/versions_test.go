@@ -55,6 +55,7 @@ func TestServerVersionsAnswers(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("v%d/gzip=%t", c.major, c.gz), func(t *testing.T) {
 			f := newFakeInflux(t, c.major)
+			f.token = "tok" // asked on every write, and on 3.x's /ping
 			w, err := NewInfluxWriter(InfluxConfig{URL: f.srv.URL, Bucket: "db", Org: "o", Token: "tok", Timeout: 5 * time.Second, Gzip: c.gz})
 			if err != nil {
 				t.Fatal(err)
@@ -78,7 +79,7 @@ func TestServerVersionsAnswers(t *testing.T) {
 				t.Errorf("%d write requests for 4 batches, want at most %d", requests, c.maxRequests)
 			}
 			want := map[int]string{2: "/api/v2/write", 3: "/api/v3/write_lp"}[c.major]
-			if f.paths[want] != requests || f.pings == 0 {
+			if f.paths[want] != requests || f.pings == 0 || f.unauthorized != 0 {
 				t.Errorf("requests by path %v after %d pings, want all to %s", f.paths, f.pings, want)
 			}
 			if info := w.Server(); info.API != map[int]API{2: APIv2, 3: APIv3}[c.major] || info.Version == "" {
@@ -89,19 +90,35 @@ func TestServerVersionsAnswers(t *testing.T) {
 	}
 }
 
-// InfluxDB 3 takes its token as a Bearer token on /api/v3/write_lp.
+// InfluxDB 3 takes its token as a Bearer token on /api/v3/write_lp, and
+// asks for it on /ping too: the version is read with the token, and a
+// refused token is said as such (without it in the message).
 func TestV3WritesWithBearerToken(t *testing.T) {
 	f := newFakeInflux(t, 3)
+	f.token = "apiv3_secret"
 	w, err := NewInfluxWriter(InfluxConfig{URL: f.srv.URL, Bucket: "db", Token: "apiv3_secret", Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
+	if si, err := w.Detect(context.Background()); err != nil || si.API != APIv3 || si.Build != "Core" {
+		t.Fatalf("/ping read as %+v, %v; want 3.x Core", si, err)
+	}
 	if err := w.Write(context.Background(), []byte("m v=1 1\n")); err != nil {
 		t.Fatal(err)
 	}
-	if f.auth != "Bearer apiv3_secret" {
-		t.Fatalf("Authorization %q", f.auth)
+	if f.auth != "Bearer apiv3_secret" || f.unauthorized != 0 {
+		t.Fatalf("Authorization %q, %d requests refused", f.auth, f.unauthorized)
+	}
+
+	bad, err := NewInfluxWriter(InfluxConfig{URL: f.srv.URL, Bucket: "db", Token: "wrong_secret", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	_, err = bad.Detect(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "--influx-token-file") || strings.Contains(err.Error(), "wrong_secret") {
+		t.Fatalf("a refused token at /ping: %v; want the 401, what to check, and no token", err)
 	}
 }
 
