@@ -421,35 +421,55 @@ func TestSlotsFollowTheWallClock(t *testing.T) {
 	l, r := newTestLoop(t, cfg, srv.URL+"/metrics")
 	var mu sync.Mutex
 	var shift time.Duration
-	type stamp struct{ ts, wall int64 }
+	// steps counts the steps of the clock; atStart, the steps when the
+	// loop last read its clock (before each scrape): a scrape the clock
+	// stepped under is not checked against it.
+	var steps, atStart int
+	type stamp struct {
+		ts, wall int64
+		stepped  bool
+	}
 	var stamps []stamp
+	took := map[int64]float64{} // each slot's scrape_duration_seconds
 	l.now = func() time.Time {
 		mu.Lock()
 		defer mu.Unlock()
+		atStart = steps
 		return time.Now().Round(0).Add(shift)
 	}
 	l.app = appenderFunc{r, func(s *Sample) {
-		if s.Synthetic && string(s.Name) == "up" {
-			mu.Lock()
-			stamps = append(stamps, stamp{s.Timestamp, time.Now().Add(shift).UnixMilli()})
-			mu.Unlock()
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case s.Synthetic && string(s.Name) == "up":
+			stamps = append(stamps, stamp{s.Timestamp, time.Now().Add(shift).UnixMilli(), atStart != steps})
+		case s.Synthetic && string(s.Name) == "scrape_duration_seconds":
+			took[s.Timestamp] = s.Value
 		}
 	}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { l.run(ctx); close(done) }()
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(stamps) }
-	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { return count() >= 3 })
+	servertest.WaitFor(t, "3 scrapes", 10*time.Second, func() bool { return count() >= 3 })
 	mu.Lock()
 	shift += time.Hour + 37*time.Millisecond // the wall clock steps forward
+	steps++
 	mu.Unlock()
 	n := count()
-	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { return count() >= n+3 })
+	servertest.WaitFor(t, "3 scrapes after the step forward", 10*time.Second, func() bool { return count() >= n+3 })
 	mu.Lock()
 	shift -= 10*time.Minute + 13*time.Millisecond // and back
+	steps++
 	mu.Unlock()
 	n = count()
-	servertest.WaitFor(t, "the condition", 10*time.Second, func() bool { return count() >= n+3 })
+	servertest.WaitFor(t, "3 scrapes after the step back", 10*time.Second, func() bool { return count() >= n+3 })
+	mu.Lock()
+	shift += 90 * time.Millisecond // a step just under an interval: its slot is skipped too
+	steps++
+	mu.Unlock()
+	n = count()
+	servertest.WaitFor(t, "3 scrapes after the short step", 10*time.Second, func() bool { return count() >= n+3 })
 	cancel()
 	<-done
 	phase := int64(l.offset(time.Unix(0, 0))) / int64(time.Millisecond)
@@ -459,11 +479,13 @@ func TestSlotsFollowTheWallClock(t *testing.T) {
 		if s.ts%100 != phase%100 {
 			t.Errorf("slot %d is off the grid (phase %d ms)", s.ts, phase%100)
 		}
-		// Stamped when the sample is appended, after the fetch: within a
-		// second of the wall clock is on time here (the steps are of an
-		// hour and ten minutes).
-		if d := s.wall - s.ts; d < -1000 || d > 1000 {
-			t.Errorf("slot %d stamped %d ms from the wall clock", s.ts, d)
+		// The scrape started at most half an interval (50 ms) from its
+		// slot; up is appended after the fetch, which took what the
+		// scrape's duration says, and 20 ms are left for what runs
+		// between the two (the steps are of an hour and ten minutes).
+		d, fetch := s.wall-s.ts, int64(took[s.ts]*1000)
+		if (d < -50 || d > 50+fetch+20) && !s.stepped {
+			t.Errorf("slot %d stamped %d ms from the wall clock (the scrape took %d ms)", s.ts, d, fetch)
 		}
 	}
 	if l.snapshot().SkippedTotal == 0 {
