@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -414,6 +415,47 @@ func TestDropHelp(t *testing.T) {
 		n := len(body)
 		if got := len(dropHelp(body)); float64(got) > 0.85*float64(n) {
 			t.Errorf("%s: %d of %d bytes left", name, got, n)
+		}
+	}
+}
+
+// What a Linter keeps between lints is bounded: under 3 KiB a target on
+// every capture of a real exporter, linted twice (the report aside, which
+// the target's status holds).
+func TestLinterKeepsLittle(t *testing.T) {
+	files, _ := filepath.Glob("simulator/testdata/*.prom")
+	if len(files) < 5 {
+		t.Fatalf("%d captures", len(files))
+	}
+	heap := func() uint64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.GC() // pooled scratch goes at the second
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for _, f := range files {
+		body, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := NewLinter([]string{"instance", "job"})
+		for i := 0; i < 2; i++ {
+			if _, err := l.Lint(body, textType, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		held := heap()
+		l.Identity = nil
+		runtime.KeepAlive(l)
+		l = nil
+		freed := heap()
+		if held < freed {
+			held = freed
+		}
+		t.Logf("%s: %d bytes kept between lints", filepath.Base(f), held-freed)
+		if held-freed > 3<<10 {
+			t.Errorf("%s: %d bytes kept between lints, want under 3 KiB", filepath.Base(f), held-freed)
 		}
 	}
 }

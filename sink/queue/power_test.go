@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -49,15 +50,16 @@ func live(q *Queue) []int {
 func TestPowerCutAtEveryStep(t *testing.T) {
 	for _, policy := range []SyncPolicy{SyncAlways, SyncInterval, SyncNever} {
 		t.Run(policy.String(), func(t *testing.T) {
-			for seed := uint64(1); seed <= powerCutSeeds; seed++ {
+			for seed := uint64(1); seed <= *powerCutSeeds; seed++ {
 				powerCutScript(t, policy, seed)
 			}
 		})
 	}
 }
 
-// powerCutSeeds: scripts run per policy (400 pass too; 20 keep the test quick).
-var powerCutSeeds = uint64(20)
+// powerCutSeeds: scripts run per policy (20 keep make test quick; the
+// README's longer run is -powercut-seeds 400).
+var powerCutSeeds = flag.Uint64("powercut-seeds", 20, "power-cut scripts to run per sync policy")
 
 func powerCutScript(t *testing.T, policy SyncPolicy, seed uint64) {
 	t.Helper()
