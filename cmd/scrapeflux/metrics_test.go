@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -119,5 +121,45 @@ func TestSelfMetricNames(t *testing.T) {
 	}
 	if len(missing) > 0 {
 		t.Errorf("the README's Self-monitoring names metrics /metrics does not expose: %v", missing)
+	}
+}
+
+// Every test and benchmark the README names as the source of a promise or
+// a figure exists (a renamed or removed test fails here, not silently in
+// the README), and a subtest it names is one its test runs by that name.
+func TestREADMENamesExistingTests(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defined := map[string]bool{}
+	err = filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range regexp.MustCompile(`(?m)^func ((?:Test|Benchmark|Fuzz)\w+)\(`).FindAllSubmatch(src, -1) {
+			defined[string(m[1])] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := regexp.MustCompile(`\b((?:Test|Benchmark|Fuzz)[A-Z]\w*)`).FindAllSubmatch(readme, -1)
+	if len(named) < 40 {
+		t.Fatalf("the README names %d tests; the pattern is broken", len(named))
+	}
+	var missing []string
+	for _, m := range named {
+		if n := string(m[1]); !defined[n] && !slices.Contains(missing, n) {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("the README names tests that do not exist: %v", missing)
 	}
 }
