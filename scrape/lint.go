@@ -15,6 +15,8 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/scrapeflux/scrapeflux/sink/lineproto"
 )
 
 // The lint reads a target's exposition the way `promtool check metrics`
@@ -309,7 +311,8 @@ func (r *lintRun) sample(s *Sample, identity []string) {
 	// InfluxDB reserves the field keys time, _field and _measurement
 	// (1.8 drops such a field without a word): layout v2, which names
 	// fields after metrics, writes such a metric as exported_<name>.
-	if n := string(s.Name); n == "time" || n == "_field" || n == "_measurement" {
+	if lineproto.ReservedField(s.Name) {
+		n := string(s.Name)
 		r.add(LintInfluxRenamed, "metric", n, func() string {
 			return "metric " + n + " is written as exported_" + n + " in layout v2 (InfluxDB reserves the field key " + n + ")"
 		})
@@ -377,33 +380,29 @@ func (r *lintRun) bucket(fam string, g uint64, le []byte, v float64) {
 	hg.buckets = append(hg.buckets, bucket{bound, v})
 }
 
-// fieldNames are the fields of layout v1's lines: a label of one of these
-// names makes a tag and a field of one name.
-var fieldNames = map[string]bool{"value": true, "counter": true, "gauge": true, "sum": true, "count": true}
+// refusedText says each of lineproto.RefusedValue's reasons.
+var refusedText = map[string]string{
+	lineproto.RefusedUTF8: "value not valid UTF-8",
+	lineproto.RefusedNUL:  "value holds a NUL byte",
+	lineproto.RefusedLong: "value longer than 64 KiB",
+}
 
 // label lints one label of a series of family fam. Strings are made only
 // for findings.
 func (r *lintRun) label(fam string, name, value []byte, identity []string) {
 	switch {
-	case string(name) == "time" || name[0] == '_' || slices.Contains(identity, string(name)):
+	case lineproto.RenamedTag(name) || slices.Contains(identity, string(name)):
 		n := string(name)
-		r.add(LintInfluxRenamed, "", n, func() string { return "label " + n + " of " + fam + " is written as exported_" + n })
-	case fieldNames[string(name)]:
+		r.add(LintInfluxRenamed, "", n, func() string { return "label " + n + " of " + fam + " is written as " + lineproto.Exported + n })
+	case lineproto.V1Field(name):
 		n := string(name)
 		r.add(LintInfluxRefused, "field", n, func() string {
 			return "label " + n + " of " + fam + " is also a field's name: InfluxDB 3 refuses the line"
 		})
 	}
-	switch {
-	case !utf8.Valid(value):
+	if why := lineproto.RefusedValue(value); why != "" {
 		n := string(name)
-		r.add(LintInfluxRefused, "utf8", n, func() string { return "label " + n + " of " + fam + ": value not valid UTF-8" })
-	case bytes.IndexByte(value, 0) >= 0:
-		n := string(name)
-		r.add(LintInfluxRefused, "nul", n, func() string { return "label " + n + " of " + fam + ": value holds a NUL byte" })
-	case len(value) > 65535:
-		n := string(name)
-		r.add(LintInfluxRefused, "long", n, func() string { return "label " + n + " of " + fam + ": value longer than 64 KiB" })
+		r.add(LintInfluxRefused, why, n, func() string { return "label " + n + " of " + fam + ": " + refusedText[why] })
 	}
 	if string(name) == model.BucketLabel || string(name) == model.QuantileLabel {
 		return

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/scrapeflux/scrapeflux/scrape"
+	"github.com/scrapeflux/scrapeflux/sink/lineproto"
 )
 
 // Errors that fail a scrape because of what the target exposed.
@@ -82,9 +83,9 @@ func newConverter(s *Sink, ident []scrape.Tag, o scrape.AppendOptions) *converte
 	}
 	slices.SortFunc(c.ident, func(a, b scrape.Tag) int { return strings.Compare(a.Key, b.Key) })
 	for _, t := range c.ident {
-		b := append([]byte{','}, appendEscaped(nil, t.Key, false)...)
+		b := append([]byte{','}, lineproto.AppendEscaped(nil, t.Key, false)...)
 		b = append(b, '=')
-		c.identTags = append(c.identTags, appendEscaped(b, t.Value, false))
+		c.identTags = append(c.identTags, lineproto.AppendEscaped(b, t.Value, false))
 	}
 	// A job's own layout; validated with ParseLayout when the job was
 	// configured, so an error here cannot happen.
@@ -94,8 +95,8 @@ func newConverter(s *Sink, ident []scrape.Tag, o scrape.AppendOptions) *converte
 	if o.Measurement != "" {
 		c.opts.Measurement = o.Measurement
 	}
-	m := trimBackslash(c.opts.Measurement)
-	c.measurement = appendEscaped(nil, m, true)
+	m := lineproto.TrimBackslash(c.opts.Measurement)
+	c.measurement = lineproto.AppendEscaped(nil, m, true)
 	c.direct = c.opts.Layout == LayoutV1 || m != ""
 	if len(o.MetricRelabelConfigs) > 0 {
 		c.decisions = map[seriesKey]decision{}

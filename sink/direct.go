@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/scrapeflux/scrapeflux/scrape"
+	"github.com/scrapeflux/scrapeflux/sink/lineproto"
 )
 
 // A converter writes a sample's line key (escaped measurement and tags)
@@ -189,9 +190,9 @@ func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 		b = append(b, text[l.name:l.eq+1]...) // name=
 		switch {
 		case string(lname) == "le" || string(lname) == "quantile":
-			b = appendEscaped(b, sc.bound(value), false)
+			b = lineproto.AppendEscaped(b, sc.bound(value), false)
 		case l.escape:
-			b = appendEscaped(b, value, false)
+			b = lineproto.AppendEscaped(b, value, false)
 		default:
 			b = append(b, value...)
 		}
@@ -205,12 +206,12 @@ func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 	}
 	sc.keys = b
 	if c.opts.Layout == LayoutV2 {
-		if reservedKey(string(name)) {
-			sc.names = append(sc.names, "exported_"...)
+		if lineproto.ReservedField(name) {
+			sc.names = append(sc.names, lineproto.Exported...)
 		}
 		sc.names = append(sc.names, name...)
 	} else if bound {
-		sc.names = appendEscaped(sc.names, field, false)
+		sc.names = lineproto.AppendEscaped(sc.names, field, false)
 	} else {
 		sc.names = append(sc.names, field...) // counter, gauge, value, sum...: nothing to escape
 	}

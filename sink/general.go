@@ -4,12 +4,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/scrapeflux/scrapeflux/scrape"
+	"github.com/scrapeflux/scrapeflux/sink/lineproto"
 )
 
 // generalKey is directKey for any series, through its labels: it applies
@@ -48,8 +48,8 @@ func (c *converter) generalKey(sc *scratch, s *scrape.Sample) (drop bool, err er
 	var measurement, field, skip string
 	if c.opts.Layout == LayoutV2 {
 		measurement, field = c.opts.Measurement, name
-		if reservedKey(field) {
-			field = "exported_" + field
+		if lineproto.ReservedField(field) {
+			field = lineproto.Exported + field
 		}
 	} else {
 		var ofFamily bool
@@ -77,26 +77,32 @@ func (c *converter) generalKey(sc *scratch, s *scrape.Sample) (drop bool, err er
 		if l.Name == model.MetricNameLabel || l.Name == skip {
 			return
 		}
-		if !utf8.ValidString(l.Value) {
+		// A value over lineproto.MaxTagValue goes: InfluxDB's refusal
+		// names it, and it is counted from there.
+		switch lineproto.RefusedValue(l.Value) {
+		case lineproto.RefusedUTF8:
 			bad = fmt.Errorf("%w: label %s of %s", ErrInvalidUTF8, l.Name, s.Series)
-		} else if strings.IndexByte(l.Value, 0) >= 0 || strings.IndexByte(l.Name, 0) >= 0 {
+		case lineproto.RefusedNUL:
+			bad = fmt.Errorf("%w: label %s of %q", ErrNULByte, l.Name, s.Series)
+		}
+		if strings.IndexByte(l.Name, 0) >= 0 {
 			bad = fmt.Errorf("%w: label %s of %q", ErrNULByte, l.Name, s.Series)
 		}
 		// InfluxDB forbids empty tag values; Prometheus treats an empty
 		// label as absent anyway.
-		key, val := l.Name, trimBackslash(l.Value)
+		key, val := l.Name, lineproto.TrimBackslash(l.Value)
 		if val == "" {
 			return
 		}
 		if key == "le" || key == "quantile" {
 			val = normalizeBound(val)
 		}
-		if key == "time" || strings.HasPrefix(key, "_") || c.identity(key) {
+		if lineproto.RenamedTag(key) || c.identity(key) {
 			// Prefix until the name is free: a label may already be
 			// called exported_job (as Prometheus does).
-			key = "exported_" + key
+			key = lineproto.Exported + key
 			for c.identity(key) || sc.lset.Has(key) {
-				key = "exported_" + key
+				key = lineproto.Exported + key
 			}
 		}
 		sc.tags = append(sc.tags, scrape.Tag{Key: key, Value: val})
@@ -107,30 +113,22 @@ func (c *converter) generalKey(sc *scratch, s *scrape.Sample) (drop bool, err er
 	sc.tags = append(sc.tags, c.ident...)
 	slices.SortFunc(sc.tags, func(a, b scrape.Tag) int { return strings.Compare(a.Key, b.Key) })
 
-	measurement, field = trimBackslash(measurement), trimBackslash(field)
+	measurement, field = lineproto.TrimBackslash(measurement), lineproto.TrimBackslash(field)
 	if measurement == "" || field == "" {
 		// Only names made of backslashes get here (UTF-8 metric names).
 		c.invalid++
 		return true, nil
 	}
-	b := appendEscaped(sc.keys, measurement, true)
+	b := lineproto.AppendEscaped(sc.keys, measurement, true)
 	for _, t := range sc.tags {
 		b = append(b, ',')
-		b = appendEscaped(b, t.Key, false)
+		b = lineproto.AppendEscaped(b, t.Key, false)
 		b = append(b, '=')
-		b = appendEscaped(b, t.Value, false)
+		b = lineproto.AppendEscaped(b, t.Value, false)
 	}
 	sc.keys = b
-	sc.names = appendEscaped(sc.names, field, false)
+	sc.names = lineproto.AppendEscaped(sc.names, field, false)
 	return false, nil
-}
-
-// reservedKey tells whether InfluxDB reserves key as a field key: 1.8
-// drops such a field without a word (the write answered 204,
-// TestReservedFieldKeysRenamed), its documentation says the whole point
-// is discarded (in layout v2 every metric of a tag set).
-func reservedKey(key string) bool {
-	return key == "time" || key == "_field" || key == "_measurement"
 }
 
 func (c *converter) identity(key string) bool {

@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/scrapeflux/scrapeflux/scrape"
+	"github.com/scrapeflux/scrapeflux/sink/lineproto"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -111,14 +112,14 @@ func TestEscape(t *testing.T) {
 		{`quote"`, `quote"`, `quote"`},
 	}
 	for _, tc := range cases {
-		if got := string(appendEscaped(nil, tc.in, false)); got != tc.tag {
+		if got := string(lineproto.AppendEscaped(nil, tc.in, false)); got != tc.tag {
 			t.Errorf("tag escape %q = %q, want %q", tc.in, got, tc.tag)
 		}
-		if got := string(appendEscaped(nil, tc.in, true)); got != tc.measur {
+		if got := string(lineproto.AppendEscaped(nil, tc.in, true)); got != tc.measur {
 			t.Errorf("measurement escape %q = %q, want %q", tc.in, got, tc.measur)
 		}
 	}
-	if got := trimBackslash(`ends\\`); got != "ends" {
+	if got := lineproto.TrimBackslash(`ends\\`); got != "ends" {
 		t.Errorf("trimBackslash = %q", got)
 	}
 }
