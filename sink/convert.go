@@ -3,6 +3,16 @@
 // scrape package's Appender (one converter per target, holding that
 // target's identity tags and, with metric relabeling, its decisions per
 // series) and owns the batcher and the writer that talk to InfluxDB.
+//
+// Lines travel in runs, named by the stage they are at, from scrape to
+// InfluxDB: a chunk is one scrape's committed lines (a converter hands
+// it to the batch being filled); a batch is the lines of one or more
+// scrapes, sealed by size or time and pushed into the queue
+// (queue.Batch); a record is a batch as the queue keeps it, in memory and
+// in a segment file; a job is the records the writer takes to send in one
+// request (queue.Job); a part is a piece of a job's body after a 413 or a
+// refused line split it. queue.Amount counts the bytes and samples of any
+// of them.
 package sink
 
 import (

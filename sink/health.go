@@ -103,12 +103,12 @@ func (r *rejectLog) report(final bool) {
 // per batch would flood the log.
 type dropLog struct {
 	log        *slog.Logger
-	pending    [numDropReasons]queue.Loss
+	pending    [numDropReasons]queue.Amount
 	any        bool
 	lastReport time.Time
 }
 
-func (d *dropLog) add(r DropReason, l queue.Loss) {
+func (d *dropLog) add(r DropReason, l queue.Amount) {
 	d.pending[r].Bytes += l.Bytes
 	d.pending[r].Samples += l.Samples
 	d.any = true
@@ -134,5 +134,5 @@ func (d *dropLog) report(now time.Time, final bool) {
 		d.log.Warn(dropAdvice[DropReason(r)], "reason", DropReason(r).String(), "samples", l.Samples, "bytes", l.Bytes,
 			"counted_in", `scrapeflux_samples_dropped_total{reason="`+DropReason(r).String()+`"}`)
 	}
-	d.pending, d.any, d.lastReport = [numDropReasons]queue.Loss{}, false, now
+	d.pending, d.any, d.lastReport = [numDropReasons]queue.Amount{}, false, now
 }

@@ -133,7 +133,7 @@ func TestDropLogSummarises(t *testing.T) {
 	d := dropLog{log: slog.New(slog.NewTextHandler(&logs, nil))}
 	t0 := time.Unix(1_700_000_000, 0)
 	for i := 0; i < 120; i++ { // two minutes of a drop per second
-		d.add(DropDiskError, queue.Loss{Bytes: 100, Samples: 10})
+		d.add(DropDiskError, queue.Amount{Bytes: 100, Samples: 10})
 		d.report(t0.Add(time.Duration(i)*time.Second), false)
 	}
 	d.report(t0.Add(121*time.Second), true)

@@ -534,7 +534,7 @@ func (g *gzipBatch) finish() ([]byte, int64) {
 // dropQueued counts data the queue's bounds pushed out.
 func (s *Sink) dropQueued(d queue.Drops) {
 	for _, x := range []struct {
-		l queue.Loss
+		l queue.Amount
 		r DropReason
 	}{{d.Full, DropQueueFull}, {d.DiskError, DropDiskError}} {
 		if x.l.IsZero() {

@@ -111,8 +111,8 @@ var ErrLocked = errors.New("queue dir is in use by another process")
 // openLog opens (or creates) the log in dir, locking it against a second
 // process. It returns the records still to send, oldest first, and what
 // damage cost.
-func openLog(fs FS, dir string, segMax int64, sync SyncPolicy, log *slog.Logger) (*diskLog, []diskRecord, Loss, error) {
-	var ls Loss
+func openLog(fs FS, dir string, segMax int64, sync SyncPolicy, log *slog.Logger) (*diskLog, []diskRecord, Amount, error) {
+	var ls Amount
 	if err := fs.MkdirAll(dir); err != nil {
 		return nil, nil, ls, fmt.Errorf("cannot create queue dir: %w", err)
 	}
@@ -129,8 +129,8 @@ func openLog(fs FS, dir string, segMax int64, sync SyncPolicy, log *slog.Logger)
 	return q, recs, ls, nil
 }
 
-func (q *diskLog) load() ([]diskRecord, Loss, error) {
-	var ls Loss
+func (q *diskLog) load() ([]diskRecord, Amount, error) {
+	var ls Amount
 	names, err := q.fs.List(q.dir)
 	if err != nil {
 		return nil, ls, fmt.Errorf("cannot list queue dir: %w", err)
@@ -198,16 +198,16 @@ func (q *diskLog) load() ([]diskRecord, Loss, error) {
 	return recs, ls, nil
 }
 
-// Loss counts what was lost: line protocol bytes (without record
-// headers) and samples.
-type Loss struct {
+// Amount is an amount of queued data, found, lost or dropped: line
+// protocol bytes (without record headers) and samples.
+type Amount struct {
 	Bytes, Samples int64
 }
 
-func (l *Loss) add(o Loss) { l.Bytes += o.Bytes; l.Samples += o.Samples }
+func (l *Amount) add(o Amount) { l.Bytes += o.Bytes; l.Samples += o.Samples }
 
-// IsZero reports whether nothing was lost.
-func (l Loss) IsZero() bool { return l.Bytes == 0 && l.Samples == 0 }
+// IsZero reports whether the amount is nothing.
+func (l Amount) IsZero() bool { return l.Bytes == 0 && l.Samples == 0 }
 
 func (q *diskLog) path(seq uint64) string {
 	return filepath.Join(q.dir, fmt.Sprintf("%016d%s", seq, segSuffix))
@@ -288,8 +288,8 @@ func nextRecord(data []byte, off int64) int64 {
 // came before it, and from the damaged header otherwise. Damage that ends
 // before from (the cursor: records already written to InfluxDB) costs
 // nothing and is not counted.
-func (q *diskLog) scan(seq uint64, from int64) (*segment, []diskRecord, Loss, error) {
-	var ls Loss
+func (q *diskLog) scan(seq uint64, from int64) (*segment, []diskRecord, Amount, error) {
+	var ls Amount
 	data, err := q.fs.ReadFile(q.path(seq))
 	if err != nil {
 		return nil, nil, ls, fmt.Errorf("cannot read queue segment: %w", err)

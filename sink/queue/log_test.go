@@ -26,7 +26,7 @@ func mkBatch(i, size int) Batch {
 }
 
 // openQQ opens the queue in dir, as the sink does.
-func openQQ(t *testing.T, dir string, bound int64, log *slog.Logger) (*Queue, Loss) {
+func openQQ(t *testing.T, dir string, bound int64, log *slog.Logger) (*Queue, Amount) {
 	t.Helper()
 	if log == nil {
 		log = discard

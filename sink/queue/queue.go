@@ -94,10 +94,10 @@ type Batch struct {
 type Drops struct {
 	// Full: the oldest data, to stay within the disk bound (or the memory
 	// bound without a disk).
-	Full Loss
+	Full Amount
 	// DiskError: the oldest data the disk refused, to stay within the
 	// memory bound while the disk refuses writes.
-	DiskError Loss
+	DiskError Amount
 }
 
 func (d *Drops) add(o Drops) { d.Full.add(o.Full); d.DiskError.add(o.DiskError) }
@@ -108,9 +108,9 @@ func (d Drops) IsZero() bool { return d.Full.IsZero() && d.DiskError.IsZero() }
 // Recovered is what Open found of an earlier run.
 type Recovered struct {
 	// Queued: the records still to send.
-	Queued Loss
+	Queued Amount
 	// Damaged: what damaged or torn records cost.
-	Damaged Loss
+	Damaged Amount
 	// Dropped: what a smaller bound than the earlier run's made Open drop.
 	Dropped Drops
 }
@@ -188,7 +188,7 @@ func Open(cfg Config) (*Queue, Recovered, error) {
 		n := f.payload()
 		q.recs = append(q.recs, &record{size: n, lines: f.lines, samples: f.samples, disk: f, gz: f.gz})
 		q.payload += n
-		rec.Queued.add(Loss{Bytes: n, Samples: int64(f.samples)})
+		rec.Queued.add(Amount{Bytes: n, Samples: int64(f.samples)})
 	}
 	q.mu.Lock()
 	rec.Dropped = q.trim()
@@ -350,8 +350,8 @@ func (q *Queue) trim() Drops {
 }
 
 // dropOldest drops the oldest records that match while over holds.
-func (q *Queue) dropOldest(match func(*record) bool, over func() bool) Loss {
-	var l Loss
+func (q *Queue) dropOldest(match func(*record) bool, over func() bool) Amount {
+	var l Amount
 	for i := 0; over() && i < len(q.recs)-1; {
 		r := q.recs[i]
 		if r.inflight || !match(r) {
@@ -360,7 +360,7 @@ func (q *Queue) dropOldest(match func(*record) bool, over func() bool) Loss {
 		}
 		q.recs = append(q.recs[:i], q.recs[i+1:]...)
 		q.forget(r)
-		l.add(Loss{Bytes: r.size, Samples: int64(r.samples)})
+		l.add(Amount{Bytes: r.size, Samples: int64(r.samples)})
 	}
 	return l
 }
@@ -450,10 +450,10 @@ type Job struct {
 	Merged bool
 	// Taken: payload bytes and samples of every record taken, unreadable
 	// ones included.
-	Taken Loss
+	Taken Amount
 	// Unreadable: records whose payload could not be read back from disk
 	// (ReadErr says why); they are not in Body.
-	Unreadable Loss
+	Unreadable Amount
 	ReadErr    error
 }
 
@@ -476,7 +476,7 @@ func (q *Queue) Take(ctx context.Context, maxLines int, buf []byte) *Job {
 				j.recs = append(j.recs, r)
 				j.Lines += r.lines
 				j.Samples += r.samples
-				j.Taken.add(Loss{Bytes: r.size, Samples: int64(r.samples)})
+				j.Taken.add(Amount{Bytes: r.size, Samples: int64(r.samples)})
 			}
 			q.mu.Unlock()
 			q.fill(j, buf)
@@ -513,7 +513,7 @@ func (q *Queue) fill(j *Job, buf []byte) {
 		}
 		var err error
 		if buf, err = q.disk.read(r.disk, buf); err != nil {
-			j.Unreadable.add(Loss{Bytes: r.size, Samples: int64(r.samples)})
+			j.Unreadable.add(Amount{Bytes: r.size, Samples: int64(r.samples)})
 			j.ReadErr = err
 			j.Lines -= r.lines
 			j.Samples -= r.samples
@@ -558,12 +558,12 @@ func (q *Queue) Untake(j *Job) {
 // Spill makes what is left survive the process, at shutdown: records the
 // disk has not got are appended now, everything is synced and the files
 // closed. It returns what it could not keep (all of it without a disk).
-func (q *Queue) Spill() (left Loss, err error) {
+func (q *Queue) Spill() (left Amount, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.disk == nil {
 		for _, r := range q.recs {
-			left.add(Loss{Bytes: r.size, Samples: int64(r.samples)})
+			left.add(Amount{Bytes: r.size, Samples: int64(r.samples)})
 		}
 		return left, nil
 	}
@@ -572,7 +572,7 @@ func (q *Queue) Spill() (left Loss, err error) {
 		err = q.fault.err
 		for _, r := range q.recs {
 			if !r.onDisk() {
-				left.add(Loss{Bytes: r.size, Samples: int64(r.samples)})
+				left.add(Amount{Bytes: r.size, Samples: int64(r.samples)})
 			}
 		}
 	}
