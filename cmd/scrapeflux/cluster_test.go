@@ -60,12 +60,17 @@ const (
 )
 
 func newReplicaSet(t *testing.T, targets, r int) *replicaSet {
-	rs := &replicaSet{t: t, consul: servertest.StartConsul(t, servertest.ConsulOptions{}), influx: servertest.StartInfluxDB(t), r: r, replicas: map[string]*replica{}}
-	rs.influx.CreateDB(t, "e2e")
 	fleet, err := simulator.StartFleet(targets, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newReplicaSetOf(t, fleet, r)
+}
+
+// newReplicaSetOf is newReplicaSet on a fleet of the caller's.
+func newReplicaSetOf(t *testing.T, fleet *simulator.Fleet, r int) *replicaSet {
+	rs := &replicaSet{t: t, consul: servertest.StartConsul(t, servertest.ConsulOptions{}), influx: servertest.StartInfluxDB(t), r: r, replicas: map[string]*replica{}}
+	rs.influx.CreateDB(t, "e2e")
 	rs.fleet = fleet
 	t.Cleanup(func() {
 		rs.mu.Lock()

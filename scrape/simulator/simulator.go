@@ -195,14 +195,28 @@ func StartFleetOn(host string, n, basePort int, names ...string) (*Fleet, error)
 		names = EngineCaptures
 	}
 	all := Captures()
-	f := &Fleet{}
-	for i := 0; i < n; i++ {
-		name := names[i%len(names)]
+	var bodies [][]byte
+	for _, name := range names {
 		capture, ok := all[name]
 		if !ok {
-			f.Close()
 			return nil, fmt.Errorf("unknown capture %q", name)
 		}
+		bodies = append(bodies, capture)
+	}
+	return startFleet(host, n, basePort, bodies)
+}
+
+// StartFleetOf serves n targets on 127.0.0.1 (any free ports), each
+// exposing capture (its values moving from scrape to scrape): a fleet of
+// small targets, for tests of many targets.
+func StartFleetOf(capture []byte, n int) (*Fleet, error) {
+	return startFleet("127.0.0.1", n, 0, [][]byte{capture})
+}
+
+func startFleet(host string, n, basePort int, bodies [][]byte) (*Fleet, error) {
+	f := &Fleet{}
+	for i := 0; i < n; i++ {
+		capture := bodies[i%len(bodies)]
 		addr := net.JoinHostPort(host, "0")
 		if basePort > 0 {
 			addr = net.JoinHostPort(host, strconv.Itoa(basePort+i))
