@@ -108,6 +108,11 @@ type AppendOptions struct {
 	// SeriesLimit holds back samples of new series once the target has
 	// this many series over the last hour (0: none).
 	SeriesLimit int
+	// Job names the job of a configuration file (empty for flag jobs);
+	// MaxHourlySeries and MaxDailySeries are its budgets of new series,
+	// over all its targets together, in an hour and in a day (0: none).
+	Job                             string
+	MaxHourlySeries, MaxDailySeries int
 	// Bucket routes the job's points to another bucket (1.x: database or
 	// database/retention-policy); empty: the default one.
 	Bucket string

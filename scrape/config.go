@@ -36,6 +36,10 @@ type Config struct {
 	// SeriesLimit: a target's distinct series over a sliding hour; past
 	// it samples of new series are dropped and counted (0: none).
 	SeriesLimit int
+	// MaxHourlySeries and MaxDailySeries: the job's budgets of new series,
+	// all its targets together, in an hour and in a day (0: none; a
+	// configuration file's jobs only, as they need JobName).
+	MaxHourlySeries, MaxDailySeries int
 	// LintInterval: a target's exposition is linted at its first scrape
 	// and then once every LintInterval (0: never; see Linter).
 	LintInterval time.Duration
@@ -170,6 +174,12 @@ func (c *Config) Validate() error {
 	}
 	if c.SeriesLimit < 0 {
 		bad("SeriesLimit", "series limit must not be negative, got %d", c.SeriesLimit)
+	}
+	if c.MaxHourlySeries < 0 {
+		bad("MaxHourlySeries", "a series budget must not be negative, got %d", c.MaxHourlySeries)
+	}
+	if c.MaxDailySeries < 0 {
+		bad("MaxDailySeries", "a series budget must not be negative, got %d", c.MaxDailySeries)
 	}
 	if c.LabelNameLengthLimit < 0 {
 		bad("LabelNameLengthLimit", "label name length limit must not be negative, got %d", c.LabelNameLengthLimit)

@@ -28,6 +28,8 @@ type FileJob struct {
 	LabelValueLength     *int           `yaml:"label_value_length_limit"`
 	ScrapeProtocols      []string       `yaml:"scrape_protocols"`
 	SeriesLimit          int            `yaml:"series_limit"`
+	MaxHourlySeries      int            `yaml:"max_hourly_series"`
+	MaxDailySeries       int            `yaml:"max_daily_series"`
 	URLTag               string         `yaml:"url_tag"`
 	Bucket               string         `yaml:"bucket"`
 	OmitTags             []string       `yaml:"omit_tags"`
@@ -95,6 +97,7 @@ var yamlKeyOf = map[string]string{
 	"SampleLimit": "sample_limit", "LabelLimit": "label_limit", "RelabelConfigs": "relabel_configs",
 	"LabelNameLengthLimit": "label_name_length_limit", "LabelValueLengthLimit": "label_value_length_limit",
 	"ScrapeProtocols": "scrape_protocols", "SeriesLimit": "series_limit",
+	"MaxHourlySeries": "max_hourly_series", "MaxDailySeries": "max_daily_series",
 	"MetricRelabelConfigs": "metric_relabel_configs", "TLS": "tls_config", "BearerToken": "bearer_token_file",
 }
 
@@ -123,6 +126,7 @@ func (j *FileJob) Spec(def FileDefaults, consul discovery.ConsulConfig, override
 		RelabelConfigs: j.RelabelConfigs.Rules, MetricRelabelConfigs: j.MetricRelabelConfigs.Rules,
 		TLS: j.TLS, Layout: j.Layout, Measurement: j.Measurement,
 		LabelValueLengthLimit: DefaultLabelValueLengthLimit, ScrapeProtocols: j.ScrapeProtocols, SeriesLimit: j.SeriesLimit,
+		MaxHourlySeries: j.MaxHourlySeries, MaxDailySeries: j.MaxDailySeries,
 		URLTag: j.URLTag, OmitTags: j.OmitTags, Bucket: j.Bucket, LintInterval: DefaultLintInterval,
 	}
 	if j.LabelNameLengthLimit != nil {

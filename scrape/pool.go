@@ -375,7 +375,8 @@ func (p *Pool) Targets() []Status {
 func (c *Config) AppendOptions() AppendOptions {
 	return AppendOptions{MetricRelabelConfigs: c.MetricRelabelConfigs, LabelLimit: c.LabelLimit,
 		LabelNameLengthLimit: c.LabelNameLengthLimit, LabelValueLengthLimit: c.LabelValueLengthLimit, SeriesLimit: c.SeriesLimit, Bucket: c.Bucket,
-		Layout: c.Layout, Measurement: c.Measurement}
+		Layout: c.Layout, Measurement: c.Measurement,
+		Job: c.JobName, MaxHourlySeries: c.MaxHourlySeries, MaxDailySeries: c.MaxDailySeries}
 }
 
 // ScrapeOnce scrapes t once with cfg and feeds app, for the one-shot

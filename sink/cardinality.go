@@ -3,8 +3,11 @@ package sink
 import (
 	"math"
 	"math/bits"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -256,4 +259,67 @@ func targetHash(identTags [][]byte) uint64 {
 		_, _ = d.Write(t)
 	}
 	return d.Sum64()
+}
+
+// jobBudgets are the budgets of new series of each job that sets one
+// (max_hourly_series, max_daily_series): all the job's targets together,
+// so one noisy job cannot spend the budget of every other. Shared by the
+// sinks of every bucket, as the global budgets are. A reload that changes
+// a job's budget starts it afresh.
+type jobBudgets struct {
+	mu   sync.Mutex
+	jobs map[string]*jobBudget
+}
+
+// jobBudget is one job's budgets and what they and the global ones held
+// back of its samples.
+type jobBudget struct {
+	hourlyLimit, dailyLimit int
+	hourly, daily           *seriesBudget
+	dropped                 atomic.Int64 // samples of new series held back by any budget
+}
+
+// forJob returns the job's budgets, made or remade for these limits; nil
+// without a job name (a flag job) or when the job sets none and no global
+// budget is set.
+func (jb *jobBudgets) forJob(job string, hourly, daily int, global bool) *jobBudget {
+	if job == "" || (hourly <= 0 && daily <= 0 && !global) {
+		return nil
+	}
+	jb.mu.Lock()
+	defer jb.mu.Unlock()
+	if b, ok := jb.jobs[job]; ok && b.hourlyLimit == hourly && b.dailyLimit == daily {
+		return b
+	}
+	if jb.jobs == nil {
+		jb.jobs = map[string]*jobBudget{}
+	}
+	b := &jobBudget{hourlyLimit: hourly, dailyLimit: daily,
+		hourly: newSeriesBudget(hourly, time.Hour), daily: newSeriesBudget(daily, 24*time.Hour)}
+	jb.jobs[job] = b
+	return b
+}
+
+// JobBudget is what a job's budgets counted: series counted in the
+// current hour and day (0 limit: none) and its samples that any budget,
+// the job's or the global one, held back.
+type JobBudget struct {
+	Job                 string
+	HourUsed, HourLimit int
+	DayUsed, DayLimit   int
+	DroppedSamples      int64
+}
+
+func (jb *jobBudgets) state() []JobBudget {
+	jb.mu.Lock()
+	defer jb.mu.Unlock()
+	out := make([]JobBudget, 0, len(jb.jobs))
+	for job, b := range jb.jobs {
+		j := JobBudget{Job: job, DroppedSamples: b.dropped.Load()}
+		j.HourUsed, j.HourLimit, _ = b.hourly.state()
+		j.DayUsed, j.DayLimit, _ = b.daily.state()
+		out = append(out, j)
+	}
+	slices.SortFunc(out, func(a, b JobBudget) int { return strings.Compare(a.Job, b.Job) })
+	return out
 }

@@ -71,6 +71,7 @@ type converter struct {
 	thash                   uint64
 	now                     int64 // unix seconds of the scrape being appended
 	seriesLimited, budgeted int
+	job                     *jobBudget    // the job's budgets; nil: none
 	permit                  bool          // holds a sink permit (see Sink.WaitRoom)
 	lset                    labels.Labels // scratch for a new series' labels
 }
@@ -111,7 +112,8 @@ func newConverter(s *Sink, ident []scrape.Tag, o scrape.AppendOptions) *converte
 	if len(o.MetricRelabelConfigs) > 0 {
 		c.decisions = map[seriesKey]decision{}
 	}
-	if o.SeriesLimit > 0 || s.hourly != nil || s.daily != nil {
+	c.job = s.jobs.forJob(o.Job, o.MaxHourlySeries, o.MaxDailySeries, s.hourly != nil || s.daily != nil)
+	if o.SeriesLimit > 0 || s.hourly != nil || s.daily != nil || c.job != nil {
 		c.series = newSeriesTracker(o.SeriesLimit)
 		c.thash = targetHash(c.identTags)
 	}
@@ -280,6 +282,9 @@ func (c *converter) Commit() error {
 	c.sink.stats.scraped.Add(int64(nonFinite + invalid + relabeled + outOfRange + limited + budgeted))
 	c.sink.stats.addDropped(DropSeriesLimit, limited)
 	c.sink.stats.addDropped(DropSeriesBudget, budgeted)
+	if c.job != nil && budgeted > 0 {
+		c.job.dropped.Add(int64(budgeted))
+	}
 	c.sink.stats.addDropped(DropOutOfRange, outOfRange)
 	c.sink.stats.addDropped(DropNonFinite, nonFinite)
 	c.sink.stats.addDropped(DropInvalidName, invalid)
@@ -317,7 +322,13 @@ func (c *converter) admit(s *scrape.Sample, key seriesKey) bool {
 		return true
 	}
 	now := time.Unix(c.now, 0)
-	for _, b := range []*seriesBudget{c.sink.hourly, c.sink.daily} {
+	var jobHourly, jobDaily *seriesBudget
+	if c.job != nil {
+		jobHourly, jobDaily = c.job.hourly, c.job.daily
+	}
+	// The job's budgets first: a series its own budget holds back
+	// spends nothing of the global one.
+	for _, b := range [...]*seriesBudget{jobHourly, jobDaily, c.sink.hourly, c.sink.daily} {
 		if b != nil && !b.admit(c.thash, h, now) {
 			c.series.forget(h, c.now)
 			c.budgeted++

@@ -7,28 +7,30 @@ import "github.com/prometheus/client_golang/prometheus"
 // router); the router reads them at collection time, so the metrics and
 // the /targets page never disagree.
 var (
-	descScraped  = prometheus.NewDesc("scrapeflux_samples_scraped_total", "Samples committed by scrapes.", nil, nil)
-	descWritten  = prometheus.NewDesc("scrapeflux_samples_written_total", "Samples InfluxDB accepted.", nil, nil)
-	descRecov    = prometheus.NewDesc("scrapeflux_samples_recovered_total", "Samples found in the disk queue at start, left by an earlier run.", nil, nil)
-	descDropped  = prometheus.NewDesc("scrapeflux_samples_dropped_total", "Samples not written, by reason.", []string{"reason"}, nil)
-	descQueued   = prometheus.NewDesc("scrapeflux_queued_samples", "Samples accepted and not yet written.", nil, nil)
-	descQBytes   = prometheus.NewDesc("scrapeflux_queued_bytes", "Bytes of line protocol not yet written.", nil, nil)
-	descQDisk    = prometheus.NewDesc("scrapeflux_queue_disk_bytes", "Bytes of the disk queue's segment files.", nil, nil)
-	descQDiskMax = prometheus.NewDesc("scrapeflux_queue_disk_max_bytes", "Bound of the disk queue's files (--queue-max-bytes; 0: no disk queue).", nil, nil)
-	descQMem     = prometheus.NewDesc("scrapeflux_queue_memory_bytes", "Bytes of queued line protocol held in memory.", []string{"kind"}, nil)
-	descQMemMax  = prometheus.NewDesc("scrapeflux_queue_memory_max_bytes", "Bound of queued data in memory that is not on disk (--memory-max-bytes).", nil, nil)
-	descQFault   = prometheus.NewDesc("scrapeflux_queue_disk_failing", "1 while the disk queue refuses writes (full or failing disk): new data waits in memory.", nil, nil)
-	descRejected = prometheus.NewDesc("scrapeflux_samples_rejected_total", "Samples InfluxDB refused, by its reason (parse, type_conflict, retention, limit, other).", []string{"reason"}, nil)
-	descWrites   = prometheus.NewDesc("scrapeflux_influx_writes_total", "Write requests to InfluxDB by outcome (ok: InfluxDB answered for every line, failed: retried).", []string{"outcome"}, nil)
-	descWriteDur = prometheus.NewDesc("scrapeflux_influx_write_seconds_total", "Time spent in write requests to InfluxDB.", nil, nil)
-	descAnswers  = prometheus.NewDesc("scrapeflux_influx_write_answers_total", "Answers to write requests by status: 204, 400, 401, 403, 404, 413, 422, 429, other_4xx, 5xx, network (no answer), other.", []string{"status"}, nil)
-	descLatency  = prometheus.NewDesc("scrapeflux_influx_write_duration_seconds", "Duration of write requests to InfluxDB.", nil, nil)
-	descLastOK   = prometheus.NewDesc("scrapeflux_influx_last_write_timestamp_seconds", "Time of the last write InfluxDB answered (0: none yet).", nil, nil)
-	descConsec   = prometheus.NewDesc("scrapeflux_influx_consecutive_failures", "Failed write attempts since the last answered one.", nil, nil)
-	descBudget   = prometheus.NewDesc("scrapeflux_series_budget", "Series counted against --max-hourly-series and --max-daily-series in the current window (used), and the budget (limit; 0: none).", []string{"window", "kind"}, nil)
-	descBucketW  = prometheus.NewDesc("scrapeflux_bucket_samples_written_total", "Samples InfluxDB accepted, by the bucket a job routes to (bucket:; the default bucket is in scrapeflux_samples_written_total only).", []string{"bucket"}, nil)
-	descBucketQ  = prometheus.NewDesc("scrapeflux_bucket_queued_samples", "Samples queued for a routed bucket.", []string{"bucket"}, nil)
-	descBucketF  = prometheus.NewDesc("scrapeflux_bucket_consecutive_failures", "Failed write attempts to a routed bucket since its last answered one.", []string{"bucket"}, nil)
+	descScraped   = prometheus.NewDesc("scrapeflux_samples_scraped_total", "Samples committed by scrapes.", nil, nil)
+	descWritten   = prometheus.NewDesc("scrapeflux_samples_written_total", "Samples InfluxDB accepted.", nil, nil)
+	descRecov     = prometheus.NewDesc("scrapeflux_samples_recovered_total", "Samples found in the disk queue at start, left by an earlier run.", nil, nil)
+	descDropped   = prometheus.NewDesc("scrapeflux_samples_dropped_total", "Samples not written, by reason.", []string{"reason"}, nil)
+	descQueued    = prometheus.NewDesc("scrapeflux_queued_samples", "Samples accepted and not yet written.", nil, nil)
+	descQBytes    = prometheus.NewDesc("scrapeflux_queued_bytes", "Bytes of line protocol not yet written.", nil, nil)
+	descQDisk     = prometheus.NewDesc("scrapeflux_queue_disk_bytes", "Bytes of the disk queue's segment files.", nil, nil)
+	descQDiskMax  = prometheus.NewDesc("scrapeflux_queue_disk_max_bytes", "Bound of the disk queue's files (--queue-max-bytes; 0: no disk queue).", nil, nil)
+	descQMem      = prometheus.NewDesc("scrapeflux_queue_memory_bytes", "Bytes of queued line protocol held in memory.", []string{"kind"}, nil)
+	descQMemMax   = prometheus.NewDesc("scrapeflux_queue_memory_max_bytes", "Bound of queued data in memory that is not on disk (--memory-max-bytes).", nil, nil)
+	descQFault    = prometheus.NewDesc("scrapeflux_queue_disk_failing", "1 while the disk queue refuses writes (full or failing disk): new data waits in memory.", nil, nil)
+	descRejected  = prometheus.NewDesc("scrapeflux_samples_rejected_total", "Samples InfluxDB refused, by its reason (parse, type_conflict, retention, limit, other).", []string{"reason"}, nil)
+	descWrites    = prometheus.NewDesc("scrapeflux_influx_writes_total", "Write requests to InfluxDB by outcome (ok: InfluxDB answered for every line, failed: retried).", []string{"outcome"}, nil)
+	descWriteDur  = prometheus.NewDesc("scrapeflux_influx_write_seconds_total", "Time spent in write requests to InfluxDB.", nil, nil)
+	descAnswers   = prometheus.NewDesc("scrapeflux_influx_write_answers_total", "Answers to write requests by status: 204, 400, 401, 403, 404, 413, 422, 429, other_4xx, 5xx, network (no answer), other.", []string{"status"}, nil)
+	descLatency   = prometheus.NewDesc("scrapeflux_influx_write_duration_seconds", "Duration of write requests to InfluxDB.", nil, nil)
+	descLastOK    = prometheus.NewDesc("scrapeflux_influx_last_write_timestamp_seconds", "Time of the last write InfluxDB answered (0: none yet).", nil, nil)
+	descConsec    = prometheus.NewDesc("scrapeflux_influx_consecutive_failures", "Failed write attempts since the last answered one.", nil, nil)
+	descJobBudget = prometheus.NewDesc("scrapeflux_job_series_budget", "Series counted against a job's own max_hourly_series and max_daily_series in the current window (used), and the budget (limit).", []string{"job", "window", "kind"}, nil)
+	descJobDrop   = prometheus.NewDesc("scrapeflux_job_samples_dropped_total", "Samples of a configuration file's job dropped, by reason: series_budget (held back by the job's budget or the global one).", []string{"job", "reason"}, nil)
+	descBudget    = prometheus.NewDesc("scrapeflux_series_budget", "Series counted against --max-hourly-series and --max-daily-series in the current window (used), and the budget (limit; 0: none).", []string{"window", "kind"}, nil)
+	descBucketW   = prometheus.NewDesc("scrapeflux_bucket_samples_written_total", "Samples InfluxDB accepted, by the bucket a job routes to (bucket:; the default bucket is in scrapeflux_samples_written_total only).", []string{"bucket"}, nil)
+	descBucketQ   = prometheus.NewDesc("scrapeflux_bucket_queued_samples", "Samples queued for a routed bucket.", []string{"bucket"}, nil)
+	descBucketF   = prometheus.NewDesc("scrapeflux_bucket_consecutive_failures", "Failed write attempts to a routed bucket since its last answered one.", []string{"bucket"}, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -92,6 +94,18 @@ func (r *Router) Collect(ch chan<- prometheus.Metric) {
 	}{{"hour", hu, hl}, {"day", du, dl}} {
 		ch <- prometheus.MustNewConstMetric(descBudget, prometheus.GaugeValue, float64(b.used), b.w, "used")
 		ch <- prometheus.MustNewConstMetric(descBudget, prometheus.GaugeValue, float64(b.lim), b.w, "limit")
+	}
+	for _, j := range r.JobBudgets() {
+		ch <- prometheus.MustNewConstMetric(descJobDrop, prometheus.CounterValue, float64(j.DroppedSamples), j.Job, "series_budget")
+		for _, b := range []struct {
+			w         string
+			used, lim int
+		}{{"hour", j.HourUsed, j.HourLimit}, {"day", j.DayUsed, j.DayLimit}} {
+			if b.lim > 0 {
+				ch <- prometheus.MustNewConstMetric(descJobBudget, prometheus.GaugeValue, float64(b.used), j.Job, b.w, "used")
+				ch <- prometheus.MustNewConstMetric(descJobBudget, prometheus.GaugeValue, float64(b.lim), j.Job, b.w, "limit")
+			}
+		}
 	}
 }
 

@@ -74,7 +74,7 @@ func (r *Router) sinkFor(bucket string) *Sink {
 		r.log.Error("cannot set up the bucket of a job; its points go to the default bucket", "bucket", bucket, "err", err)
 		return r.def
 	}
-	s.hourly, s.daily = r.def.hourly, r.def.daily
+	s.hourly, s.daily, s.jobs = r.def.hourly, r.def.daily, r.def.jobs
 	r.sinks[bucket] = s
 	if r.closing {
 		s.Close()
@@ -188,6 +188,9 @@ func (r *Router) QueueStatus() queue.Status {
 func (r *Router) SeriesBudgets() (hourUsed, hourLimit, dayUsed, dayLimit int, held int64) {
 	return r.def.SeriesBudgets()
 }
+
+// JobBudgets returns each job's series budgets (shared by every bucket).
+func (r *Router) JobBudgets() []JobBudget { return r.def.JobBudgets() }
 
 // BucketStatus is one routed bucket's state, for pages and metrics.
 type BucketStatus struct {

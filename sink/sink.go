@@ -208,8 +208,10 @@ type Sink struct {
 	// batchCap: the largest plain batch so far, to size the next one.
 	batchCap int
 
-	// Budgets of new series over all targets; nil when not set.
+	// Budgets of new series over all targets; nil when not set. jobs:
+	// each job's own (and what the budgets held back of it).
 	hourly, daily *seriesBudget
+	jobs          *jobBudgets
 
 	// writeLines: most lines merged into one request (BatchSize, less
 	// after InfluxDB refused a request as too large).
@@ -245,6 +247,7 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 	s.writeLines.Store(int64(cfg.BatchSize))
 	s.hourly = newSeriesBudget(cfg.MaxHourlySeries, time.Hour)
 	s.daily = newSeriesBudget(cfg.MaxDailySeries, 24*time.Hour)
+	s.jobs = &jobBudgets{}
 	if cw, ok := w.(CompressingWriter); ok {
 		s.cw, s.gzip = cw, cw.Compresses()
 	}
@@ -290,6 +293,10 @@ func (s *Sink) SeriesBudgets() (hourUsed, hourLimit, dayUsed, dayLimit int, held
 	du, dl, dh := s.daily.state()
 	return hu, hl, du, dl, hh + dh
 }
+
+// JobBudgets returns each job's series budgets and what they held back,
+// by job name.
+func (s *Sink) JobBudgets() []JobBudget { return s.jobs.state() }
 
 // QueueStatus is the queue's state: its size and whether the disk takes
 // writes.

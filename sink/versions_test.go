@@ -416,3 +416,71 @@ func TestHourlySeriesBudget(t *testing.T) {
 		t.Fatalf("budget used %d of %d, held %d, dropped %d", used, limit, held, s.Stats().Dropped["series_budget"])
 	}
 }
+
+// A job's own budget bounds the new series of all its targets together,
+// and what it holds back spends nothing of the global budget: a noisy job
+// no longer takes the budget of every other. Every budget's drops are
+// counted by job.
+func TestJobSeriesBudget(t *testing.T) {
+	cfg := fastConfig()
+	cfg.MaxHourlySeries = 300
+	s, err := New(cfg, &fakeWriter{}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := map[string]int{}
+	app := func(job, inst string, o scrape.AppendOptions) *converter {
+		o.Job = job
+		c := s.Appender([]scrape.Tag{{Key: "instance", Value: inst}, {Key: "job", Value: job}}, o).(*converter)
+		c.emit = func(ch *chunk) error { lines[job] += strings.Count(string(ch.buf), "\n"); return nil }
+		return c
+	}
+	noisy := []*converter{
+		app("noisy", "10.0.0.1:9323", scrape.AppendOptions{MaxHourlySeries: 100}),
+		app("noisy", "10.0.0.2:9323", scrape.AppendOptions{MaxHourlySeries: 100}),
+	}
+	quiet := app("quiet", "10.0.0.3:9323", scrape.AppendOptions{})
+	scrapeOf := func(c *converter, prefix string, n int) {
+		var body []byte
+		for i := 0; i < n; i++ {
+			body = fmt.Appendf(body, "m{id=\"%s-%d\"} 1\n", prefix, i)
+		}
+		if _, _, err := scrape.NewParser().Parse(body, "text/plain", testTS, false, c); err != nil {
+			t.Fatal(err)
+		}
+		c.Commit()
+	}
+	// The noisy job first: 2 targets inventing 250 series each.
+	for i, c := range noisy {
+		scrapeOf(c, fmt.Sprint("n", i), 250)
+	}
+	scrapeOf(quiet, "q", 150)
+	if lines["noisy"] != 100 || lines["quiet"] != 150 {
+		t.Fatalf("lines written: %v; want 100 of the noisy job (its budget, both targets together) and all 150 of the quiet one", lines)
+	}
+	used, limit, _, _, _ := s.SeriesBudgets()
+	if used != 250 || limit != 300 {
+		t.Fatalf("the global budget counted %d of %d; want only the 250 series let through", used, limit)
+	}
+	got := map[string]JobBudget{}
+	for _, b := range s.JobBudgets() {
+		got[b.Job] = b
+	}
+	if n := got["noisy"]; n.HourUsed != 100 || n.HourLimit != 100 || n.DroppedSamples != 400 || n.DayLimit != 0 {
+		t.Fatalf("noisy job's budget %+v; want 100 of 100 used and 400 samples held back", n)
+	}
+	if q, ok := got["quiet"]; !ok || q.DroppedSamples != 0 || q.HourLimit != 0 {
+		t.Fatalf("quiet job's budget %+v (listed %v); want no budget of its own and nothing held back", q, ok)
+	}
+	// The global budget holds back too, counted by the job it held back:
+	// 50 left of 300.
+	scrapeOf(quiet, "q2", 80)
+	if q := s.JobBudgets()[1]; q.Job != "quiet" || q.DroppedSamples != 30 || s.Stats().Dropped["series_budget"] != 430 {
+		t.Fatalf("after the global budget filled: %+v, dropped %d; want 30 of the quiet job's samples held back, 430 in all", q, s.Stats().Dropped["series_budget"])
+	}
+	// A job that changes its budget on reload starts it afresh.
+	again := app("noisy", "10.0.0.1:9323", scrape.AppendOptions{MaxHourlySeries: 200})
+	if again.job == noisy[0].job || again.job.hourly.limit != 200 {
+		t.Fatal("a changed budget kept the old one")
+	}
+}

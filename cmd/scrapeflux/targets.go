@@ -71,7 +71,11 @@ type jobRow struct {
 	DiscoveryError bool
 	JobTags        []string
 	SkippedInst    []string
-	tags           map[string]bool
+	// Budget: the job's own series budgets (max_hourly_series,
+	// max_daily_series) and what any budget held back of its samples.
+	Budget      string
+	BudgetError bool
+	tags        map[string]bool
 }
 
 // pageStatus is the header: where data goes and where targets come from.
@@ -236,6 +240,24 @@ func (w *webServer) targetsPage(rw http.ResponseWriter, r *http.Request) {
 		}
 		jobs[sum.Name] = jr
 	}
+	for _, b := range w.sink.JobBudgets() {
+		jr := jobs[b.Job]
+		if jr == nil {
+			continue
+		}
+		var parts []string
+		if b.HourLimit > 0 {
+			parts = append(parts, fmt.Sprintf("%d of %d new series this hour", b.HourUsed, b.HourLimit))
+		}
+		if b.DayLimit > 0 {
+			parts = append(parts, fmt.Sprintf("%d of %d today", b.DayUsed, b.DayLimit))
+		}
+		if b.DroppedSamples > 0 {
+			parts = append(parts, fmt.Sprintf("%d samples of new series held back", b.DroppedSamples))
+			jr.BudgetError = true
+		}
+		jr.Budget = strings.Join(parts, ", ")
+	}
 	var d pageData
 	for _, st := range all {
 		row := rowOf(st, now)
@@ -368,7 +390,7 @@ form{margin:.5em 0}nav a{margin-right:1em}
 <h2>Jobs</h2>
 <table id="jobs"><thead><tr><th>Job</th><th>Up</th><th>Down</th><th>Unknown</th><th>Other replicas'</th><th>Discovery</th></tr></thead><tbody>
 {{range .Jobs}}<tr{{if .DiscoveryError}} class="down"{{end}}><td><a href="{{.Link}}">{{.Name}}</a>{{with .JobTags}}<br><small>job tags: {{range $i, $t := .}}{{if $i}}, {{end}}{{$t}}{{end}}</small>{{end}}</td><td>{{.Up}}</td><td>{{if .Down}}<a href="{{.DownLink}}">{{.Down}}</a>{{else}}0{{end}}</td><td>{{.Unknown}}</td><td>{{.Skipped}}</td>
-<td>{{with .Sources}}{{.}}: {{end}}{{if .DiscoveryError}}<b>{{.Discovery}}</b>{{else}}{{.Discovery}}{{end}}{{with .SkippedInst}}<br><small>skipped instances: {{range $i, $s := .}}{{if $i}}; {{end}}{{$s}}{{end}}</small>{{end}}</td></tr>
+<td>{{with .Sources}}{{.}}: {{end}}{{if .DiscoveryError}}<b>{{.Discovery}}</b>{{else}}{{.Discovery}}{{end}}{{with .SkippedInst}}<br><small>skipped instances: {{range $i, $s := .}}{{if $i}}; {{end}}{{$s}}{{end}}</small>{{end}}{{if .Budget}}<br><small class="budget{{if .BudgetError}} err{{end}}">series budget{{if $.Status.Self}} (this replica's count){{end}}: {{.Budget}}</small>{{end}}</td></tr>
 {{end}}</tbody></table>
 <h2>Targets: {{.Up}} up, {{.Down}} down{{if .Skipped}}, {{.Skipped}} scraped by other replicas{{end}}, {{.Total}} in all</h2>
 <nav><a href="{{.AllLink}}">all</a><a href="{{.UpLink}}">up</a><a href="{{.DownLink}}">down</a></nav>
