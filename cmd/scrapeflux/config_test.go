@@ -35,6 +35,7 @@ func TestCheckConfig(t *testing.T) {
 		"bad-no-jobs.yml":                 "bad-no-jobs.yml: jobs: at least one job is needed",
 		"bad-layout.yml":                  `bad-layout.yml:4: jobs[0] (a): layout: unknown layout "v3"`,
 		"bad-source-typo.yml":             "bad-source-typo.yml:3: unknown field file_sd_config (did you mean file_sd_configs?)",
+		"bad-job-budget.yml":              "bad-job-budget.yml:3: jobs[0] (a): max_hourly_series: a series budget must not be negative, got -5",
 		"bad-source-not-list.yml":         "bad-source-not-list.yml:4: http_sd_configs: a list is expected",
 	}
 	for file, want := range cases {

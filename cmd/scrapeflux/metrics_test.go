@@ -51,7 +51,7 @@ func TestSelfMetricNames(t *testing.T) {
 	m := scrape.NewManager(ctx, router, shard, discovery.DefaultConsulConfig(), slog.New(slog.DiscardHandler))
 	defer m.Stop()
 	st := discovery.StaticConfig{srv.URL + "/metrics"}
-	if _, _, _, err := m.Apply([]scrape.JobSpec{{Name: "j", Scrape: scrape.Config{Interval: time.Second, Timeout: time.Second, BodyLimit: 1 << 20},
+	if _, _, _, err := m.Apply([]scrape.JobSpec{{Name: "j", Scrape: scrape.Config{Interval: time.Second, Timeout: time.Second, BodyLimit: 1 << 20, JobName: "j", MaxHourlySeries: 10},
 		Sources: []discovery.Config{&st}}}); err != nil {
 		t.Fatal(err)
 	}
