@@ -36,6 +36,9 @@ type Config struct {
 	// QueueSync says when the disk queue is synced (at most once per
 	// FlushInterval by default).
 	QueueSync queue.SyncPolicy
+	// QueueFS is the disk queue's file layer (nil: the operating
+	// system's; tests give a slow or failing one).
+	QueueFS queue.FS
 	// ShutdownTimeout is how long Run keeps writing after shutdown began.
 	ShutdownTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait between write retries.
@@ -52,7 +55,7 @@ type Config struct {
 func (c *Config) queueConfig(log *slog.Logger) queue.Config {
 	return queue.Config{
 		Dir: c.QueueDir, MaxBytes: c.MaxQueueBytes, MaxMemoryBytes: c.MaxMemoryBytes,
-		Sync: c.QueueSync, SyncInterval: c.FlushInterval, Log: log,
+		Sync: c.QueueSync, SyncInterval: c.FlushInterval, Log: log, FS: c.QueueFS,
 	}
 }
 

@@ -30,6 +30,9 @@ import (
 func TestMain(m *testing.M) {
 	// Re-executed as the scrapeflux binary by tests that need a process.
 	if os.Getenv("SCRAPEFLUX_TEST_MAIN") == "1" {
+		if d, err := time.ParseDuration(os.Getenv("SCRAPEFLUX_TEST_SLOW_DISK")); err == nil {
+			queueFS = slowDisk{delay: d}
+		}
 		main()
 		os.Exit(0)
 	}

@@ -310,6 +310,10 @@ func (o *runOptions) validate() error {
 
 // scrapeOverrides are the scrape flags that, given explicitly, win over
 // every job of --config: the flag and the field it sets.
+// queueFS is the disk queue's file layer: nil (the operating system's)
+// but in the tests' binary, which puts a slow disk under the daemon.
+var queueFS queue.FS
+
 var scrapeOverrides = []struct {
 	flag string
 	set  func(c *scrape.Config, o *runOptions)
@@ -449,6 +453,7 @@ func runRun(ctx context.Context, o *runOptions) error {
 			log.Warn("--layout v2 writes every metric as a column of one table, and InfluxDB 3 allows 500 columns per table by default (one CockroachDB exporter alone needs 489): use --layout v1, a table per metric family, which fits")
 		}
 	}
+	o.sink.QueueFS = queueFS
 	def, err := sink.New(o.sink, w, log.With("component", "sink"))
 	if errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission) {
 		return fmt.Errorf("%w: give --queue-dir a directory this process can write (empty: memory only, nothing kept across restarts)", err)
