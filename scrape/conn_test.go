@@ -55,7 +55,7 @@ func newTestLoop(t *testing.T, cfg Config, url string) (*loop, *recorder) {
 	}
 	t.Cleanup(f.close)
 	r := &recorder{}
-	return newLoop(tg, cfg, r, f, discard), r
+	return newLoop(tg, cfg, r, f, NewMetrics(), discard), r
 }
 
 // A target is scraped over one kept-alive connection.

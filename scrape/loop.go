@@ -105,7 +105,7 @@ type loop struct {
 	synth [3]Sample
 }
 
-func newLoop(t discovery.Target, cfg Config, app Appender, f *fetcher, log *slog.Logger) *loop {
+func newLoop(t discovery.Target, cfg Config, app Appender, f *fetcher, m *Metrics, log *slog.Logger) *loop {
 	l := &loop{
 		target:  t,
 		cfg:     cfg,
@@ -115,7 +115,7 @@ func newLoop(t discovery.Target, cfg Config, app Appender, f *fetcher, log *slog
 		log:     log.With("target", t.Redacted(), "job", t.Tag("job")),
 		timeout: strconv.FormatFloat(cfg.Timeout.Seconds(), 'f', -1, 64),
 		done:    make(chan struct{}),
-		metrics: newLoopMetrics(t.Tag("job")),
+		metrics: m.loop(t.Tag("job")),
 		now:     func() time.Time { return time.Now().Round(0) },
 		status:  Status{Target: t, Health: HealthUnknown, Interval: cfg.Interval},
 		synth: [3]Sample{
@@ -307,7 +307,7 @@ func (l *loop) scrape(ctx context.Context, start, slot time.Time, delay time.Dur
 	if cerr := l.app.Commit(); cerr != nil {
 		l.log.Warn("cannot commit scrape", "err", cerr)
 	}
-	scrapeDuration.Observe(dur.Seconds())
+	l.metrics.duration.Observe(dur.Seconds())
 	l.report(start, dur, delay, n, warn, err, parsing, lint)
 }
 
@@ -327,7 +327,7 @@ func (l *loop) report(start time.Time, dur, delay time.Duration, n int, warn, er
 	if err != nil {
 		base, detail := failureKind(err, parsing)
 		l.metrics.failures.Inc()
-		scrapeFailureKinds.WithLabelValues(base).Inc()
+		l.metrics.failureKinds.WithLabelValues(base).Inc()
 		kind = strings.TrimSpace(base + " " + detail)
 	}
 	var card Cardinality

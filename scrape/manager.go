@@ -36,6 +36,7 @@ type Manager struct {
 	shard   *Shard // nil: not a replica
 	log     *slog.Logger
 	consul  discovery.ConsulConfig // the connection consul: sections use
+	metrics *Metrics               // its pools' loops count here
 	applyMu sync.Mutex             // serialises Apply and Stop
 	mu      sync.Mutex             // guards running
 	running map[string]*runningJob
@@ -54,7 +55,7 @@ type runningJob struct {
 // shard, every pool scrapes only this replica's share. consul is the
 // connection (address, TLS, token) of the jobs' consul: sections.
 func NewManager(ctx context.Context, app Appendable, shard *Shard, consul discovery.ConsulConfig, log *slog.Logger) *Manager {
-	return &Manager{ctx: ctx, app: app, shard: shard, consul: consul, log: log, running: map[string]*runningJob{}}
+	return &Manager{ctx: ctx, app: app, shard: shard, consul: consul, metrics: NewMetrics(), log: log, running: map[string]*runningJob{}}
 }
 
 // fingerprint is what a job is: each source by its kind and config.
@@ -144,6 +145,7 @@ func (j *Manager) start(s JobSpec) (*runningJob, error) {
 	if err != nil {
 		return nil, err
 	}
+	pool.SetMetrics(j.metrics)
 	if j.shard != nil {
 		pool.SetShard(j.shard)
 	}

@@ -6,53 +6,77 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-var scrapeDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
-	Name:    "scrapeflux_scrape_duration_seconds",
-	Help:    "Duration of scrapes (fetch, parse and convert), successful or not.",
-	Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
-})
-
-// Counters of scrapes by job. They only go up: a target that goes away
+// Metrics are the scrape loops' own metrics: a Manager owns one set and
+// collects it with the rest (a Pool on its own makes its own), so nothing
+// is counted in package state. They only go up: a target that goes away
 // keeps what it counted, and a job's series stays after its last target.
-var (
-	scrapesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "scrapeflux_scrapes_total",
-		Help: "Scrapes run, by job.",
-	}, []string{"job"})
-	scrapeFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "scrapeflux_scrape_failures_total",
-		Help: "Scrapes that failed, by job.",
-	}, []string{"job"})
-	// By kind, over every job: the kinds are few, the jobs may be many
-	// (one per Consul service).
-	scrapeFailureKinds = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "scrapeflux_scrape_failure_kinds_total",
-		Help: "Scrapes that failed, by kind: timeout, refused, reset, dns, tls, http_status, body_limit, sample_limit, label_limit, parse, other.",
-	}, []string{"kind"})
-	scrapesSkipped = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "scrapeflux_scrapes_skipped_total",
-		Help: "Scrape intervals skipped because a scrape overran, by job.",
-	}, []string{"job"})
-)
+type Metrics struct {
+	duration                                 prometheus.Histogram
+	scrapes, failures, failureKinds, skipped *prometheus.CounterVec
+}
+
+// NewMetrics makes a set of the loops' metrics, every failure kind's
+// series present from the start.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "scrapeflux_scrape_duration_seconds",
+			Help:    "Duration of scrapes (fetch, parse and convert), successful or not.",
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+		}),
+		scrapes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "scrapeflux_scrapes_total",
+			Help: "Scrapes run, by job.",
+		}, []string{"job"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "scrapeflux_scrape_failures_total",
+			Help: "Scrapes that failed, by job.",
+		}, []string{"job"}),
+		// By kind, over every job: the kinds are few, the jobs may be many
+		// (one per Consul service).
+		failureKinds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "scrapeflux_scrape_failure_kinds_total",
+			Help: "Scrapes that failed, by kind: timeout, refused, reset, dns, tls, http_status, body_limit, sample_limit, label_limit, parse, other.",
+		}, []string{"kind"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "scrapeflux_scrapes_skipped_total",
+			Help: "Scrape intervals skipped because a scrape overran, by job.",
+		}, []string{"job"}),
+	}
+	for _, k := range []string{FailTimeout, FailRefused, FailReset, FailDNS, FailTLS, FailHTTPStatus, FailBodyLimit, FailSampleLimit, FailLabelLimit, FailParse, FailOther} {
+		m.failureKinds.WithLabelValues(k)
+	}
+	return m
+}
+
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.duration, m.scrapes, m.failures, m.failureKinds, m.skipped}
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.collectors() {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.collectors() {
+		c.Collect(ch)
+	}
+}
 
 // loopMetrics are a loop's children of the counters, looked up once.
 type loopMetrics struct {
 	scrapes, failures, skipped prometheus.Counter
+	duration                   prometheus.Observer
+	failureKinds               *prometheus.CounterVec
 }
 
-func newLoopMetrics(job string) loopMetrics {
-	return loopMetrics{scrapes: scrapesTotal.WithLabelValues(job), failures: scrapeFailures.WithLabelValues(job), skipped: scrapesSkipped.WithLabelValues(job)}
-}
-
-func init() {
-	for _, k := range []string{FailTimeout, FailRefused, FailReset, FailDNS, FailTLS, FailHTTPStatus, FailBodyLimit, FailSampleLimit, FailLabelLimit, FailParse, FailOther} {
-		scrapeFailureKinds.WithLabelValues(k)
-	}
-}
-
-// Collectors returns the package's self-metrics for registration.
-func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{scrapeDuration, scrapesTotal, scrapeFailures, scrapeFailureKinds, scrapesSkipped}
+func (m *Metrics) loop(job string) loopMetrics {
+	return loopMetrics{scrapes: m.scrapes.WithLabelValues(job), failures: m.failures.WithLabelValues(job),
+		skipped: m.skipped.WithLabelValues(job), duration: m.duration, failureKinds: m.failureKinds}
 }
 
 // The targets' metrics, read from the running pools at collection time.
@@ -137,6 +161,7 @@ func (j *Manager) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDiscOK, prometheus.GaugeValue, ok, js.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, lag.Seconds())
+	j.metrics.Collect(ch)
 	if j.shard != nil {
 		members, _ := j.shard.Members()
 		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(len(members)))

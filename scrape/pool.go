@@ -25,12 +25,13 @@ import (
 // snapshot from discovery. With a Shard it runs loops only for the targets
 // this replica owns.
 type Pool struct {
-	cfg    Config
-	app    Appendable
-	client *http.Client
-	log    *slog.Logger
-	shard  *Shard // nil: every target is ours
-	name   string // the config job this pool runs, for the page
+	cfg     Config
+	app     Appendable
+	client  *http.Client
+	log     *slog.Logger
+	shard   *Shard   // nil: every target is ours
+	name    string   // the config job this pool runs, for the page
+	metrics *Metrics // where its loops count
 
 	syncMu sync.Mutex // serialises Sync; never held by readers
 
@@ -108,8 +109,13 @@ func NewPool(cfg Config, app Appendable, log *slog.Logger) (*Pool, error) {
 		log:     log,
 		loops:   map[string]*loop{},
 		skipped: map[string]Status{},
+		metrics: NewMetrics(),
 	}, nil
 }
+
+// SetMetrics makes the pool's loops count in m (a Manager's, shared by
+// its pools) rather than in the pool's own. Call it before Run.
+func (p *Pool) SetMetrics(m *Metrics) { p.metrics = m }
 
 // Interval is the pool's scrape interval.
 func (p *Pool) Interval() time.Duration { return p.cfg.Interval }
@@ -311,7 +317,7 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) time.Time {
 		if len(p.cfg.OmitTags) > 0 {
 			ident = slices.DeleteFunc(ident, func(tg Tag) bool { return slices.Contains(p.cfg.OmitTags, tg.Key) })
 		}
-		l := newLoop(t, p.cfg, p.app.Appender(ident, p.cfg.AppendOptions()), f, p.log)
+		l := newLoop(t, p.cfg, p.app.Appender(ident, p.cfg.AppendOptions()), f, p.metrics, p.log)
 		l.status.ConfigJob = p.name
 		lctx, cancel := context.WithCancel(ctx)
 		l.stop = cancel
@@ -395,7 +401,7 @@ func ScrapeOnce(ctx context.Context, cfg Config, t discovery.Target, app Appende
 		return Status{}, err
 	}
 	defer f.close()
-	l := newLoop(t, cfg, app, f, log)
+	l := newLoop(t, cfg, app, f, NewMetrics(), log) // one scrape: its counts go nowhere
 	now := time.Now()
 	l.scrape(ctx, now, now, 0)
 	st := l.snapshot()

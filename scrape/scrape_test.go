@@ -511,7 +511,7 @@ func TestTargetRelabeling(t *testing.T) {
 func TestDeadTargetLoggedAtACadence(t *testing.T) {
 	var buf bytes.Buffer
 	tg, _ := discovery.NewTarget("http://127.0.0.1:1/metrics", "docker-engine")
-	l := newLoop(tg, testConfig(), &recorder{}, nil, slog.New(slog.NewTextHandler(&buf, nil)))
+	l := newLoop(tg, testConfig(), &recorder{}, nil, NewMetrics(), slog.New(slog.NewTextHandler(&buf, nil)))
 	t0 := time.Unix(1_000_000, 0)
 	err := errors.New("connection refused")
 	for i := 0; i <= 11; i++ { // down for 11 minutes, a scrape a minute
@@ -537,7 +537,7 @@ func TestDeadTargetLoggedAtACadence(t *testing.T) {
 func TestHungTargetLogGroupedByKind(t *testing.T) {
 	var buf bytes.Buffer
 	tg, _ := discovery.NewTarget("http://127.0.0.1:1/metrics", "docker-engine")
-	l := newLoop(tg, testConfig(), &recorder{}, nil, slog.New(slog.NewTextHandler(&buf, nil)))
+	l := newLoop(tg, testConfig(), &recorder{}, nil, NewMetrics(), slog.New(slog.NewTextHandler(&buf, nil)))
 	t0 := time.Unix(1_000_000, 0)
 	for i := 0; i < 20; i++ {
 		err := fmt.Errorf("scrape timed out after 1s: %w", &net.OpError{Op: "read", Net: "tcp",
@@ -602,8 +602,8 @@ func TestCountersSurviveTargetRemoval(t *testing.T) {
 		x, _ := discovery.NewTarget(srv.URL+path, job)
 		return x
 	}
-	scrapes := func() float64 { return testutil.ToFloat64(scrapesTotal.WithLabelValues(job)) }
-	failures := func() float64 { return testutil.ToFloat64(scrapeFailures.WithLabelValues(job)) }
+	scrapes := func() float64 { return testutil.ToFloat64(p.metrics.scrapes.WithLabelValues(job)) }
+	failures := func() float64 { return testutil.ToFloat64(p.metrics.failures.WithLabelValues(job)) }
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan []discovery.Target)
 	done := make(chan error)
@@ -618,7 +618,7 @@ func TestCountersSurviveTargetRemoval(t *testing.T) {
 	if scrapes() < before || failures() < failed {
 		t.Fatalf("counters went down: scrapes %v -> %v, failures %v -> %v", before, scrapes(), failed, failures())
 	}
-	n, err := testutil.GatherAndCount(prometheus.Gatherers{gathererOf(Collectors()...)}, "scrapeflux_scrapes_total")
+	n, err := testutil.GatherAndCount(prometheus.Gatherers{gathererOf(p.metrics)}, "scrapeflux_scrapes_total")
 	if err != nil || n == 0 {
 		t.Fatalf("the job's series went with its last target: %d series, %v", n, err)
 	}

@@ -204,6 +204,5 @@ func selfMetrics(targets prometheus.Collector, snk *sink.Router, influx promethe
 		reg.MustRegister(influx)
 	}
 	reg.MustRegister(discovery.Collectors()...)
-	reg.MustRegister(scrape.Collectors()...)
 	return reg
 }
