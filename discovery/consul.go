@@ -62,6 +62,8 @@ type ConsulConfig struct {
 	// Filter is a Consul filter expression on the instances read
 	// (Prometheus 3's consul_sd filter), e.g. `Service.Meta.env == "prod"`.
 	Filter string
+	// Metrics count the connection's requests (nil: nothing counted).
+	Metrics *Metrics `json:"-" yaml:"-"`
 }
 
 // DefaultConsulConfig returns the defaults.
@@ -566,7 +568,7 @@ func (c *Consul) watch(ctx context.Context, what string, failed func(), fn func(
 		}).WithContext(ctx)
 		start := time.Now()
 		next, err := fn(q)
-		consulQueryDuration.observe(what, time.Since(start), err)
+		c.cfg.Metrics.observe(what, time.Since(start), err)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -645,7 +647,7 @@ func (c *Consul) refresh(ctx context.Context, names []string) (map[string][]Targ
 			q := (&api.QueryOptions{AllowStale: c.cfg.AllowStale, Datacenter: c.cfg.Datacenter, NodeMeta: c.cfg.NodeMeta, Filter: c.cfg.Filter}).WithContext(gctx)
 			start := time.Now()
 			entries, _, err := c.client.Health().Service(name, c.cfg.Tag, c.cfg.Health == "passing", q)
-			consulQueryDuration.observe(queryInstance, time.Since(start), err)
+			c.cfg.Metrics.observe(queryInstance, time.Since(start), err)
 			if err != nil {
 				return fmt.Errorf("cannot read service %s: %w", name, err)
 			}
@@ -685,7 +687,7 @@ func (c *Consul) skip(service string, e *api.ServiceEntry, err error) {
 	_, seen := c.skipped[key]
 	c.skipped[key] = service
 	c.skipMu.Unlock()
-	consulSkipped.Inc()
+	c.cfg.Metrics.skip()
 	if !seen {
 		c.log.Warn("skipping Consul instance", "service", service, "instance", id, "err", err)
 	}

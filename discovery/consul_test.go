@@ -29,6 +29,7 @@ func testConsulConfig(addr string) ConsulConfig {
 	cfg.Addr = addr
 	cfg.WaitTime = 5 * time.Second
 	cfg.MinBackoff, cfg.MaxBackoff = 100*time.Millisecond, 500*time.Millisecond
+	cfg.Metrics = NewMetrics() // each test counts its own
 	return cfg
 }
 
@@ -189,11 +190,11 @@ func TestConsulOutageKeepsTargets(t *testing.T) {
 	w := startWatcher(t, d)
 	agent.Register(t, "e1", "docker-engine", "http://127.0.0.1:9001/metrics", []string{"prometheus"}, nil, passing())
 	w.waitFor(t, "one engine", hasN(1))
-	before := queryErrors()
+	before := queryErrors(d)
 	agent.Stop()
 	// No snapshot (certainly not an empty one) while Consul is away: the
 	// watches fail twice, and nothing has been sent.
-	waitQueryErrors(t, before+2)
+	waitQueryErrors(t, d, before+2)
 	select {
 	case s := <-w.ch:
 		t.Fatalf("snapshot during outage: %v", urls(s))
@@ -224,9 +225,9 @@ func TestConsulACLToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := queryErrors()
+	before := queryErrors(bd)
 	bw := startWatcher(t, bd)
-	waitQueryErrors(t, before+2) // two queries refused
+	waitQueryErrors(t, bd, before+2) // two queries refused
 	select {
 	case s := <-bw.ch:
 		t.Errorf("snapshot sent with a rejected token: %v", urls(s))
@@ -421,22 +422,16 @@ func TestConsulConnectionsBounded(t *testing.T) {
 	t.Logf("%d services discovered over at most %d connections", services, peak.Load())
 }
 
-// queryErrors is how many catalog queries have failed in this process.
-func queryErrors() float64 {
-	return testutil.ToFloat64(consulQueryDuration.errors.WithLabelValues(queryCatalog))
+// queryErrors is how many catalog queries of d have failed.
+func queryErrors(d *Consul) float64 {
+	return testutil.ToFloat64(d.cfg.Metrics.errors.WithLabelValues(queryCatalog))
 }
 
 // waitQueryErrors waits (on the error counter, not a fixed time) until
-// that many catalog queries have failed.
-func waitQueryErrors(t *testing.T, n float64) {
+// that many catalog queries of d have failed.
+func waitQueryErrors(t *testing.T, d *Consul, n float64) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for queryErrors() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %v catalog queries failed in 15s, want %v", queryErrors(), n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	servertest.WaitFor(t, fmt.Sprintf("%v failed catalog queries", n), 15*time.Second, func() bool { return queryErrors(d) >= n })
 }
 
 // A replica listening on every interface (0.0.0.0:9274, as in a

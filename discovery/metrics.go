@@ -14,18 +14,22 @@ const (
 	queryInstance = "health service"   // one per service at each refresh, not blocking
 )
 
-// queryMetrics records Consul requests, errors and, for the requests that
-// do not block, latency: a blocking query's duration is mostly its wait.
-type queryMetrics struct {
+// Metrics are discovery's own metrics: the Consul requests it makes and
+// the instances it reads and cannot scrape. cmd makes one set and hands
+// it to every Consul connection (ConsulConfig.Metrics); a connection
+// without one counts nothing.
+type Metrics struct {
 	requests *prometheus.CounterVec
 	errors   *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	skipped  prometheus.Counter
 }
 
-var consulQueryDuration = newQueryMetrics()
-
-func newQueryMetrics() queryMetrics {
-	m := queryMetrics{
+// NewMetrics makes a set of discovery's metrics, every query's series
+// present from the start so that a rate over it works before the first
+// error.
+func NewMetrics() *Metrics {
+	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scrapeflux_consul_requests_total",
 			Help: "Requests to Consul, by query (blocking queries included).",
@@ -34,14 +38,19 @@ func newQueryMetrics() queryMetrics {
 			Name: "scrapeflux_consul_query_errors_total",
 			Help: "Consul requests that failed, by query.",
 		}, []string{"query"}),
+		// Latency only of the requests that do not block: a blocking
+		// query's duration is mostly its wait.
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "scrapeflux_consul_query_duration_seconds",
 			Help:    "Duration of Consul requests that do not block (the per-service reads of a refresh), by query.",
 			Buckets: []float64{0.001, 0.005, 0.02, 0.1, 0.5, 2, 10},
 		}, []string{"query"}),
+		// Counted at each read; the log names each instance once.
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scrapeflux_consul_skipped_instances_total",
+			Help: "Consul instances read but not scraped (no port, a bad scheme or address), counted at each read; the log names each once.",
+		}),
 	}
-	// Every series exists from the start, so a rate over it works before
-	// the first error.
 	for _, q := range []string{queryCatalog, queryHealth, queryMembers, queryInstance} {
 		m.requests.WithLabelValues(q)
 		m.errors.WithLabelValues(q)
@@ -50,7 +59,10 @@ func newQueryMetrics() queryMetrics {
 	return m
 }
 
-func (m queryMetrics) observe(query string, d time.Duration, err error) {
+func (m *Metrics) observe(query string, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
 	m.requests.WithLabelValues(query).Inc()
 	if query == queryInstance {
 		m.duration.WithLabelValues(query).Observe(d.Seconds())
@@ -60,14 +72,22 @@ func (m queryMetrics) observe(query string, d time.Duration, err error) {
 	}
 }
 
-// consulSkipped counts Consul instances read and not scraped (no port, a
-// scheme or address that makes no URL), each time they are read.
-var consulSkipped = prometheus.NewCounter(prometheus.CounterOpts{
-	Name: "scrapeflux_consul_skipped_instances_total",
-	Help: "Consul instances read but not scraped (no port, a bad scheme or address), counted at each read; the log names each once.",
-})
+func (m *Metrics) skip() {
+	if m != nil {
+		m.skipped.Inc()
+	}
+}
 
-// Collectors returns the package's self-metrics for registration.
-func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{consulQueryDuration.requests, consulQueryDuration.errors, consulQueryDuration.duration, consulSkipped}
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range []prometheus.Collector{m.requests, m.errors, m.duration, m.skipped} {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range []prometheus.Collector{m.requests, m.errors, m.duration, m.skipped} {
+		c.Collect(ch)
+	}
 }

@@ -62,7 +62,7 @@ func TestSelfMetricNames(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	mfs, err := selfMetrics(m, router, w, &reloader{}).Gather()
+	mfs, err := selfMetrics(m, router, w, discovery.NewMetrics(), &reloader{}).Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

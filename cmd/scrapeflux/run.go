@@ -77,6 +77,7 @@ type runOptions struct {
 
 func newCmdRun(g *globalOptions) *cobra.Command {
 	o := &runOptions{globalOptions: g, sink: sink.DefaultConfig(), consul: discovery.DefaultConsulConfig()}
+	o.consul.Metrics = discovery.NewMetrics() // every Consul connection counts there
 	o.sink.QueueDir = defaultQueueDir()
 	o.cluster = discovery.ClusterConfig{Service: discovery.DefaultClusterService, TTL: discovery.DefaultClusterTTL, DeregisterAfter: time.Minute}
 	o.bodyLimit = scrape.DefaultBodyLimit
@@ -511,7 +512,7 @@ func runRun(ctx context.Context, o *runOptions) error {
 		}
 		return specs, err
 	}}
-	web := &webServer{addr: o.listen, pprof: o.pprof, targets: js, sink: snk, influx: w, shard: shard, readyWrite: o.readyWrite, webConfig: o.webConfig, enableReload: o.enableReload, reload: reloads, log: log.With("component", "web")}
+	web := &webServer{addr: o.listen, pprof: o.pprof, targets: js, sink: snk, influx: w, discovery: o.consul.Metrics, shard: shard, readyWrite: o.readyWrite, webConfig: o.webConfig, enableReload: o.enableReload, reload: reloads, log: log.With("component", "web")}
 	if err := web.listen(); err != nil {
 		return err
 	}

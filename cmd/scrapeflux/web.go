@@ -41,7 +41,8 @@ type webServer struct {
 		Server() sink.ServerInfo
 		prometheus.Collector
 	}
-	shard *scrape.Shard // nil: not a replica
+	discovery *discovery.Metrics
+	shard     *scrape.Shard // nil: not a replica
 	// readyWrite: /readyz fails once writes have failed this long.
 	readyWrite time.Duration
 	reload     *reloader
@@ -124,7 +125,7 @@ func (w *webServer) run(ctx context.Context) error {
 	if w.ln == nil {
 		return nil
 	}
-	reg := selfMetrics(w.targets, w.sink, w.influx, w.reload)
+	reg := selfMetrics(w.targets, w.sink, w.influx, w.discovery, w.reload)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, r *http.Request) { fmt.Fprintln(rw, "ok") })
@@ -194,7 +195,7 @@ func (w *webServer) run(ctx context.Context) error {
 // (the manager's targets and cluster, the sink's counters and queues, the
 // writer's server, the reloads, discovery and scrape counters), the build
 // and the Go runtime. influx may be nil.
-func selfMetrics(targets prometheus.Collector, snk *sink.Router, influx prometheus.Collector, reload *reloader) *prometheus.Registry {
+func selfMetrics(targets prometheus.Collector, snk *sink.Router, influx prometheus.Collector, disc *discovery.Metrics, reload *reloader) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), targets, snk,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scrapeflux_build_info", Help: "The running build: version and Go version.",
@@ -203,6 +204,6 @@ func selfMetrics(targets prometheus.Collector, snk *sink.Router, influx promethe
 	if influx != nil {
 		reg.MustRegister(influx)
 	}
-	reg.MustRegister(discovery.Collectors()...)
+	reg.MustRegister(disc)
 	return reg
 }
