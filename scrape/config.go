@@ -57,6 +57,9 @@ type Config struct {
 	RelabelConfigs []*relabel.Config
 	// MetricRelabelConfigs rewrite or drop series before they are written.
 	MetricRelabelConfigs []*relabel.Config
+	// RelabelLines and MetricRelabelLines: each rule's line in the
+	// configuration file (empty for rules from flags), for traces.
+	RelabelLines, MetricRelabelLines []int
 	// Tags are added to every target's identity tags (global tags, as
 	// Telegraf's [global_tags]); they win over the target's own.
 	Tags []discovery.Tag

@@ -124,6 +124,7 @@ func (j *FileJob) Spec(def FileDefaults, consul discovery.ConsulConfig, override
 		JobName: j.Name, Interval: def.Interval, Timeout: def.Timeout, BodyLimit: DefaultBodyLimit,
 		HonorTimestamps: j.HonorTimestamps, SampleLimit: j.SampleLimit, LabelLimit: j.LabelLimit,
 		RelabelConfigs: j.RelabelConfigs.Rules, MetricRelabelConfigs: j.MetricRelabelConfigs.Rules,
+		RelabelLines: j.RelabelConfigs.Lines, MetricRelabelLines: j.MetricRelabelConfigs.Lines,
 		TLS: j.TLS, Layout: j.Layout, Measurement: j.Measurement,
 		LabelValueLengthLimit: DefaultLabelValueLengthLimit, ScrapeProtocols: j.ScrapeProtocols, SeriesLimit: j.SeriesLimit,
 		MaxHourlySeries: j.MaxHourlySeries, MaxDailySeries: j.MaxDailySeries,

@@ -194,16 +194,32 @@ type DiscoveredTarget struct {
 	// "relabeling failed: ...", "another replica's".
 	Outcome string `json:"outcome"`
 	Scraped string `json:"scraped_as,omitempty"`
+	// RelabelSteps: what each of the job's relabel rules did to the
+	// instance's labels, up to the one that dropped it.
+	RelabelSteps []RelabelStep `json:"relabel_steps,omitempty"`
+
+	in discovery.Target // what relabeling started from
 }
 
 // maxShownDiscovered bounds the instances kept for the discovery page.
 const maxShownDiscovered = 5000
 
 // DiscoveredTargets returns the last snapshot's instances, as discovered.
+// With relabel rules, each comes with their trace, made when asked for
+// (by the same rules the pool applied), not at every discovery update.
 func (p *Pool) DiscoveredTargets() []DiscoveredTarget {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.lastDiscovery)
+	out := slices.Clone(p.lastDiscovery)
+	p.mu.Unlock()
+	if len(p.cfg.RelabelConfigs) == 0 {
+		return out
+	}
+	for i := range out {
+		if lb, err := TargetLabels(out[i].in); err == nil {
+			out[i].RelabelSteps, _ = TraceRelabel(lb, p.cfg.RelabelConfigs, p.cfg.RelabelLines)
+		}
+	}
+	return out
 }
 
 // Sync makes the running loops match targets: loops of removed targets are
@@ -236,6 +252,9 @@ func (p *Pool) Sync(ctx context.Context, targets []discovery.Target) time.Time {
 		}
 		for _, tg := range p.cfg.Tags {
 			t = withTag(t, tg.Key, tg.Value)
+		}
+		if dt != nil {
+			dt.in = t
 		}
 		t, keep, err := relabelTarget(t, p.cfg.RelabelConfigs)
 		if err != nil {

@@ -15,7 +15,9 @@ import (
 // ones are in Rules, every bad one in Problems with its line and the rule
 // as written.
 type RelabelRules struct {
-	Rules    []*relabel.Config
+	Rules []*relabel.Config
+	// Lines: each rule's line in its file, for traces.
+	Lines    []int
 	Problems []RuleProblem
 }
 
@@ -41,6 +43,7 @@ func (r *RelabelRules) UnmarshalYAML(n *yaml.Node) error {
 			continue
 		}
 		r.Rules = append(r.Rules, &rc)
+		r.Lines = append(r.Lines, item.Line)
 	}
 	return nil
 }

@@ -432,7 +432,7 @@ var discoveryTemplate = template.Must(template.New("sd").Parse(`<!doctype html>
 {{range .}}<h2 id="{{.Job}}">{{.Job}}: {{len .Targets}} discovered</h2>
 <table><thead><tr><th>Discovered</th><th>Labels before relabeling</th><th>Outcome</th></tr></thead><tbody>
 {{range .Targets}}<tr><td>{{.URL}}</td><td><small>{{range $k, $v := .Tags}}{{$k}}="{{$v}}" {{end}}{{range $k, $v := .Meta}}{{$k}}="{{$v}}" {{end}}</small></td>
-<td{{if ne .Outcome "scraped"}} class="drop"{{end}}>{{.Outcome}}{{with .Scraped}} as {{.}}{{end}}</td></tr>
+<td{{if ne .Outcome "scraped"}} class="drop"{{end}}>{{.Outcome}}{{with .Scraped}} as {{.}}{{end}}{{with .RelabelSteps}}<details class="steps"><summary>relabel steps ({{len .}})</summary><ol start="0">{{range .}}<li{{if .Dropped}} class="drop"{{end}}>{{.Action}}{{if .Line}} (line {{.Line}}){{end}}: {{if .Dropped}}<b>dropped</b>{{else if .Changes}}{{range $i, $c := .Changes}}{{if $i}}, {{end}}<code>{{$c}}</code>{{end}}{{else}}<small>no change</small>{{end}}</li>{{end}}</ol></details>{{end}}</td></tr>
 {{end}}</tbody></table>
 {{else}}<p>No job runs.</p>{{end}}
 </body></html>`))
