@@ -270,4 +270,3 @@ func relabelMetrics(ctx context.Context, o *relabelOptions, cfg scrape.Config, s
 	fmt.Fprintf(w, "series kept %d (of them rewritten %d), dropped %d\n", kept, len(rewritten), len(gone))
 	return nil
 }
-
