@@ -157,3 +157,95 @@ func TestRelabelTraced(t *testing.T) {
 	}
 	d.stop(t)
 }
+
+// TestRelabelTracedEveryActionTenTimes: ten rules of each action, 100 in
+// all, in one job: the command and the page list every rule in order
+// with its own line in the file, and the target comes out as the rules
+// say (each rule of an action adds, keeps or removes one label of its
+// own).
+func TestRelabelTracedEveryActionTenTimes(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("jobs:\n  - job_name: many\n    static_targets: [http://127.0.0.1:9/metrics]\n    relabel_configs:\n")
+	lines := []int{}
+	line := 5
+	add := func(rule string) {
+		lines = append(lines, line)
+		b.WriteString(rule)
+		line += strings.Count(rule, "\n")
+	}
+	type want struct{ action, change string }
+	var wants []want
+	for i := 0; i < 10; i++ {
+		add(fmt.Sprintf("      - {target_label: r%d, replacement: v%d}\n", i, i))
+		wants = append(wants, want{"replace", fmt.Sprintf(`+r%d="v%d"`, i, i)})
+	}
+	for i := 0; i < 10; i++ {
+		add(fmt.Sprintf("      - {source_labels: [r%d], target_label: up%d, action: lowercase}\n", i, i))
+		wants = append(wants, want{"lowercase", fmt.Sprintf(`+up%d="v%d"`, i, i)})
+	}
+	for i := 0; i < 10; i++ {
+		add(fmt.Sprintf("      - {source_labels: [__address__], modulus: %d, target_label: __tmp_h%d, action: hashmod}\n", i+1, i))
+		wants = append(wants, want{"hashmod", fmt.Sprintf("+__tmp_h%d=", i)})
+	}
+	for i := 0; i < 10; i++ {
+		add(fmt.Sprintf("      - {source_labels: [r%d], regex: v%d, action: keep}\n", i, i))
+		wants = append(wants, want{"keep", ""})
+	}
+	for i := 0; i < 10; i++ {
+		add(fmt.Sprintf("      - {source_labels: [r%d], regex: never, action: drop}\n", i))
+		wants = append(wants, want{"drop", ""})
+	}
+	for i := 0; i < 10; i++ {
+		add(fmt.Sprintf("      - {regex: 'up(%d)', replacement: 'copy$1', action: labelmap}\n", i))
+		wants = append(wants, want{"labelmap", fmt.Sprintf(`+copy%d="v%d"`, i, i)})
+	}
+	for i := 0; i < 10; i++ {
+		add(fmt.Sprintf("      - {regex: 'up%d', action: labeldrop}\n", i))
+		wants = append(wants, want{"labeldrop", fmt.Sprintf("-up%d", i)})
+	}
+	for i := 0; i < 10; i++ {
+		add(fmt.Sprintf("      - {source_labels: [r%d], target_label: copy%d, action: keepequal}\n", i, i))
+		wants = append(wants, want{"keepequal", ""})
+	}
+	for i := 0; i < 10; i++ {
+		add(fmt.Sprintf("      - {source_labels: [r%d], target_label: job, action: dropequal}\n", i))
+		wants = append(wants, want{"dropequal", ""})
+	}
+	for i := 0; i < 10; i++ {
+		add(fmt.Sprintf("      - {regex: '__.*|job|instance|r.|copy.|r%d', action: labelkeep}\n", i))
+		wants = append(wants, want{"labelkeep", ""})
+	}
+	cfg := filepath.Join(t.TempDir(), "many.yml")
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := execute(context.Background(), "relabel", "--config", cfg, "--job", "many", "--target", "http://127.0.0.1:9/metrics")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	got := strings.Split(out, "\n")
+	steps := 0
+	for _, l := range got {
+		if strings.HasPrefix(l, "  rule ") {
+			steps++
+		}
+	}
+	if steps != 100 {
+		t.Fatalf("%d rules traced, want 100:\n%s", steps, out)
+	}
+	for i, w := range wants {
+		prefix := fmt.Sprintf("  rule %d (line %d, %s): ", i, lines[i], w.action)
+		l := got[2+i]
+		switch {
+		case !strings.HasPrefix(l, prefix):
+			t.Errorf("step %d is %q, want it to start %q", i, l, prefix)
+		case w.change == "" && l != prefix+"no change":
+			t.Errorf("step %d: %q, want no change", i, l)
+		case w.change != "" && !strings.Contains(l, w.change):
+			t.Errorf("step %d: %q, want %s", i, l, w.change)
+		}
+	}
+	if !strings.Contains(out, "outcome: scraped at http://127.0.0.1:9/metrics with tags copy0=v0") {
+		t.Errorf("outcome:\n%s", out)
+	}
+}
