@@ -51,6 +51,10 @@ type Cardinality struct {
 	// Widest are the label names with the most distinct values among
 	// the target's new series: which label makes the series.
 	Widest []LabelWidth
+	// SchemaHeld: samples the InfluxDB 3 schema guard held back, in
+	// all; SchemaHeldWhy: why the latest were.
+	SchemaHeld    int64
+	SchemaHeldWhy string
 }
 
 // LabelWidth is a label name and its distinct values; AtLeast when the

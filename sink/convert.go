@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/sink/lineproto"
+	"github.com/scrapeflux/scrapeflux/sink/schema"
 )
 
 // Errors that fail a scrape because of what the target exposed.
@@ -74,6 +75,14 @@ type converter struct {
 	job                     *jobBudget    // the job's budgets; nil: none
 	permit                  bool          // holds a sink permit (see Sink.WaitRoom)
 	lset                    labels.Labels // scratch for a new series' labels
+
+	// The schema guard's (guard.go): the shape of the last scrape that
+	// passed whole and the guard's epoch then; the samples held back in
+	// all and why the latest were.
+	shape, shapeEpoch uint64
+	guard             schema.Line
+	schemaHeld        int64
+	schemaWhy         string
 }
 
 // InfluxDB stores nanoseconds since the epoch in an int64: 1677-09-21 to
@@ -247,17 +256,38 @@ func (c *converter) Rollback() {
 // Commit encodes the scrape's lines and hands them to the sink's batcher.
 func (c *converter) Commit() error {
 	ch := c.sink.getChunk()
-	samples, lines := 0, 0
+	samples, lines, held := 0, 0, 0
 	if sc := c.sc; sc != nil {
+		// The schema guard looks at the lines of a scrape whose shape is
+		// new since it last learnt something.
+		db := c.sink.schemaDB()
+		var shape, epoch uint64
+		check := false
+		if db != nil {
+			epoch = c.sink.cfg.Schema.Epoch()
+			shape = scrapeShape(sc)
+			check = shape != c.shape || epoch != c.shapeEpoch
+		}
 		b := ch.buf
 		var tsOf int64
 		ts := sc.ts
 		for i := range sc.lines {
 			pl := &sc.lines[i]
+			if check {
+				whole, n := c.guardLine(db, sc, pl)
+				held += n
+				if whole {
+					continue
+				}
+			}
+			start := len(b)
 			b = append(b, sc.keys[pl.key:pl.keyEnd]...)
 			sep := byte(' ')
 			for fi := pl.head; fi >= 0; fi = sc.fields[fi].next {
 				f := &sc.fields[fi]
+				if f.held {
+					continue
+				}
 				b = append(b, sep)
 				b = append(b, sc.names[f.key:f.keyEnd]...)
 				b = append(b, '=')
@@ -265,21 +295,31 @@ func (c *converter) Commit() error {
 				sep = ','
 				samples++
 			}
-			if pl.ts != tsOf || i == 0 {
+			if sep == ' ' {
+				b = b[:start] // every field held
+				continue
+			}
+			lines++
+			if pl.ts != tsOf || lines == 1 {
 				// Lines of a scrape mostly share their timestamp.
 				tsOf, ts = pl.ts, strconv.AppendInt(append(ts[:0], ' '), pl.ts, 10)
 				ts = append(ts, '\n')
 			}
 			b = append(b, ts...)
 		}
-		ch.buf, lines, sc.ts = b, len(sc.lines), ts
+		if check && held == 0 {
+			c.shape, c.shapeEpoch = shape, epoch
+		} else if held > 0 {
+			c.shape = 0 // held lines are held again at every scrape
+		}
+		ch.buf, sc.ts = b, ts
 	}
 	ch.lines, ch.samples = lines, samples
 	nonFinite, invalid, relabeled, outOfRange := c.nonFinite, c.invalid, c.relabeled, c.outOfRange
 	limited, budgeted := c.seriesLimited, c.budgeted
 	c.evict()
 	c.Rollback()
-	c.sink.stats.scraped.Add(int64(nonFinite + invalid + relabeled + outOfRange + limited + budgeted))
+	c.sink.stats.scraped.Add(int64(nonFinite + invalid + relabeled + outOfRange + limited + budgeted + held))
 	c.sink.stats.addDropped(DropSeriesLimit, limited)
 	c.sink.stats.addDropped(DropSeriesBudget, budgeted)
 	if c.job != nil && budgeted > 0 {
@@ -289,6 +329,7 @@ func (c *converter) Commit() error {
 	c.sink.stats.addDropped(DropNonFinite, nonFinite)
 	c.sink.stats.addDropped(DropInvalidName, invalid)
 	c.sink.stats.addDropped(DropRelabeled, relabeled)
+	c.sink.stats.addDropped(DropSchemaLimit, held)
 	return c.emit(ch)
 }
 
@@ -341,9 +382,9 @@ func (c *converter) admit(s *scrape.Sample, key seriesKey) bool {
 // Cardinality says what is known of the target's series.
 func (c *converter) Cardinality() scrape.Cardinality {
 	if c.series == nil {
-		return scrape.Cardinality{}
+		return scrape.Cardinality{SchemaHeld: c.schemaHeld, SchemaHeldWhy: c.schemaWhy}
 	}
 	now := time.Now().Unix()
 	return scrape.Cardinality{Series: len(c.series.seen), NewLastHour: c.series.newLastHour(now), Limit: c.series.limit, Limited: c.series.limited,
-		Widest: c.series.widest(3)}
+		Widest: c.series.widest(3), SchemaHeld: c.schemaHeld, SchemaHeldWhy: c.schemaWhy}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -424,6 +425,54 @@ func (w *InfluxWriter) CreateDatabase(ctx context.Context) error {
 		return fmt.Errorf("cannot create database %q: InfluxDB answered %d: %s", w.cfg.database(), resp.StatusCode, bytes.TrimSpace(body))
 	}
 	return nil
+}
+
+// ListSchema asks InfluxDB 3 for the tables and columns of the database
+// (information_schema.columns, through /api/v3/query_sql): what the
+// schema guard starts from. A token that may only write is refused
+// (401/403): the guard then learns from writes.
+func (w *InfluxWriter) ListSchema(ctx context.Context) (map[string][]string, error) {
+	q := url.Values{"db": {w.cfg.database()}, "format": {"json"},
+		"q": {"SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'iox'"}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(w.cfg.URL, "/")+"/api/v3/query_sql?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	w.mu.RLock()
+	token := w.cfg.Token
+	w.mu.RUnlock()
+	if token != "" && !strings.Contains(token, ":") {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := w.opts.HTTPClient().Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusNotFound && bytes.Contains(body, []byte("not found")) {
+		return map[string][]string{}, nil // no database yet: nothing in it
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("InfluxDB answered %d: %s", resp.StatusCode, cut(string(bytes.TrimSpace(body)), 200))
+	}
+	var rows []struct {
+		Table  string `json:"table_name"`
+		Column string `json:"column_name"`
+	}
+	if err := json.Unmarshal(body, &rows); err != nil {
+		return nil, fmt.Errorf("cannot read the listing: %w", err)
+	}
+	out := map[string][]string{}
+	for _, r := range rows {
+		if r.Table != "" && r.Column != "" {
+			out[r.Table] = append(out[r.Table], r.Column)
+		}
+	}
+	return out, nil
 }
 
 // Database is the database CreateDatabase makes.

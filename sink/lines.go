@@ -23,6 +23,7 @@ type pendingField struct {
 	val         float64
 	key, keyEnd int32 // in the scratch's names
 	next        int32
+	held        bool // by the schema guard: not written
 }
 
 // scratch is what a converter uses while a scrape is appended. It comes

@@ -14,6 +14,7 @@ import (
 
 	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/sink/queue"
+	"github.com/scrapeflux/scrapeflux/sink/schema"
 )
 
 // Config of the sink.
@@ -49,6 +50,20 @@ type Config struct {
 	// MaxHourlySeries and MaxDailySeries bound the new series of all
 	// targets together in an hour, a day (0: none).
 	MaxHourlySeries, MaxDailySeries int
+	// Schema is the InfluxDB 3 schema guard's catalog, shared by the
+	// sinks of one server (nil: no guard). It applies once the writer
+	// finds InfluxDB 3.
+	Schema *schema.Catalog
+	// SchemaListTimeout bounds the listing of a database's tables and
+	// columns at start (0: 5s).
+	SchemaListTimeout time.Duration
+}
+
+func (c *Config) listTimeout() time.Duration {
+	if c.SchemaListTimeout > 0 {
+		return c.SchemaListTimeout
+	}
+	return 5 * time.Second
 }
 
 // queueConfig is the queue's part of c.
@@ -216,6 +231,11 @@ type Sink struct {
 	hourly, daily *seriesBudget
 	jobs          *jobBudgets
 
+	// schema: the guard of the database this sink writes (nil: none);
+	// listed: its tables were asked of the server.
+	schema *schema.DB
+	listed atomic.Bool
+
 	// writeLines: most lines merged into one request (BatchSize, less
 	// after InfluxDB refused a request as too large).
 	writeLines atomic.Int64
@@ -257,6 +277,9 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 	s.health.log, s.rejects.log = log, log
 	s.stats.since.Store(time.Now().UnixNano())
 	s.drops.log = log
+	if st, ok := w.(ServerTeller); ok && cfg.Schema != nil {
+		s.schema = cfg.Schema.Database(st.Database())
+	}
 	q, rec, err := queue.Open(cfg.queueConfig(log))
 	if err != nil {
 		return nil, fmt.Errorf("cannot open queue dir %s: %w", cfg.QueueDir, err)
@@ -272,6 +295,7 @@ func New(cfg Config, w Writer, log *slog.Logger) (*Sink, error) {
 	// An earlier run with a larger bound may have left more.
 	s.dropQueued(rec.Dropped)
 	s.drops.report(time.Now(), true)
+	s.noteServer()
 	return s, nil
 }
 

@@ -35,10 +35,13 @@ const (
 	// DropSeriesBudget: samples of new series past --max-hourly-series or
 	// --max-daily-series.
 	DropSeriesBudget
+	// DropSchemaLimit: samples the InfluxDB 3 schema guard held back: a
+	// table or column they would make passes the server's limits.
+	DropSchemaLimit
 	numDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_full", "shutdown", "invalid_name", "corrupt_queue", "relabeled", "out_of_range", "disk_error", "series_limit", "series_budget"}
+var dropReasonNames = [numDropReasons]string{"non_finite", "rejected", "queue_full", "shutdown", "invalid_name", "corrupt_queue", "relabeled", "out_of_range", "disk_error", "series_limit", "series_budget", "schema_limit"}
 
 func (r DropReason) String() string { return dropReasonNames[r] }
 

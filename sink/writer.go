@@ -14,6 +14,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/scrapeflux/scrapeflux/discovery/backoff"
+	"github.com/scrapeflux/scrapeflux/sink/schema"
 )
 
 // The writer: one goroutine that takes queued batches in order, merged up
@@ -109,6 +110,7 @@ func (s *Sink) deliver(ctx context.Context, body part) bool {
 		}
 		start := time.Now()
 		err := s.send(ctx, p)
+		s.noteServer()
 		act, wait := classify(err)
 		s.stats.observeWrite(err, act, time.Since(start))
 		if act != actDone && ctx.Err() != nil {
@@ -149,6 +151,13 @@ func (s *Sink) deliver(ctx context.Context, body part) bool {
 					}
 					continue
 				}
+			} else if s.learnRefusal(nil, we.Message) && schema.RefusesDatabase(we.Message) {
+				// InfluxDB 3 refuses the database for its limit: every line
+				// of it would be refused alike, so none is sent again.
+				s.dropRefused(p.lines, p.samples, "limit", we.Message, firstLine(p.buf))
+				s.log.Warn("InfluxDB 3 refuses the database for its databases limit; its lines are held back from now on (delete a database, raise the limit, or route jobs elsewhere, then restart)", "database", s.schema.Name(), "answer", cut(we.Message, 300))
+				parts, attempt = parts[1:], 0
+				continue
 			} else {
 				ref := parseRefusal(we.Message)
 				if act == actPartial && ref.complete {
@@ -180,6 +189,7 @@ func (s *Sink) deliver(ctx context.Context, body part) bool {
 				}
 			}
 			if p.lines <= 1 {
+				s.learnRefusal(bytes.TrimSuffix(p.buf, []byte("\n")), we.Message)
 				s.dropRefused(p.lines, p.samples, refusalClass(we.Message), we.Message, firstLine(p.buf))
 				parts = parts[1:]
 				continue
@@ -273,6 +283,7 @@ func (s *Sink) takeOutNumbered(p *part, we *WriteError) (rest part, samples int)
 		}
 		lines++
 		samples += countSamples(ln)
+		s.learnRefusal(ln, why)
 		if example == "" {
 			example, reason = string(ln), why
 		}
