@@ -64,13 +64,25 @@ const (
 	// IP:port pairs with an ephemeral port, or none of a label's values
 	// seen at the previous lint.
 	LintUnboundedValue = "unbounded_label_value"
+	// What would pass InfluxDB 3's schema limits in layout v1 (a table
+	// per family): a family of more than 500 columns (its labels, the
+	// target's tags, its fields, histogram bounds and the time column),
+	// or more than 2,000 families (Core's tables across its databases).
+	LintInflux3Schema = "influxdb3_schema_limit"
+)
+
+// InfluxDB 3's schema limits the lint checks against: Core's, and
+// Enterprise's defaults for columns.
+const (
+	lintMaxColumns = 500
+	lintMaxTables  = 2000
 )
 
 // LintRules lists every rule, in the order reports give them.
 var LintRules = []string{
 	LintCounterNoTotal, LintNoHelp, LintNoType, LintMetadataConflict, LintDuplicateSeries,
 	LintHistogramNoInf, LintHistogramNotMonotonic, LintCounterDown, LintInfluxRenamed,
-	LintInfluxRefused, LintUnboundedValue,
+	LintInfluxRefused, LintUnboundedValue, LintInflux3Schema,
 }
 
 // DefaultLintInterval is how often a target is linted after its first
@@ -154,6 +166,19 @@ type famInfo struct {
 	samples         bool
 	closed          bool // another family's samples came after this one's
 	reportedNoTotal bool
+	// cols: hashes of the columns its table would have in layout v1
+	// (label names, bounds, fields), counted up to one past the limit.
+	cols map[uint64]struct{}
+}
+
+// column notes a column of the family's table.
+func (f *famInfo) column(h uint64) {
+	if f.cols == nil {
+		f.cols = map[uint64]struct{}{}
+	}
+	if len(f.cols) <= lintMaxColumns {
+		f.cols[h] = struct{}{}
+	}
 }
 
 type bucket struct {
@@ -336,8 +361,14 @@ func (r *lintRun) sample(s *Sample, identity []string) {
 		} else {
 			g += lh
 		}
+		if string(name) == model.BucketLabel || string(name) == model.QuantileLabel {
+			r.cur.column(xxhash.Sum64(value) ^ 1) // a field per bound
+		} else {
+			r.cur.column(xxhash.Sum64(name))
+		}
 		r.label(fam, name, value, identity)
 	})
+	r.cur.column(xxhash.Sum64(s.Name[len(s.Family):]) ^ 2) // the sample's field
 	h = mix(h)
 	if _, dup := r.series[h]; dup {
 		r.add(LintDuplicateSeries, "", string(s.Series), func() string { return string(s.Series) })
@@ -434,8 +465,17 @@ func (l *Linter) finish(now time.Time) *LintReport {
 	if r == nil {
 		return nil
 	}
+	families := 0
 	for _, name := range r.order {
 		f := r.fams[name]
+		if f.samples {
+			families++
+		}
+		if n := len(f.cols) + len(l.Identity) + 1; n > lintMaxColumns {
+			r.add(LintInflux3Schema, "", name, func() string {
+				return name + " would be a table of " + strconv.Itoa(n) + "+ columns in layout v1 (labels, bounds, fields, the target's tags, time): InfluxDB 3 takes " + strconv.Itoa(lintMaxColumns) + "; drop labels with metric_relabel_configs"
+			})
+		}
 		if f.samples && f.helps == 0 {
 			r.add(LintNoHelp, "", name, func() string { return name })
 		}
@@ -458,6 +498,11 @@ func (l *Linter) finish(now time.Time) *LintReport {
 				break
 			}
 		}
+	}
+	if families > lintMaxTables {
+		r.add(LintInflux3Schema, "tables", "", func() string {
+			return strconv.Itoa(families) + " families, a table each in layout v1: InfluxDB 3 Core takes " + strconv.Itoa(lintMaxTables) + " tables across its databases"
+		})
 	}
 	l.counterDown(r)
 	l.churn(r)

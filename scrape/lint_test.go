@@ -72,6 +72,33 @@ func lintOnce(t *testing.T, l *Linter, body string) *LintReport {
 	return r
 }
 
+// A family whose table would pass InfluxDB 3's 500 columns, and an
+// exposition of more families than Core's 2,000 tables.
+func TestLintInflux3Schema(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("# HELP wide_thing w\n# TYPE wide_thing gauge\n")
+	for j := 0; j < 496; j++ {
+		fmt.Fprintf(&b, "wide_thing{k_%d=\"v\"} 1\n", j)
+	}
+	r := lintOnce(t, NewLinter([]string{"instance", "job"}), b.String())
+	if f, ok := r.Finding(LintInflux3Schema); ok {
+		t.Fatalf("496 labels + 2 tags + field + time = 500 columns fit; found %+v", f)
+	}
+	fmt.Fprintf(&b, "wide_thing{k_496=\"v\"} 1\n")
+	r = lintOnce(t, NewLinter([]string{"instance", "job"}), b.String())
+	if f, ok := r.Finding(LintInflux3Schema); !ok || f.Count != 1 || !strings.Contains(f.Example, "wide_thing would be a table of 501+ columns") {
+		t.Fatalf("501 columns: %+v", f)
+	}
+	var many strings.Builder
+	for j := 0; j < 2001; j++ {
+		fmt.Fprintf(&many, "# HELP f_%d f\n# TYPE f_%d gauge\nf_%d 1\n", j, j, j)
+	}
+	r = lintOnce(t, NewLinter(nil), many.String())
+	if f, ok := r.Finding(LintInflux3Schema); !ok || !strings.Contains(f.Example, "2001 families") {
+		t.Fatalf("2,001 families: %+v", f)
+	}
+}
+
 func TestLintRules(t *testing.T) {
 	r := lintOnce(t, NewLinter([]string{"instance", "job"}), ruleCases)
 	want := map[string]struct {

@@ -30,6 +30,9 @@ var (
 	descBudget    = prometheus.NewDesc("scrapeflux_series_budget", "Series counted against --max-hourly-series and --max-daily-series in the current window (used), and the budget (limit; 0: none).", []string{"window", "kind"}, nil)
 	descBucketW   = prometheus.NewDesc("scrapeflux_bucket_samples_written_total", "Samples InfluxDB accepted, by the bucket a job routes to (bucket:; the default bucket is in scrapeflux_samples_written_total only).", []string{"bucket"}, nil)
 	descBucketQ   = prometheus.NewDesc("scrapeflux_bucket_queued_samples", "Samples queued for a routed bucket.", []string{"bucket"}, nil)
+	descSchemaLim = prometheus.NewDesc("scrapeflux_influx3_schema_limit", "Limits of the InfluxDB 3 schema guard, by kind: databases, tables (across databases) and columns (per table, time included); 0: not known (learnt from refusals). Absent unless InfluxDB 3 is written to.", []string{"kind"}, nil)
+	descSchemaTab = prometheus.NewDesc("scrapeflux_influx3_schema_tables", "Tables the InfluxDB 3 schema guard knows in a database, and the columns of the widest (kind tables, widest_table_columns).", []string{"database", "kind"}, nil)
+	descSchemaHld = prometheus.NewDesc("scrapeflux_influx3_schema_held_samples_total", "Samples the InfluxDB 3 schema guard held back because the table or column they would make passes the server's limits, by database and table (at most 1000 tables a database, others as _other).", []string{"database", "table"}, nil)
 	descBucketF   = prometheus.NewDesc("scrapeflux_bucket_consecutive_failures", "Failed write attempts to a routed bucket since its last answered one.", []string{"bucket"}, nil)
 )
 
@@ -86,6 +89,20 @@ func (r *Router) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descBucketW, prometheus.CounterValue, float64(b.Written), b.Bucket)
 		ch <- prometheus.MustNewConstMetric(descBucketQ, prometheus.GaugeValue, float64(b.Queued), b.Bucket)
 		ch <- prometheus.MustNewConstMetric(descBucketF, prometheus.GaugeValue, float64(b.ConsecutiveFailures), b.Bucket)
+	}
+	if cat := r.def.cfg.Schema; cat.Active() {
+		l := cat.Limits()
+		ch <- prometheus.MustNewConstMetric(descSchemaLim, prometheus.GaugeValue, float64(l.Databases), "databases")
+		ch <- prometheus.MustNewConstMetric(descSchemaLim, prometheus.GaugeValue, float64(l.Tables), "tables")
+		ch <- prometheus.MustNewConstMetric(descSchemaLim, prometheus.GaugeValue, float64(l.Columns), "columns")
+		for _, db := range cat.Databases() {
+			u := db.Usage()
+			ch <- prometheus.MustNewConstMetric(descSchemaTab, prometheus.GaugeValue, float64(u.Tables), u.Database, "tables")
+			ch <- prometheus.MustNewConstMetric(descSchemaTab, prometheus.GaugeValue, float64(u.WidestColumns), u.Database, "widest_table_columns")
+			for _, h := range u.Held {
+				ch <- prometheus.MustNewConstMetric(descSchemaHld, prometheus.CounterValue, float64(h.Samples), u.Database, h.Table)
+			}
+		}
 	}
 	hu, hl, du, dl, _ := r.SeriesBudgets()
 	for _, b := range []struct {

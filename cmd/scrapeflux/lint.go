@@ -54,6 +54,9 @@ it with the rules run applies to every target (--lint-interval):
   unbounded_label_value    UUIDs, hex IDs, timestamps, IP:port with an
                            ephemeral port; with --again, a label none of
                            whose values repeat
+  influxdb3_schema_limit   a family of more than 500 columns in layout v1
+                           (labels, bounds, fields, tags, time), more than
+                           2,000 families: past InfluxDB 3's limits
 
 It prints each rule broken, how many families, series or labels break it
 and the first of them, and exits 1 when any rule is broken.`,

@@ -20,6 +20,7 @@ import (
 	"github.com/scrapeflux/scrapeflux/discovery"
 	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/sink"
+	"github.com/scrapeflux/scrapeflux/sink/schema"
 )
 
 var updateMetrics = flag.Bool("update-metrics", false, "rewrite testdata/metrics.golden from what /metrics exposes")
@@ -39,7 +40,12 @@ func TestSelfMetricNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	def, err := sink.New(sink.DefaultConfig(), w, slog.New(slog.DiscardHandler))
+	cfg := sink.DefaultConfig()
+	// The InfluxDB 3 schema guard's metrics, as after a held sample.
+	cfg.Schema = schema.NewCatalog(schema.Limits{})
+	cfg.Schema.Activate("Core")
+	cfg.Schema.Database("db").Hold("t", 1, "a new table would pass the server's limit of 2000 tables", "job=j")
+	def, err := sink.New(cfg, w, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/sink"
 	"github.com/scrapeflux/scrapeflux/sink/queue"
+	"github.com/scrapeflux/scrapeflux/sink/schema"
 )
 
 type runOptions struct {
@@ -36,23 +37,25 @@ type runOptions struct {
 	listen  string
 	pprof   bool
 
-	scrape     scrape.Config
-	bodyLimit  byteSize
-	layout     string
-	sink       sink.Config
-	queueBytes byteSize
-	memBytes   byteSize
-	queueSync  string
-	fileSD     []string
-	httpSD     []string
-	swarmSD    string
-	swarmPort  int
-	swarmRole  string
-	swarmNet   string
-	swarmEvery time.Duration
-	influxAPI  string
-	influx     sink.InfluxConfig
-	tokenFile  string
+	scrape    scrape.Config
+	bodyLimit byteSize
+	layout    string
+	sink      sink.Config
+	// schemaLimits: the InfluxDB 3 schema guard's limits set by flags.
+	schemaLimits schema.Limits
+	queueBytes   byteSize
+	memBytes     byteSize
+	queueSync    string
+	fileSD       []string
+	httpSD       []string
+	swarmSD      string
+	swarmPort    int
+	swarmRole    string
+	swarmNet     string
+	swarmEvery   time.Duration
+	influxAPI    string
+	influx       sink.InfluxConfig
+	tokenFile    string
 
 	configFile string
 
@@ -180,6 +183,9 @@ authentication is on.`,
 	f.BoolVar(&o.influx.InsecureSkipVerify, "influx-insecure-skip-verify", false, "do not verify InfluxDB's certificate (unsafe)")
 	f.BoolVar(&o.influx.Gzip, "influx-gzip", true, "gzip write requests at the fastest level: about a tenth of the bytes for 10-15% more CPU (--influx-gzip=false sends them plain)")
 	f.DurationVar(&o.influx.Timeout, "influx-timeout", 10*time.Second, "timeout of one write request")
+	f.IntVar(&o.schemaLimits.Databases, "influx3-max-databases", 0, "InfluxDB 3 schema guard: the server's databases limit (0: the product's, 5 for Core, 100 for Enterprise); lines that would pass the limits are held back and counted (schema_limit) rather than sent to be refused")
+	f.IntVar(&o.schemaLimits.Tables, "influx3-max-tables", 0, "InfluxDB 3 schema guard: the server's tables limit across databases (0: the product's, 2000 for Core, 4000 for Enterprise: set it to Enterprise's --num-table-limit)")
+	f.IntVar(&o.schemaLimits.Columns, "influx3-max-columns", 0, "InfluxDB 3 schema guard: the server's columns per table, time included (0: the product's, 500: set it to Enterprise's --num-total-columns-per-table-limit)")
 	f.BoolVar(&o.sink.CreateDatabase, "influx-create-database", true, "InfluxDB 1.x: create the database when it does not exist (as Telegraf does)")
 	f.IntVar(&o.sink.BatchSize, "batch-size", o.sink.BatchSize, "lines per write request (a scrape's lines are never split)")
 	f.DurationVar(&o.sink.FlushInterval, "flush-interval", o.sink.FlushInterval, "longest time a line waits before it is sent")
@@ -244,6 +250,17 @@ func (o *runOptions) validate() error {
 	o.sink.MaxMemoryBytes = int64(o.memBytes)
 	if o.influx.API, err = sink.ParseAPI(o.influxAPI); err != nil {
 		errs = append(errs, fmt.Errorf("--influx-api: %w", err))
+	}
+	for _, l := range []struct {
+		flag string
+		v    int
+	}{{"--influx3-max-databases", o.schemaLimits.Databases}, {"--influx3-max-tables", o.schemaLimits.Tables}, {"--influx3-max-columns", o.schemaLimits.Columns}} {
+		if l.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %d: must be 0 (the product's limit) or more", l.flag, l.v))
+		}
+	}
+	if c := o.schemaLimits.Columns; c > 0 && c < 3 {
+		errs = append(errs, fmt.Errorf("--influx3-max-columns %d: a table holds its time column, a tag and a field at least: give 3 or more", c))
 	}
 	if o.sink.QueueSync, err = queue.ParseSyncPolicy(o.queueSync); err != nil {
 		errs = append(errs, fmt.Errorf("--queue-sync: %w", err))
@@ -455,6 +472,7 @@ func runRun(ctx context.Context, o *runOptions) error {
 		}
 	}
 	o.sink.QueueFS = queueFS
+	o.sink.Schema = schema.NewCatalog(o.schemaLimits)
 	def, err := sink.New(o.sink, w, log.With("component", "sink"))
 	if errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission) {
 		return fmt.Errorf("%w: give --queue-dir a directory this process can write (empty: memory only, nothing kept across restarts)", err)

@@ -35,6 +35,10 @@ type targetRow struct {
 	SeriesHeldBack int64 `json:"series_held_back,omitempty"`
 	// WidestLabels: the label names with the most distinct values.
 	WidestLabels []scrape.LabelWidth `json:"widest_labels,omitempty"`
+	// SchemaHeld: samples the InfluxDB 3 schema guard held back (a table
+	// or column past the server's limits), and why the latest were.
+	SchemaHeld    int64  `json:"schema_held_samples,omitempty"`
+	SchemaHeldWhy string `json:"schema_held_reason,omitempty"`
 	// ConfigJob is the configuration's job that found the target; Job
 	// its job tag.
 	ConfigJob       string            `json:"config_job"`
@@ -147,6 +151,7 @@ func rowOf(st scrape.Status, now time.Time) targetRow {
 		Scrapes: st.ScrapesTotal, Failures: st.FailuresTotal, LastError: st.LastError,
 		Series: st.Cardinality.Series, NewSeries: st.Cardinality.NewLastHour,
 		SeriesLimit: st.Cardinality.Limit, SeriesHeldBack: st.Cardinality.Limited, WidestLabels: st.Cardinality.Widest,
+		SchemaHeld: st.Cardinality.SchemaHeld, SchemaHeldWhy: st.Cardinality.SchemaHeldWhy,
 		Lint: st.Lint,
 	}
 	if !st.LastScrape.IsZero() {
@@ -404,7 +409,7 @@ form{margin:.5em 0}nav a{margin-right:1em}
 <table id="targets"><thead><tr><th>Job</th><th>Target</th><th>State</th><th>Last scrape</th><th>Every</th><th>Duration</th><th>Samples</th><th>Scrapes / failures</th><th>Last error</th><th>Lint</th></tr></thead><tbody>
 {{range .Rows}}<tr class="{{.Health}}"><td>{{.Job}}</td><td><a class="url" href="{{.URL}}">{{.URL}}</a><div class="tags">{{range $k, $v := .Tags}}{{$k}}={{$v}} {{end}}</div></td>
 <td class="state">{{.Health}}{{if .Role}}<div class="tags">{{.Role}}{{if .Owners}}: {{range $i, $o := .Owners}}{{if $i}}, {{end}}{{$o}}{{end}}{{end}}</div>{{end}}</td>
-<td>{{.LastScrapeAgo}}</td><td>{{.IntervalSeconds}}s</td><td>{{printf "%.3fs" .DurationSeconds}}</td><td>{{.Samples}}{{if .Series}}<br><small>{{.Series}} series{{if .SeriesLimit}} (limit {{.SeriesLimit}}){{end}}, {{.NewSeries}} new in the last hour{{if .SeriesHeldBack}}, <b class="err">{{.SeriesHeldBack}} samples of new series held back</b>{{end}}{{with .WidestLabels}}; widest labels: {{range $i, $l := .}}{{if $i}}, {{end}}{{$l.Name}} ({{if $l.AtLeast}}&ge;{{end}}{{$l.Values}}){{end}}{{end}}</small>{{end}}</td><td>{{.Scrapes}} / {{.Failures}}</td><td class="err">{{.LastError}}</td>
+<td>{{.LastScrapeAgo}}</td><td>{{.IntervalSeconds}}s</td><td>{{printf "%.3fs" .DurationSeconds}}</td><td>{{.Samples}}{{if .Series}}<br><small>{{.Series}} series{{if .SeriesLimit}} (limit {{.SeriesLimit}}){{end}}, {{.NewSeries}} new in the last hour{{if .SeriesHeldBack}}, <b class="err">{{.SeriesHeldBack}} samples of new series held back</b>{{end}}{{with .WidestLabels}}; widest labels: {{range $i, $l := .}}{{if $i}}, {{end}}{{$l.Name}} ({{if $l.AtLeast}}&ge;{{end}}{{$l.Values}}){{end}}{{end}}</small>{{end}}{{if .SchemaHeld}}<br><small class="err">{{.SchemaHeld}} samples held back by the InfluxDB 3 schema guard: {{.SchemaHeldWhy}}</small>{{end}}</td><td>{{.Scrapes}} / {{.Failures}}</td><td class="err">{{.LastError}}</td>
 <td class="lint">{{with .Lint}}{{range .Findings}}<div title="{{.Example}}"><b>{{.Rule}}</b> &times;{{.Count}}: <small>{{.Example}}</small></div>{{else}}clean{{end}}{{end}}</td></tr>
 {{end}}</tbody></table></body></html>`))
 
