@@ -17,6 +17,7 @@ import (
 
 	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/scrape/simulator"
+	"github.com/scrapeflux/scrapeflux/sink/schema"
 )
 
 // BenchmarkParseConvert measures parse + convert + encode per capture and
@@ -368,6 +369,89 @@ func BenchmarkRelabelDecisionMemory(b *testing.B) {
 				runtime.ReadMemStats(&freed)
 				b.ReportMetric(float64(held.HeapAlloc-freed.HeapAlloc)/series, "B/series")
 				runtime.KeepAlive(c)
+			}
+		})
+	}
+}
+
+// BenchmarkSchemaGuard is BenchmarkParseConvertAll (layout v1) with the
+// InfluxDB 3 schema guard off and on, its catalog holding 2,000 tables
+// of 500 columns (Enterprise's limits raised to 4,000 tables so the
+// captures' own tables fit too). steady: a target's scrapes keep their
+// shape, as they do (one hash of the scrape's keys); every-line: the
+// guard learns something before every scrape, so each line is looked up
+// by its shape (the worst case). Reports ns/sample and the catalog's
+// heap per column (B/column).
+func BenchmarkSchemaGuard(b *testing.B) {
+	for _, mode := range []string{"off", "steady", "every-line"} {
+		b.Run(mode, func(b *testing.B) {
+			var perColumn float64
+			s, err := New(ConvertOptions{Layout: LayoutV1}.config(), &fakeWriter{}, discard)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if mode != "off" {
+				runtime.GC()
+				before := memBefore()
+				cat := schema.NewCatalog(schema.Limits{Tables: 4000})
+				cat.Activate("Enterprise")
+				tables := map[string][]string{}
+				for t := 0; t < 2000; t++ {
+					cols := make([]string, 499)
+					for c := range cols {
+						cols[c] = fmt.Sprintf("column_%d", c)
+					}
+					tables[fmt.Sprintf("table_%d", t)] = cols
+				}
+				db := cat.Database("db")
+				db.Known(tables, func(n string) []byte { return []byte(n) }, func(n string) []byte { return []byte(n) })
+				tables = nil
+				runtime.GC()
+				after := memBefore()
+				perColumn = float64(after.HeapAlloc-before.HeapAlloc) / (2000 * 500)
+				s.cfg.Schema, s.schema = cat, db
+			}
+			type target struct {
+				body []byte
+				p    *scrape.Parser
+				c    *converter
+			}
+			var ts []target
+			for _, body := range simulator.Captures() {
+				c := s.Appender(testTarget(), scrape.AppendOptions{}).(*converter)
+				c.emit = func(ch *chunk) error { s.chunks.Put(ch); return nil }
+				p := scrape.NewParser()
+				p.DropHelp = true
+				ts = append(ts, target{body, p, c})
+			}
+			var buf []byte
+			samples := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			mem := memBefore()
+			for i := 0; i < b.N; i++ {
+				for _, t := range ts {
+					if mode == "every-line" {
+						t.c.shapeEpoch-- // as if the guard had learnt something
+					}
+					buf = append(buf[:0], t.body...)
+					n, _, err := t.p.Parse(buf, "text/plain; version=0.0.4", 1700000000000+int64(i), false, t.c)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := t.c.Commit(); err != nil {
+						b.Fatal(err)
+					}
+					samples += n
+				}
+			}
+			b.StopTimer()
+			reportPerSample(b, samples, mem)
+			if perColumn > 0 {
+				b.ReportMetric(perColumn, "B/column")
+			}
+			if st := s.Stats(); st.Dropped["schema_limit"] != 0 {
+				b.Fatalf("%d samples held", st.Dropped["schema_limit"])
 			}
 		})
 	}

@@ -24,6 +24,7 @@ package schema
 
 import (
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -179,10 +180,28 @@ type DB struct {
 	heldTotal     int64
 }
 
-// table is what is known of one table: the hashes of its columns.
+// table is what is known of one table: the hashes of its columns,
+// sorted (8 bytes a column; looked up on a new shape only).
 type table struct {
-	cols map[uint64]struct{}
+	cols []uint64
 	full bool // the server refused a column for its limit
+}
+
+func newTable(n int) *table {
+	t := &table{cols: make([]uint64, 1, 1+n)}
+	t.cols[0] = timeColumn
+	return t
+}
+
+func (t *table) has(h uint64) bool {
+	_, ok := slices.BinarySearch(t.cols, h)
+	return ok
+}
+
+func (t *table) add(h uint64) {
+	if i, ok := slices.BinarySearch(t.cols, h); !ok {
+		t.cols = slices.Insert(t.cols, i, h)
+	}
 }
 
 // Held counts the samples of one table held back.
@@ -262,7 +281,7 @@ func (d *DB) Admit(l *Line) Decision {
 		if n := 1 + len(l.Tags) + len(l.Fields); c.limits.Columns > 0 && 1+len(l.Tags) >= c.limits.Columns {
 			return Decision{Line: true, Reason: "a new table of " + strconv.Itoa(n) + " columns would pass the server's limit of " + strconv.Itoa(c.limits.Columns) + " columns per table"}
 		}
-		t = &table{cols: map[uint64]struct{}{timeColumn: {}}}
+		t = newTable(len(l.Tags) + len(l.Fields))
 		d.tables[string(l.Table)] = t
 		c.tables++
 		if !d.counted {
@@ -271,18 +290,18 @@ func (d *DB) Admit(l *Line) Decision {
 	}
 	for _, tg := range l.Tags {
 		h := xxhash.Sum64(tg)
-		if _, ok := t.cols[h]; ok {
+		if t.has(h) {
 			continue
 		}
 		if t.full || (c.limits.Columns > 0 && len(t.cols) >= c.limits.Columns) {
 			return Decision{Line: true, Reason: "tag " + strconv.Quote(string(tg)) + " would be a column past " + d.columnsWhy(t)}
 		}
-		t.cols[h] = struct{}{}
+		t.add(h)
 	}
 	dec := Decision{}
 	for i, f := range l.Fields {
 		h := xxhash.Sum64(f)
-		if _, ok := t.cols[h]; ok {
+		if t.has(h) {
 			continue
 		}
 		if t.full || (c.limits.Columns > 0 && len(t.cols) >= c.limits.Columns) {
@@ -293,7 +312,7 @@ func (d *DB) Admit(l *Line) Decision {
 			}
 			continue
 		}
-		t.cols[h] = struct{}{}
+		t.add(h)
 	}
 	if dec.Fields == 0 {
 		d.admitted[l.Shape] = struct{}{}
@@ -384,12 +403,12 @@ func (d *DB) Known(tables map[string][]string, escTable, escColumn func(string) 
 		key := string(escTable(name))
 		t := d.tables[key]
 		if t == nil {
-			t = &table{cols: map[uint64]struct{}{timeColumn: {}}}
+			t = newTable(len(cols))
 			d.tables[key] = t
 			c.tables++
 		}
 		for _, col := range cols {
-			t.cols[xxhash.Sum64(escColumn(col))] = struct{}{}
+			t.add(xxhash.Sum64(escColumn(col)))
 		}
 	}
 	if len(tables) > 0 {
