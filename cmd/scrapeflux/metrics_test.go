@@ -120,7 +120,7 @@ func TestSelfMetricNames(t *testing.T) {
 			section = section[:j+3]
 		}
 	}
-	for _, n := range regexp.MustCompile("`(scrapeflux_[a-z_]+)").FindAllStringSubmatch(section, -1) {
+	for _, n := range regexp.MustCompile("`(scrapeflux_[a-z0-9_]+)").FindAllStringSubmatch(section, -1) {
 		if !names[n[1]] && !strings.HasSuffix(n[1], "_") { // scrapeflux_bucket_*: a prefix
 			missing = append(missing, n[1])
 		}
