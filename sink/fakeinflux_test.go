@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/influxdata/line-protocol/v2/lineprotocol"
 	"github.com/klauspost/compress/gzip"
+
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 )
 
 // fakeInflux answers writes as InfluxDB 2.x OSS or 3.x Core/Enterprise do,
@@ -71,17 +72,8 @@ type fakeInflux struct {
 	lineCounts []int
 	tooLarge   []int
 
-	// 3.x's catalog (catalog.go of influxdb3_catalog): with limits set,
-	// each database's tables and their columns (the time column
-	// included) as writes made them, and every line refused for a
-	// limit, by its key and field names, with how often.
-	schemaLimits  struct{ dbs, tables, columns int }
-	catalog       map[string]map[string]map[string]bool
-	schemaRefused map[string]int
-	// queryToken: the token /api/v3/query_sql takes ("" : the write
-	// token; "-": none, 403 as for a write-only token).
-	queryToken string
-	listings   int
+	// cat: 3.x's catalog with its limits (nil: none kept).
+	cat *servertest.Catalog3
 }
 
 const refuseMark = "refuse_me"
@@ -121,8 +113,8 @@ func (f *fakeInflux) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Influxdb-Build", "OSS")
 		w.WriteHeader(http.StatusNoContent)
 		return
-	case r.URL.Path == "/api/v3/query_sql" && f.major == 3 && f.catalog != nil:
-		f.serveQuery(w, r)
+	case r.URL.Path == "/api/v3/query_sql" && f.major == 3 && f.cat != nil:
+		f.cat.ServeQuery(w, r)
 		return
 	case r.URL.Path == "/api/v2/write", r.URL.Path == "/api/v3/write_lp" && f.major == 3, r.URL.Path == "/write" && f.major == 3:
 		// 3.x also serves the 1.x and 2.x write endpoints, with the same
@@ -164,12 +156,13 @@ func (f *fakeInflux) serve(w http.ResponseWriter, r *http.Request) {
 	var bad []item
 	for i, ln := range lines {
 		if strings.Contains(ln, refuseMark) {
-			bad = append(bad, item{ln, i + 1, "invalid column type for column 'refuse_me', expected iox::column_type::field::float, got iox::column_type::field::string"})
+			bad = append(bad, item{OriginalLine: ln, LineNumber: i + 1, ErrorMessage: "invalid column type for column 'refuse_me', expected iox::column_type::field::float, got iox::column_type::field::string"})
 		}
 	}
-	if f.catalog != nil {
-		var whole string
-		if bad, whole = f.schemaCheck(r.URL.Query().Get("db"), lines, bad); whole != "" {
+	if f.cat != nil {
+		refused, whole := f.cat.Check(f.t, r.URL.Query().Get("db"), lines)
+		bad = append(bad, refused...)
+		if whole != "" {
 			// A CatalogError of the whole request: 422, nothing stored
 			// (http.rs, IntoResponse for the write error).
 			w.WriteHeader(http.StatusUnprocessableEntity)
@@ -216,11 +209,7 @@ func (f *fakeInflux) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-type item struct {
-	OriginalLine string `json:"original_line"`
-	LineNumber   int    `json:"line_number"`
-	ErrorMessage string `json:"error_message"`
-}
+type item = servertest.RefusedLine3
 
 func refusedLine(bad []item, ln string) bool {
 	for _, b := range bad {
@@ -229,169 +218,6 @@ func refusedLine(bad []item, ln string) bool {
 		}
 	}
 	return false
-}
-
-// withCatalog makes f keep a 3.x catalog with these limits (Core's: 5,
-// 2000, 500).
-func (f *fakeInflux) withCatalog(dbs, tables, columns int) {
-	f.schemaLimits.dbs, f.schemaLimits.tables, f.schemaLimits.columns = dbs, tables, columns
-	f.catalog = map[string]map[string]map[string]bool{}
-	f.schemaRefused = map[string]int{}
-}
-
-// schemaCheck grows the catalog by the lines of a write to db, as 3.x's
-// validator does line by line (write_buffer/validator.rs): a line whose
-// new table or columns pass a limit is refused with the catalog's words
-// (influxdb3_catalog/src/error.rs) and the others are stored; a new
-// database past the limit refuses the whole request. f.mu held.
-func (f *fakeInflux) schemaCheck(db string, lines []string, bad []item) ([]item, string) {
-	tables, ok := f.catalog[db]
-	if !ok {
-		if len(f.catalog) >= f.schemaLimits.dbs {
-			return bad, fmt.Sprintf("Adding a new database would exceed limit of %d databases", f.schemaLimits.dbs)
-		}
-		tables = map[string]map[string]bool{}
-		f.catalog[db] = tables
-	}
-	for i, ln := range lines {
-		table, cols, key := lpLine(f.t, ln)
-		refuse := func(msg string) {
-			bad = append(bad, item{ln, i + 1, msg})
-			f.schemaRefused[key]++
-		}
-		t, ok := tables[table]
-		if !ok {
-			n := 0
-			for _, ts := range f.catalog {
-				n += len(ts)
-			}
-			if n >= f.schemaLimits.tables {
-				refuse(fmt.Sprintf("Update to schema would exceed number of tables limit: attempted to create table but already have %d table(s) (limit: %d)", n, f.schemaLimits.tables))
-				continue
-			}
-			t = map[string]bool{"time": true}
-		}
-		added := 0
-		for _, c := range cols {
-			if !t[c] {
-				added++
-			}
-		}
-		if len(t)+added > f.schemaLimits.columns {
-			refuse(fmt.Sprintf("Update to schema would exceed number of columns per table limit of %d columns", f.schemaLimits.columns))
-			continue
-		}
-		for _, c := range cols {
-			t[c] = true
-		}
-		tables[table] = t
-	}
-	return bad, ""
-}
-
-// lpLine reads a line with the line protocol's own parser: its
-// table, its columns (tags and fields) and its key (the line without
-// values and timestamp).
-func lpLine(t testing.TB, ln string) (table string, cols []string, key string) {
-	dec := lineprotocol.NewDecoderWithBytes([]byte(ln + "\n"))
-	if !dec.Next() {
-		t.Errorf("no line in %q", ln)
-		return
-	}
-	m, err := dec.Measurement()
-	if err != nil {
-		t.Errorf("%q: %v", ln, err)
-	}
-	table, key = string(m), string(m)
-	for {
-		k, _, err := dec.NextTag()
-		if err != nil || k == nil {
-			break
-		}
-		cols = append(cols, string(k))
-		key += "," + string(k)
-	}
-	key += " "
-	for {
-		k, _, err := dec.NextField()
-		if err != nil || k == nil {
-			break
-		}
-		cols = append(cols, string(k))
-		key += string(k) + ","
-	}
-	return table, cols, key
-}
-
-// columns returns the columns of a table in the catalog.
-func (f *fakeInflux) columns(db, table string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.catalog[db][table])
-}
-
-// tables counts the tables of the catalog, across databases.
-func (f *fakeInflux) tables() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, ts := range f.catalog {
-		n += len(ts)
-	}
-	return n
-}
-
-// refusedTwice lists line keys refused more than once for a limit, and
-// counts the refusals.
-func (f *fakeInflux) refusedTwice() (twice []string, refusals int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for k, n := range f.schemaRefused {
-		refusals += n
-		if n > 1 && len(twice) < 3 {
-			twice = append(twice, k)
-		}
-	}
-	return twice, refusals
-}
-
-// serveQuery answers /api/v3/query_sql for information_schema.columns
-// as JSON rows ({"table_name", "column_name", ...}).
-func (f *fakeInflux) serveQuery(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.listings++
-	w.Header().Set("Content-Type", "application/json")
-	if f.queryToken == "-" || (f.queryToken != "" && r.Header.Get("Authorization") != "Bearer "+f.queryToken) {
-		w.WriteHeader(http.StatusForbidden)
-		fmt.Fprint(w, `{"error":"Permission denied"}`)
-		return
-	}
-	db := r.URL.Query().Get("db")
-	tables, ok := f.catalog[db]
-	if !ok {
-		w.WriteHeader(http.StatusNotFound)
-		fmt.Fprintf(w, `{"error":"database not found: %s"}`, db)
-		return
-	}
-	if !strings.Contains(r.URL.Query().Get("q"), "information_schema.columns") {
-		w.WriteHeader(http.StatusBadRequest)
-		return
-	}
-	type row struct {
-		Catalog string `json:"table_catalog"`
-		Schema  string `json:"table_schema"`
-		Table   string `json:"table_name"`
-		Column  string `json:"column_name"`
-	}
-	var rows []row
-	for tn, cols := range tables {
-		for c := range cols {
-			rows = append(rows, row{"public", "iox", tn, c})
-		}
-	}
-	b, _ := json.Marshal(rows)
-	w.Write(b)
 }
 
 // beyondRetention tells whether a line's timestamp (its last field, in the

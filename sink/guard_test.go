@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scrapeflux/scrapeflux/internal/servertest"
 	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/sink/schema"
 )
@@ -71,7 +72,7 @@ func wideBodies(n int) []string {
 // server ends with exactly 500 columns and refuses nothing.
 func TestSchemaGuardColumnsLimit(t *testing.T) {
 	f := newFakeInflux(t, 3)
-	f.withCatalog(5, 2000, 500)
+	f.cat = servertest.NewCatalog3(5, 2000, 500)
 	var card scrape.Cardinality
 	st, _ := guardSink(t, f, "db", schema.Limits{}, func(s *Sink) {
 		app := s.Appender(testTarget(), scrape.AppendOptions{})
@@ -86,10 +87,10 @@ func TestSchemaGuardColumnsLimit(t *testing.T) {
 		held += max(0, n-fit)
 		stored += min(n, fit)
 	}
-	if got := f.columns("db", "wide"); got != 500 {
+	if got := f.cat.Columns("db", "wide"); got != 500 {
 		t.Errorf("table wide has %d columns, want 500", got)
 	}
-	if twice, refusals := f.refusedTwice(); refusals != 0 {
+	if twice, refusals := f.cat.RefusedTwice(); refusals != 0 {
 		t.Errorf("the server refused %d lines for a limit (%q...)", refusals, twice)
 	}
 	if st.Dropped["schema_limit"] != int64(held) || st.Written != int64(stored) {
@@ -104,7 +105,7 @@ func TestSchemaGuardColumnsLimit(t *testing.T) {
 // tables: 2,000 are made, the rest held, nothing refused.
 func TestSchemaGuardTablesLimit(t *testing.T) {
 	f := newFakeInflux(t, 3)
-	f.withCatalog(5, 2000, 500)
+	f.cat = servertest.NewCatalog3(5, 2000, 500)
 	var bodies []string
 	for i := 0; i < 8; i++ {
 		var b strings.Builder
@@ -121,10 +122,10 @@ func TestSchemaGuardTablesLimit(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		held += max(0, 300*(i+1)-2000)
 	}
-	if got := f.tables(); got != 2000 {
+	if got := f.cat.Tables(); got != 2000 {
 		t.Errorf("%d tables, want 2000", got)
 	}
-	if _, refusals := f.refusedTwice(); refusals != 0 {
+	if _, refusals := f.cat.RefusedTwice(); refusals != 0 {
 		t.Errorf("the server refused %d lines for a limit", refusals)
 	}
 	if st.Dropped["schema_limit"] != int64(held) {
@@ -142,7 +143,7 @@ func TestSchemaGuardTablesLimit(t *testing.T) {
 // guard, and no line is refused twice.
 func TestSchemaGuardLearnsFromRefusals(t *testing.T) {
 	f := newFakeInflux(t, 3)
-	f.withCatalog(100, 30, 50)
+	f.cat = servertest.NewCatalog3(100, 30, 50)
 	var bodies []string
 	for i := 0; i < 6; i++ {
 		var b strings.Builder
@@ -158,15 +159,15 @@ func TestSchemaGuardLearnsFromRefusals(t *testing.T) {
 	st, cat := guardSink(t, f, "db", schema.Limits{}, func(s *Sink) {
 		scrapeEach(t, s, f, s.Appender(testTarget(), scrape.AppendOptions{}), bodies)
 	})
-	twice, refusals := f.refusedTwice()
+	twice, refusals := f.cat.RefusedTwice()
 	if len(twice) > 0 || refusals == 0 {
 		t.Errorf("%d refusals, refused twice: %q", refusals, twice)
 	}
 	if l := cat.Limits(); l.Columns != 50 || l.Tables != 30 {
 		t.Errorf("limits learnt %+v, want 50 columns and 30 tables", l)
 	}
-	if f.columns("db", "wide") != 50 || f.tables() != 30 {
-		t.Errorf("server holds %d columns of wide and %d tables", f.columns("db", "wide"), f.tables())
+	if f.cat.Columns("db", "wide") != 50 || f.cat.Tables() != 30 {
+		t.Errorf("server holds %d columns of wide and %d tables", f.cat.Columns("db", "wide"), f.cat.Tables())
 	}
 	// Every sample is written, refused once or held.
 	if st.Rejected["limit"] != int64(refusals) || st.Dropped["schema_limit"] == 0 {
@@ -179,9 +180,9 @@ func TestSchemaGuardLearnsFromRefusals(t *testing.T) {
 // whole request (422); that one request is the only one.
 func TestSchemaGuardDatabaseLimit(t *testing.T) {
 	f := newFakeInflux(t, 3)
-	f.withCatalog(5, 2000, 500)
+	f.cat = servertest.NewCatalog3(5, 2000, 500)
 	for _, db := range []string{"a", "b", "c", "d", "e"} {
-		f.catalog[db] = map[string]map[string]bool{}
+		f.cat.AddTable(db, "", nil)
 	}
 	bodies := make([]string, 5)
 	for i := range bodies {
@@ -212,19 +213,19 @@ func TestSchemaGuardReadsTheServer(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFakeInflux(t, 3)
 			f.token = "tok"
-			f.queryToken = c.queryToken
-			f.withCatalog(5, 2000, 500)
-			old := map[string]bool{"time": true, "instance": true, "job": true, "gauge": true}
-			for j := 0; len(old) < 480; j++ {
-				old[fmt.Sprintf("gone_%d", j)] = true
+			f.cat = servertest.NewCatalog3(5, 2000, 500)
+			f.cat.QueryToken = c.queryToken
+			old := []string{"instance", "job", "gauge"}
+			for j := 0; len(old) < 479; j++ {
+				old = append(old, fmt.Sprintf("gone_%d", j))
 			}
-			f.catalog["db"] = map[string]map[string]bool{"wide": old}
+			f.cat.AddTable("db", "wide", old) // 480 columns with time
 			st, cat := guardSink(t, f, "db", schema.Limits{}, func(s *Sink) {
 				scrapeEach(t, s, f, s.Appender(testTarget(), scrape.AppendOptions{}), wideBodies(3))
 			})
-			twice, refusals := f.refusedTwice()
-			if f.columns("db", "wide") != 500 || len(twice) > 0 {
-				t.Errorf("server holds %d columns; refused twice %q", f.columns("db", "wide"), twice)
+			twice, refusals := f.cat.RefusedTwice()
+			if f.cat.Columns("db", "wide") != 500 || len(twice) > 0 {
+				t.Errorf("server holds %d columns; refused twice %q", f.cat.Columns("db", "wide"), twice)
 			}
 			if c.queryToken == "" && (refusals != 0 || st.Dropped["schema_limit"] != 80+180+280) {
 				t.Errorf("listed: %d refusals, %d held; want none refused, 540 held", refusals, st.Dropped["schema_limit"])
@@ -232,8 +233,8 @@ func TestSchemaGuardReadsTheServer(t *testing.T) {
 			if c.queryToken == "-" && (refusals == 0 || st.Rejected["limit"] != int64(refusals)) {
 				t.Errorf("not listed: %d refusals, rejected %v", refusals, st.Rejected)
 			}
-			if f.listings != 1 || (c.queryToken == "" && cat.Database("db").Usage().WidestColumns != 500) {
-				t.Errorf("%d listings; guard knows %+v", f.listings, cat.Database("db").Usage())
+			if f.cat.Listings != 1 || (c.queryToken == "" && cat.Database("db").Usage().WidestColumns != 500) {
+				t.Errorf("%d listings; guard knows %+v", f.cat.Listings, cat.Database("db").Usage())
 			}
 		})
 	}
