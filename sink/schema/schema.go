@@ -278,40 +278,63 @@ func (d *DB) Admit(l *Line) Decision {
 			}
 			return Decision{Line: true, Reason: why}
 		}
-		if n := 1 + len(l.Tags) + len(l.Fields); c.limits.Columns > 0 && 1+len(l.Tags) >= c.limits.Columns {
-			return Decision{Line: true, Reason: "a new table of " + strconv.Itoa(n) + " columns would pass the server's limit of " + strconv.Itoa(c.limits.Columns) + " columns per table"}
-		}
-		t = newTable(len(l.Tags) + len(l.Fields))
-		d.tables[string(l.Table)] = t
-		c.tables++
-		if !d.counted {
-			d.counted = true
+	}
+	// What the line would add, decided before anything is learnt: a
+	// line held whole adds nothing.
+	have, full := 1, false // a new table has its time column
+	if t != nil {
+		have, full = len(t.cols), t.full
+	}
+	room := -1 // columns the table may still take; -1: no limit known
+	if full {
+		room = 0
+	} else if c.limits.Columns > 0 {
+		room = max(0, c.limits.Columns-have)
+	}
+	var newTag []uint64
+	for _, tg := range l.Tags {
+		if h := xxhash.Sum64(tg); t == nil || !t.has(h) {
+			newTag = append(newTag, h)
+			if room >= 0 && len(newTag) > room {
+				return Decision{Line: true, Reason: "tag " + strconv.Quote(string(tg)) + " would be a column past " + d.columnsWhy(full)}
+			}
 		}
 	}
-	for _, tg := range l.Tags {
-		h := xxhash.Sum64(tg)
-		if t.has(h) {
-			continue
-		}
-		if t.full || (c.limits.Columns > 0 && len(t.cols) >= c.limits.Columns) {
-			return Decision{Line: true, Reason: "tag " + strconv.Quote(string(tg)) + " would be a column past " + d.columnsWhy(t)}
-		}
-		t.add(h)
+	if room >= 0 {
+		room -= len(newTag)
 	}
 	dec := Decision{}
+	kept := 0
+	var newField []uint64
 	for i, f := range l.Fields {
 		h := xxhash.Sum64(f)
-		if t.has(h) {
-			continue
-		}
-		if t.full || (c.limits.Columns > 0 && len(t.cols) >= c.limits.Columns) {
+		switch {
+		case t != nil && t.has(h), slices.Contains(newField, h):
+			kept++
+		case room < 0 || len(newField) < room:
+			newField = append(newField, h)
+			kept++
+		default:
 			l.Held[i] = true
 			dec.Fields++
 			if dec.Reason == "" {
-				dec.Reason = "field " + strconv.Quote(string(f)) + " would be a column past " + d.columnsWhy(t)
+				dec.Reason = "field " + strconv.Quote(string(f)) + " would be a column past " + d.columnsWhy(full)
 			}
-			continue
 		}
+	}
+	if kept == 0 {
+		return Decision{Line: true, Reason: dec.Reason}
+	}
+	if t == nil {
+		t = newTable(len(newTag) + len(newField))
+		d.tables[string(l.Table)] = t
+		c.tables++
+		d.counted = true
+	}
+	for _, h := range newTag {
+		t.add(h)
+	}
+	for _, h := range newField {
 		t.add(h)
 	}
 	if dec.Fields == 0 {
@@ -322,8 +345,8 @@ func (d *DB) Admit(l *Line) Decision {
 
 var timeColumn = xxhash.Sum64String("time")
 
-func (d *DB) columnsWhy(t *table) string {
-	if l := d.cat.limits.Columns; l > 0 && !t.full {
+func (d *DB) columnsWhy(full bool) string {
+	if l := d.cat.limits.Columns; l > 0 && !full {
 		return "the server's limit of " + strconv.Itoa(l) + " columns per table"
 	}
 	return "the columns InfluxDB takes for this table (it refused one for its limit)"
@@ -462,7 +485,7 @@ func (d *DB) Learn(l *Line, msg string) bool {
 	case reColumns.MatchString(msg):
 		n, _ := strconv.Atoi(reColumns.FindStringSubmatch(msg)[1])
 		if !strings.Contains(msg, "tag columns") {
-			c.limits.Columns = learnt(c.limits.Columns, n)
+			c.limits.Columns = n // the server's word
 		}
 		if l != nil {
 			if t := d.tables[string(l.Table)]; t != nil {
