@@ -471,18 +471,29 @@ func TestSwarmTasksDiscovered(t *testing.T) {
 			t.Errorf("%s: instance %s is not an overlay address on port 9100", node, inst)
 		}
 	}
-	// Prometheus's labels, as /service-discovery shows them.
-	sd, err := m.Command("curl", "-sS", "--max-time", "5", "http://"+m.Addr+":9274/service-discovery?format=json").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{`"__meta_dockerswarm_task_desired_state":"running"`, `"__meta_dockerswarm_task_state":"running"`,
+	// Prometheus's labels, as /service-discovery shows them. A task's
+	// state is the manager's word: it may still say "starting" at the
+	// first read, and says "running" from the next refresh (3s) on.
+	wants := []string{`"__meta_dockerswarm_task_desired_state":"running"`, `"__meta_dockerswarm_task_state":"running"`,
 		`"__meta_dockerswarm_task_slot":"0"`, `"__meta_dockerswarm_service_mode":"global"`, `"__meta_dockerswarm_service_name":"exporter"`,
 		`"__meta_dockerswarm_network_name":"mon"`, `"__meta_dockerswarm_network_scope":"swarm"`, `"__meta_dockerswarm_node_hostname":"swarm1"`,
-		`"__meta_dockerswarm_node_role":"worker"`, `"__meta_dockerswarm_service_task_container_image":"scrapeflux:latest"`} {
-		if !strings.Contains(string(sd), want) {
-			t.Errorf("/service-discovery lacks %s", want)
+		`"__meta_dockerswarm_node_role":"worker"`, `"__meta_dockerswarm_service_task_container_image":"scrapeflux:latest"`}
+	var missing []string
+	if !servertest.Eventually(15*time.Second, func() bool {
+		sd, err := m.Command("curl", "-sS", "--max-time", "5", "http://"+m.Addr+":9274/service-discovery?format=json").Output()
+		if err != nil {
+			missing = []string{err.Error()}
+			return false
 		}
+		missing = missing[:0]
+		for _, want := range wants {
+			if !strings.Contains(string(sd), want) {
+				missing = append(missing, want)
+			}
+		}
+		return len(missing) == 0
+	}) {
+		t.Errorf("/service-discovery lacks %s within five refreshes", strings.Join(missing, ", "))
 	}
 	// Within one refresh (3s) and a scrape (2s), with the tasks' start.
 	const follow = 45 * time.Second
