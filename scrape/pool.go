@@ -43,7 +43,16 @@ type Pool struct {
 	// lastDiscovery: the latest snapshot as discovered, with outcomes.
 	lastDiscovery []DiscoveredTarget
 	handovers     int64 // targets handed to other replicas
+	syncs         int64 // reconciliations Run made
 }
+
+// SyncGap is the least time between two reconciliations on discovery's
+// word: snapshots that come closer together are coalesced, and the last
+// of them is applied when the gap has passed. Prometheus's discovery
+// manager sends at most one update every 5 s; half a second bounds the
+// work of a churning source (every snapshot of 3,000 targets is a full
+// reconciliation) and keeps a new target's wait under a second.
+const SyncGap = 500 * time.Millisecond
 
 // Synced reports whether discovery has delivered a first snapshot.
 func (p *Pool) Synced() bool {
@@ -144,12 +153,27 @@ func (p *Pool) Run(ctx context.Context, ch <-chan []discovery.Target) error {
 	defer handover.Stop()
 	var last []discovery.Target
 	have, warnedEmpty := false, false
+	// A snapshot within SyncGap of the last reconciliation waits for
+	// throttle; a newer one replaces it meanwhile.
+	throttle := time.NewTimer(time.Hour)
+	throttle.Stop()
+	defer throttle.Stop()
+	var lastSync time.Time
+	pending := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case last = <-ch:
 			have = true
+			if wait := SyncGap - time.Since(lastSync); wait > 0 {
+				if !pending {
+					pending = true
+					throttle.Reset(wait)
+				}
+				continue
+			}
+		case <-throttle.C:
 		case <-changed:
 			_, changed = p.shard.Members()
 		case <-handover.C:
@@ -157,6 +181,11 @@ func (p *Pool) Run(ctx context.Context, ch <-chan []discovery.Target) error {
 		if !have {
 			continue
 		}
+		if pending {
+			pending = false
+			throttle.Stop()
+		}
+		lastSync = time.Now()
 		if next := p.Sync(ctx, last); !next.IsZero() {
 			handover.Reset(time.Until(next))
 		}
@@ -171,6 +200,7 @@ func (p *Pool) Run(ctx context.Context, ch <-chan []discovery.Target) error {
 		p.mu.Lock()
 		p.synced = true
 		p.discovered = len(last)
+		p.syncs++
 		p.mu.Unlock()
 	}
 }

@@ -633,3 +633,54 @@ func gathererOf(cs ...prometheus.Collector) prometheus.Gatherer {
 	reg.MustRegister(cs...)
 	return reg
 }
+
+// A source that churns sends snapshots faster than they are worth
+// applying: those within SyncGap of the last reconciliation are
+// coalesced, and the newest of them is applied once the gap has passed.
+func TestSnapshotsThrottled(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "x 1\n") }))
+	defer srv.Close()
+	cfg := Config{Interval: time.Hour, Timeout: time.Second, BodyLimit: 1 << 20}
+	p, err := NewPool(cfg, &recorder{}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syncs := func() int64 { p.mu.Lock(); defer p.mu.Unlock(); return p.syncs }
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan []discovery.Target)
+	done := make(chan error)
+	go func() { done <- p.Run(ctx, ch) }()
+	snapshot := func(n int) []discovery.Target {
+		var ts []discovery.Target
+		for i := range n {
+			x, _ := discovery.NewTarget(fmt.Sprintf("%s/m%d", srv.URL, i), "churn")
+			ts = append(ts, x)
+		}
+		return ts
+	}
+	// The first snapshot is applied at once.
+	start := time.Now()
+	ch <- snapshot(1)
+	servertest.WaitFor(t, "the first snapshot applied", 5*time.Second, func() bool { return len(p.Targets()) == 1 })
+	if d := time.Since(start); d > SyncGap/2 {
+		t.Errorf("the first snapshot waited %s", d)
+	}
+	// 200 more within a few tens of milliseconds: at most two more
+	// reconciliations, the last one with the newest snapshot.
+	for n := 2; n <= 201; n++ {
+		ch <- snapshot(n)
+	}
+	sent := time.Now()
+	servertest.WaitFor(t, "the newest snapshot applied", 5*time.Second, func() bool { return len(p.Targets()) == 201 })
+	if d := time.Since(sent); d > 2*SyncGap {
+		t.Errorf("the newest snapshot applied %s after it came: want within %s", d, 2*SyncGap)
+	}
+	if n := syncs(); n > 3 {
+		t.Errorf("%d reconciliations for 201 snapshots in a burst: want at most 3", n)
+	}
+	t.Logf("201 snapshots, %d reconciliations", syncs())
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
