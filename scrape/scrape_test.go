@@ -380,9 +380,10 @@ func TestPoolReconciles(t *testing.T) {
 		t.Error("removed target /b still has a loop")
 	}
 	mu.Lock()
-	bHits := hits["/b"]
+	bHits, cHits := hits["/b"], hits["/c"]
 	mu.Unlock()
-	time.Sleep(300 * time.Millisecond)
+	// Three more scrapes of /c: /b would have been scraped meanwhile.
+	servertest.WaitFor(t, "three more scrapes of /c", 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return hits["/c"] >= cHits+3 })
 	mu.Lock()
 	if hits["/b"] != bHits {
 		t.Errorf("removed target /b scraped after removal: %d -> %d", bHits, hits["/b"])

@@ -168,7 +168,7 @@ func TestPoolHandsOverAfterOneInterval(t *testing.T) {
 		t.Errorf("handovers %d, want 1", p.Handovers())
 	}
 	stopped := count()
-	time.Sleep(2 * cfg.Interval)
+	time.Sleep(2 * cfg.Interval) // a window for the absence of scrapes: no event marks it
 	if count() != stopped {
 		t.Errorf("scraped after the handover ended")
 	}

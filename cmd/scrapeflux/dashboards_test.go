@@ -122,7 +122,10 @@ func TestDashboardsOnRealData(t *testing.T) {
 		}
 		return true
 	})
-	time.Sleep(time.Second) // the last batches reach InfluxDB
+	servertest.WaitFor(t, "the scrapes' lines written", 10*time.Second, func() bool {
+		_, m := httpGet(t, "http://"+listen+"/metrics")
+		return metricValue(m, "scrapeflux_queued_samples") == 0
+	})
 
 	for file, panels := range panelExpectations {
 		t.Run(file, func(t *testing.T) {
