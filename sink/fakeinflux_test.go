@@ -3,7 +3,6 @@ package sink
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -11,8 +10,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/klauspost/compress/gzip"
 
 	"github.com/scrapeflux/scrapeflux/internal/servertest"
 )
@@ -125,16 +122,10 @@ func (f *fakeInflux) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `{"code":"not found","message":"path not found"}`)
 		return
 	}
-	var body io.Reader = r.Body
-	if r.Header.Get("Content-Encoding") == "gzip" {
-		zr, err := gzip.NewReader(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		body = zr
+	data, ok := servertest.WriteBody(w, r)
+	if !ok {
+		return
 	}
-	data, _ := io.ReadAll(body)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.requests++

@@ -250,16 +250,10 @@ func StartInfluxDB3(t testing.TB) *InfluxDB3 {
 		case "/api/v3/query_sql":
 			s.Catalog.ServeQuery(w, r)
 		case "/api/v3/write_lp":
-			var body io.Reader = r.Body
-			if r.Header.Get("Content-Encoding") == "gzip" {
-				zr, err := gzip.NewReader(r.Body)
-				if err != nil {
-					http.Error(w, err.Error(), http.StatusBadRequest)
-					return
-				}
-				body = zr
+			data, ok := WriteBody(w, r)
+			if !ok {
+				return
 			}
-			data, _ := io.ReadAll(body)
 			lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
 			w.Header().Set("Content-Type", "application/json")
 			refused, whole := s.Catalog.Check(t, r.URL.Query().Get("db"), lines)
@@ -295,4 +289,26 @@ func (s *InfluxDB3) Stored() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stored
+}
+
+// WriteBody reads a write request's body whole, inflated when it is
+// gzip'd (every member, as InfluxDB 1.8, 2.x and 3.x's MultiGzDecoder
+// read it). A gzip body that cannot be read is answered 400 and ok is
+// false.
+func WriteBody(w http.ResponseWriter, r *http.Request) (data []byte, ok bool) {
+	var body io.Reader = r.Body
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return nil, false
+		}
+		body = zr
+	}
+	data, err := io.ReadAll(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return nil, false
+	}
+	return data, true
 }
