@@ -311,9 +311,9 @@ func TestRoundTripInfluxDB(t *testing.T) {
 
 func TestScanValue(t *testing.T) {
 	r := rand.New(rand.NewSource(1))
-	// Values never hold a quote: the scan starts after the closing one is found.
-	alphabet := []byte("abcXYZ019_:-./+ ,=\\\t\n\x00\x7f\x80\xc3\xa9")
-	for i := 0; i < 20000; i++ {
+	// A value and what follows it: the scan stops at the first quote.
+	alphabet := []byte("abcXYZ019_:-./+ ,=\\\t\n\x00\x7f\x80\xc3\xa9\"")
+	for i := 0; i < 50000; i++ {
 		v := make([]byte, r.Intn(40))
 		for j := range v {
 			if r.Intn(8) == 0 {
@@ -322,17 +322,21 @@ func TestScanValue(t *testing.T) {
 				v[j] = alphabet[r.Intn(9)]
 			}
 		}
-		wantOK, wantEsc := true, false
-		for _, b := range v {
+		wantQ, wantOK, wantEsc := 0, false, false
+	scan:
+		for j, b := range v {
 			switch {
+			case b == '"':
+				wantQ, wantOK = j, true
+				break scan
 			case b == ',' || b == ' ' || b == '=':
 				wantEsc = true
 			case b < ' ' || b >= 0x80 || b == '\\':
-				wantOK = false
+				break scan
 			}
 		}
-		if ok, esc := scanValue(v); ok != wantOK || ok && esc != wantEsc {
-			t.Fatalf("scanValue(%q) = %v, %v; want %v, %v", v, ok, esc, wantOK, wantEsc)
+		if q, ok, esc := scanValue(v); ok != wantOK || ok && (q != wantQ || esc != wantEsc) {
+			t.Fatalf("scanValue(%q) = %d, %v, %v; want %d, %v, %v", v, q, ok, esc, wantQ, wantOK, wantEsc)
 		}
 	}
 }

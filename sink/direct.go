@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math"
+	"math/bits"
 
 	"github.com/scrapeflux/scrapeflux/scrape"
 	"github.com/scrapeflux/scrapeflux/sink/lineproto"
@@ -50,30 +51,80 @@ var byteClass = func() (t [256]uint8) {
 	return t
 }()
 
-// scanValue tells whether a label value can take the direct way (no
-// escape sequence, control byte or non-ASCII byte) and whether it holds
-// bytes to escape. v holds no quote (it ends where the first one is).
-// Eight bytes at a time: most values hold none of these.
-func scanValue(v []byte) (ok, escape bool) {
+// scanValue finds the quote that ends the label value v starts with, and
+// tells whether the value can take the direct way (no escape sequence,
+// control byte or non-ASCII byte before it) and whether it holds bytes to
+// escape. Eight bytes at a time: most values hold none of these, and the
+// first of them in a word is found exactly (the bit tricks flag false
+// bytes only above a true one).
+func scanValue(v []byte) (q int, ok, escape bool) {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	for len(v) >= 8 {
-		w := binary.LittleEndian.Uint64(v)
-		less := (w - ones*0x21) &^ w & highs // a byte below '!'
-		comma, equals, bslash := w^(ones*','), w^(ones*'='), w^(ones*'\\')
-		match := (comma-ones)&^comma | (equals-ones)&^equals | (bslash-ones)&^bslash
-		if (w|less|match)&highs != 0 {
-			break
+	for i := 0; i < len(v); {
+		if i+8 <= len(v) {
+			w := binary.LittleEndian.Uint64(v[i:])
+			less := (w - ones*0x21) &^ w & highs // a byte below '!'
+			comma, equals, bslash, quote := w^(ones*','), w^(ones*'='), w^(ones*'\\'), w^(ones*'"')
+			match := (comma-ones)&^comma | (equals-ones)&^equals | (bslash-ones)&^bslash | (quote-ones)&^quote
+			m := (w | less | match) & highs
+			if m == 0 {
+				i += 8
+				continue
+			}
+			i += bits.TrailingZeros64(m) >> 3
 		}
-		v = v[8:]
-	}
-	for _, b := range v {
-		cl := byteClass[b]
-		if cl == 0 {
-			return false, false
+		switch b := v[i]; byteClass[b] {
+		case clPlain:
+		case clEscape:
+			escape = true
+		default:
+			return i, b == '"', escape
 		}
-		escape = escape || cl == clEscape
+		i++
 	}
-	return true, escape
+	return 0, false, false
+}
+
+// keyState is a line key being written label by label, in name order,
+// with the target's identity tags merged in.
+type keyState struct {
+	b     []byte
+	id    int    // identity tags written
+	field string // the bound or quantile that names the field
+	bound bool
+}
+
+// putLabel writes the label lname="value" to st, or takes it as the field's
+// name when it is skip (le, quantile); it reports false when the label
+// clashes with an identity tag or is named time.
+func (c *converter) putLabel(sc *scratch, st *keyState, lname, value []byte, escape bool, skip string) bool {
+	if len(value) == 0 {
+		return true
+	}
+	if string(lname) == skip {
+		st.field, st.bound = sc.bound(value), true
+		return true
+	}
+	b := st.b
+	for st.id < len(c.ident) && before(c.ident[st.id].Key, lname) {
+		b = append(b, c.identTags[st.id]...)
+		st.id++
+	}
+	if st.id < len(c.ident) && c.ident[st.id].Key == string(lname) || string(lname) == "time" {
+		return false
+	}
+	b = append(b, ',')
+	b = append(b, lname...)
+	b = append(b, '=')
+	switch {
+	case string(lname) == "le" || string(lname) == "quantile":
+		b = lineproto.AppendEscaped(b, sc.bound(value), false)
+	case escape:
+		b = lineproto.AppendEscaped(b, value, false)
+	default:
+		b = append(b, value...)
+	}
+	st.b = b
+	return true
 }
 
 // directKey writes the line key of s to sc.keys and its field key to
@@ -81,39 +132,69 @@ func scanValue(v []byte) (ok, escape bool) {
 // the general way. The text was read by the exposition parser, which
 // checked its grammar: a classic metric name, then label names and quoted
 // values with blanks allowed between them. So the checks here only look
-// for what the direct way does not take.
+// for what the direct way does not take. Labels in name order (as most
+// exporters write them) are written as they are scanned; others are
+// sorted first.
 func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 	name, text := s.Name, s.Series
 	if len(name) == 0 || len(text) < len(name) || len(text) > math.MaxUint16 || string(text[:len(name)]) != string(name) ||
 		name[0] != '_' && name[0] != ':' && (name[0]|0x20 < 'a' || name[0]|0x20 > 'z') {
 		return false
 	}
+	measurement, skip := name, ""
+	st := keyState{}
+	if c.opts.Layout == LayoutV2 {
+		measurement = c.measurement
+	} else {
+		var ofFamily bool
+		ofFamily, st.field, skip = v1Field(s.Type, string(name[len(s.Family):]))
+		if ofFamily {
+			measurement = s.Family
+		}
+	}
+	field0, k0 := st.field, len(sc.keys)
+	st.b = append(sc.keys, measurement...)
 	// Labels: {name="value",...} with an optional trailing comma. Label
 	// names starting with an underscore are reserved (__name__) or
 	// renamed, quoted ones are UTF-8 names.
 	lbs := sc.labels[:0]
+	sorted := true
 	if len(text) > len(name) {
 		if text[len(name)] != '{' || text[len(text)-1] != '}' {
 			return false
 		}
+		nameLimit, valueLimit := c.app.LabelNameLengthLimit, c.app.LabelValueLengthLimit
+		prev := -1 // the previous label's name, in lbs
 		for i, end := len(name)+1, len(text)-1; i < end; {
 			if b := text[i]; b < 'A' || b > 'z' || b > 'Z' && b < 'a' {
 				return false
 			}
-			eq := i + bytes.IndexByte(text[i:end], '=')
-			if eq < i || eq+1 >= end || text[eq-1] == ' ' || text[eq-1] == '\t' || text[eq+1] != '"' {
+			eq := i + 1
+			for eq < end && text[eq] != '=' {
+				eq++
+			}
+			if eq+1 >= end || text[eq-1] == ' ' || text[eq-1] == '\t' || text[eq+1] != '"' {
 				return false
 			}
 			vs := eq + 2
-			q := bytes.IndexByte(text[vs:end], '"')
-			if q < 0 || len(lbs) == maxDirectLabels {
+			q, ok, esc := scanValue(text[vs:end])
+			if !ok || len(lbs) == maxDirectLabels ||
+				nameLimit > 0 && eq-i > nameLimit || valueLimit > 0 && q > valueLimit { // the general way names it
 				return false
 			}
-			ok, esc := scanValue(text[vs : vs+q])
-			if !ok {
+			l := label{name: uint16(i), eq: uint16(eq), end: uint16(vs + q), escape: esc}
+			if sorted && prev >= 0 {
+				if d := compareNames(text, lbs[prev], l); d == 0 {
+					return false // a duplicate, which the general way reports
+				} else if d > 0 {
+					sorted = false
+				}
+			}
+			if sorted && !c.putLabel(sc, &st, text[i:eq], text[vs:vs+q], esc, skip) {
 				return false
 			}
-			lbs = append(lbs, label{name: uint16(i), eq: uint16(eq), end: uint16(vs + q), escape: esc})
+			prev = len(lbs)
+			lbs = append(lbs, l)
 			if i = vs + q + 1; i < end {
 				if text[i] != ',' {
 					return false
@@ -125,83 +206,34 @@ func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 	if c.app.LabelLimit > 0 && len(lbs) > c.app.LabelLimit {
 		return false
 	}
-	if c.app.LabelNameLengthLimit > 0 || c.app.LabelValueLengthLimit > 0 {
-		for _, l := range lbs {
-			if (c.app.LabelNameLengthLimit > 0 && len(l.nameOf(text)) > c.app.LabelNameLengthLimit) ||
-				(c.app.LabelValueLengthLimit > 0 && int(l.end)-int(l.eq)-2 > c.app.LabelValueLengthLimit) {
-				return false // the general way names it
+	if !sorted {
+		// Insertion sort by name; a duplicate name is an error the
+		// general way reports.
+		for i := 1; i < len(lbs); i++ {
+			for j := i; j > 0; j-- {
+				d := compareNames(text, lbs[j-1], lbs[j])
+				if d == 0 {
+					return false
+				}
+				if d < 0 {
+					break
+				}
+				lbs[j-1], lbs[j] = lbs[j], lbs[j-1]
 			}
 		}
-	}
-	// Sort by name (expositions are usually sorted already); a duplicate
-	// name is an error the general way reports.
-	for i := 1; i < len(lbs); i++ {
-		for j := i; j > 0; j-- {
-			a, z := text[lbs[j-1].name], text[lbs[j].name]
-			if a < z {
-				break
-			}
-			d := int(a) - int(z)
-			if d == 0 {
-				d = bytes.Compare(lbs[j-1].nameOf(text), lbs[j].nameOf(text))
-			}
-			if d == 0 {
+		st = keyState{b: append(sc.keys[:k0], measurement...), field: field0}
+		for _, l := range lbs {
+			if !c.putLabel(sc, &st, l.nameOf(text), text[l.eq+2:l.end], l.escape, skip) {
 				return false
 			}
-			if d < 0 {
-				break
-			}
-			lbs[j-1], lbs[j] = lbs[j], lbs[j-1]
 		}
 	}
-
-	measurement, skip := name, ""
-	var field string
-	bound := false // field is a bound or quantile, else one of v1Field's names
-	if c.opts.Layout == LayoutV2 {
-		measurement = c.measurement
-	} else {
-		var ofFamily bool
-		ofFamily, field, skip = v1Field(s.Type, string(name[len(s.Family):]))
-		if ofFamily {
-			measurement = s.Family
-		}
-	}
-
-	b := append(sc.keys, measurement...)
-	id := 0
-	for _, l := range lbs {
-		lname, value := l.nameOf(text), text[l.eq+2:l.end]
-		if len(value) == 0 {
-			continue
-		}
-		if string(lname) == skip {
-			field, bound = sc.bound(value), true
-			continue
-		}
-		for id < len(c.ident) && before(c.ident[id].Key, lname) {
-			b = append(b, c.identTags[id]...)
-			id++
-		}
-		if id < len(c.ident) && c.ident[id].Key == string(lname) || string(lname) == "time" {
-			return false
-		}
-		b = append(b, ',')
-		b = append(b, text[l.name:l.eq+1]...) // name=
-		switch {
-		case string(lname) == "le" || string(lname) == "quantile":
-			b = lineproto.AppendEscaped(b, sc.bound(value), false)
-		case l.escape:
-			b = lineproto.AppendEscaped(b, value, false)
-		default:
-			b = append(b, value...)
-		}
-	}
-	if field == "" && c.opts.Layout == LayoutV1 {
+	if st.field == "" && c.opts.Layout == LayoutV1 {
 		// A bucket without le, a quantile without quantile.
 		return false
 	}
-	for ; id < len(c.ident); id++ {
+	b := st.b
+	for id := st.id; id < len(c.ident); id++ {
 		b = append(b, c.identTags[id]...)
 	}
 	sc.keys = b
@@ -210,12 +242,21 @@ func (c *converter) directKey(sc *scratch, s *scrape.Sample) bool {
 			sc.names = append(sc.names, lineproto.Exported...)
 		}
 		sc.names = append(sc.names, name...)
-	} else if bound {
-		sc.names = lineproto.AppendEscaped(sc.names, field, false)
+	} else if st.bound {
+		sc.names = lineproto.AppendEscaped(sc.names, st.field, false)
 	} else {
-		sc.names = append(sc.names, field...) // counter, gauge, value, sum...: nothing to escape
+		sc.names = append(sc.names, st.field...) // counter, gauge, value, sum...: nothing to escape
 	}
 	return true
+}
+
+// compareNames compares the names of two labels of text; the first byte
+// decides most of the time.
+func compareNames(text []byte, a, z label) int {
+	if d := int(text[a.name]) - int(text[z.name]); d != 0 {
+		return d
+	}
+	return bytes.Compare(a.nameOf(text), z.nameOf(text))
 }
 
 // before tells whether key sorts before name (not empty); the first byte
